@@ -1,0 +1,1 @@
+"""The Prefect flow that chains the stages in `tasks/`, and its command line."""
