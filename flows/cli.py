@@ -7,6 +7,7 @@ so `--help` and bad values answer at once.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import types
 import typing
@@ -15,6 +16,9 @@ from flows.parameters import PipelineParameters, validate_parameters
 from tasks.errors import PipelineError
 
 EXIT_NOT_PROMOTED = 3
+
+# The pipeline runs offline: keep Prefect's temporary server from trying to send telemetry.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _value_type(annotation):

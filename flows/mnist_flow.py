@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Optional
 
 from prefect import flow
-from prefect.filesystems import LocalFileSystem
 from prefect.runtime import flow_run
 
 from flows.parameters import validate_parameters
@@ -83,7 +82,7 @@ def mnist_pipeline(
     run_dir = paths.runs / _run_name()
 
     split_task = download_split.with_options(
-        result_storage=LocalFileSystem(basepath=str(paths.prefect_results)),
+        result_storage=paths.prefect_results,  # a stable path, so later runs find the cache
         refresh_cache=not is_intact(recipe.split_dir(paths.splits)),  # never trust a damaged cache hit
     )
     manifest = split_task(recipe, str(bundle), str(paths.splits), str(paths.tfds_data))

@@ -18,4 +18,6 @@ def wilson_interval(correct: int, total: int, z: float = Z_95) -> tuple[float, f
     denominator = 1 + z * z / total
     centre = (p + z * z / (2 * total)) / denominator
     half_width = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-    return max(0.0, centre - half_width), min(1.0, centre + half_width)
+    low = 0.0 if correct == 0 else max(0.0, centre - half_width)  # exact at the ends, where rounding
+    high = 1.0 if correct == total else min(1.0, centre + half_width)  # could exclude p itself
+    return low, high

@@ -61,6 +61,7 @@ def fit(config: TrainingConfig, data: SplitFiles, run_dir: Path, log) -> Trained
         validation_data=validation_ds,
         epochs=config.epochs,
         callbacks=[early_stopping, _epoch_logger(log)],
+        shuffle=False,  # the pipeline shuffles
         verbose=0,
     )
     train_seconds = time.perf_counter() - started

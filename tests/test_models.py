@@ -1,0 +1,41 @@
+"""Presets: every model takes raw uint8 images and returns probabilities; seed-mlp is the tutorial."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tasks.models import PRESETS, build_model, training_config
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_model_maps_raw_uint8_images_to_probabilities(preset):
+    model = build_model(training_config(preset, seed=0))
+    images = np.random.default_rng(0).integers(0, 256, size=(4, 28, 28), dtype=np.uint8)
+    probabilities = np.asarray(model(images))
+    assert probabilities.shape == (4, 10)
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert model.inputs[0].dtype == "uint8"
+
+
+def test_scaling_is_the_models_first_step():
+    model = build_model(training_config("mlp", seed=0))
+    assert model.layers[1].name == "scale_to_unit"
+    assert model.layers[1](np.full((1, 28, 28), 255, np.uint8)).numpy().max() == pytest.approx(1.0)
+
+
+def test_seed_mlp_is_the_tutorial_model():
+    config = training_config("seed-mlp", seed=0)
+    assert (config.epochs, config.batch_size, config.patience, config.learning_rate) == (5, 100, 2, 1e-3)
+    model = build_model(config)
+    dense = [layer for layer in model.layers if layer.__class__.__name__ == "Dense"]
+    assert [layer.units for layer in dense] == [50, 50, 10]
+    assert [layer.activation.__name__ for layer in dense] == ["relu", "relu", "softmax"]
+    assert model.count_params() == 784 * 50 + 50 + 50 * 50 + 50 + 50 * 10 + 10
+    assert model.optimizer.__class__.__name__ == "Adam"
+
+
+def test_overrides_replace_preset_defaults_only_when_given():
+    config = training_config("cnn", seed=5, epochs=3, batch_size=None)
+    assert config.epochs == 3 and config.seed == 5
+    assert config.batch_size == PRESETS["cnn"].defaults.batch_size
