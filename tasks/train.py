@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +50,10 @@ def fit(config: TrainingConfig, data: SplitFiles, run_dir: Path, log) -> Trained
     import keras
 
     keras.utils.set_random_seed(config.seed)
-    train_ds = input_pipeline(*data.load("train"), config.batch_size, shuffle_seed=config.seed)
+    train_images, train_labels = data.load("train")
+    train_ds = input_pipeline(train_images, train_labels, config.batch_size, shuffle_seed=config.seed)
     validation_ds = input_pipeline(*data.load("validation"), config.batch_size)
-    model = build_model(config)
+    model = build_model(config, steps_per_epoch=math.ceil(len(train_labels) / config.batch_size))
     early_stopping = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=config.patience, restore_best_weights=True
     )
