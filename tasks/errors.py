@@ -22,3 +22,14 @@ class ChecksumMismatchError(PermanentError):
 
 class SplitValidationError(PermanentError):
     pass
+
+
+def retry_unless_permanent(task, task_run, state) -> bool:
+    """Prefect `retry_condition_fn`: retry any failure except a `PermanentError`."""
+    try:
+        state.result()
+    except PermanentError:
+        return False
+    except BaseException:
+        return True
+    return True

@@ -10,6 +10,8 @@ import numpy as np
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
+from tasks.errors import retry_unless_permanent
+from tasks.faults import inject_fault
 from tasks.files import atomic_path, sha256_file, write_json_atomic
 from tasks.preprocess import SplitFiles
 from tasks.split import NUM_CLASSES
@@ -133,9 +135,11 @@ def evaluate_model(trained: TrainedModel, data: SplitFiles, run_dir: Path) -> Ev
     )
 
 
-@task(name="evaluate")
+@task(name="evaluate", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_permanent)
 def evaluate(trained: TrainedModel, data: SplitFiles, run_dir: str) -> Evaluation:
+    """Idempotent: a retry rewrites the same files (atomically) and republishes the table."""
     evaluation = evaluate_model(trained, data, Path(run_dir))
+    inject_fault("evaluate")
     metrics = json.loads(Path(evaluation.metrics_path).read_text())
     create_table_artifact(
         key=PER_CLASS_TABLE_KEY,

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from prefect import task
 
-from tasks.errors import SplitValidationError
+from tasks.errors import SplitValidationError, retry_unless_permanent
+from tasks.faults import inject_fault
 from tasks.files import sha256_file
 from tasks.split import IMAGE_SHAPE, NUM_CLASSES, SPLIT_NAMES
 
@@ -73,9 +74,10 @@ def check_split(manifest_path: Path) -> SplitFiles:
     return files
 
 
-@task(name="preprocess")
+@task(name="preprocess", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_permanent)
 def preprocess(manifest_path: str) -> SplitFiles:
     """Validate the split; the input pipelines are built from it where they are consumed (train)."""
+    inject_fault("preprocess")
     return check_split(Path(manifest_path))
 
 

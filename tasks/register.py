@@ -17,6 +17,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from tasks.evaluate import Evaluation, load_model, predict_probabilities, score
+from tasks.errors import retry_unless_permanent
+from tasks.faults import inject_fault
 from tasks.files import sha256_file
 from tasks.preprocess import SplitFiles
 from tasks.registry import Decision, Registry, now_iso
@@ -86,57 +88,54 @@ def register_candidate(
     run_params: dict,
     flow_run_id: str | None,
 ) -> Decision:
-    """Register the candidate (once, however often this is called) and apply the gate."""
+    """Register the candidate and apply the gate, exactly once however often this is called.
+
+    The decision is stored in the version itself; a retry after a failure anywhere in here finds the
+    version by its model's checksum and completes what is missing (production pointer, log line).
+    """
     metrics = json.loads(Path(evaluation.metrics_path).read_text())
     model_sha256 = sha256_file(Path(trained.model_path))
     with registry.lock:
-        already = registry.find_by_model(model_sha256)
-        if already is not None:  # a retried register: report the decision made the first time
-            return next(Decision(**_decision_fields(d)) for d in registry.decisions() if d["candidate"] == already)
-        champion = champion_score(registry, data, metrics["test_split_sha256"])
-        candidate = Scored("candidate", evaluation.correct, evaluation.total)
-        promoted, reason = gate(candidate, champion, threshold)
-        record = {
-            "created": now_iso(),
-            "status": "promoted" if promoted else "rejected",
-            "model_sha256": model_sha256,
-            "preset": trained.config.preset,
-            "test_accuracy": evaluation.accuracy,
-            "accuracy_interval_95": list(evaluation.interval_95),
-            "data_sha256": data.data_sha256,
-            "test_split_sha256": metrics["test_split_sha256"],
-            "flow_run_id": flow_run_id,
-            "versions": _framework_versions(),
-        }
-        params = {"training": asdict(trained.config), "threshold": threshold, **run_params}
-        files = {"model.keras": Path(trained.model_path), "metrics.json": Path(evaluation.metrics_path),
-                 "history.json": Path(trained.history_path)}
-        files.update({Path(p).name: Path(p) for p in evaluation.plot_paths})
-        texts = {"params.json": json.dumps(params, indent=2, sort_keys=True) + "\n",
-                 "model_card.md": render_model_card(record, params, metrics)}
-        version = registry.add_version(files, texts, record)
-        decision = Decision(
-            candidate=version,
-            candidate_accuracy=evaluation.accuracy,
-            champion=champion.version if champion else None,
-            champion_accuracy=champion.accuracy if champion else None,
-            threshold=threshold,
-            promoted=promoted,
-            reason=reason,
-            time=now_iso(),
-            flow_run_id=flow_run_id,
-        )
-        if promoted:
-            registry.set_production(version, reason)
-        registry.log_decision(decision)
+        version = registry.find_by_model(model_sha256)
+        if version is None:
+            champion = champion_score(registry, data, metrics["test_split_sha256"])
+            promoted, reason = gate(Scored("candidate", evaluation.correct, evaluation.total), champion, threshold)
+            record = {
+                "created": now_iso(),
+                "status": "promoted" if promoted else "rejected",
+                "model_sha256": model_sha256,
+                "preset": trained.config.preset,
+                "test_accuracy": evaluation.accuracy,
+                "accuracy_interval_95": list(evaluation.interval_95),
+                "data_sha256": data.data_sha256,
+                "test_split_sha256": metrics["test_split_sha256"],
+                "flow_run_id": flow_run_id,
+                "versions": _framework_versions(),
+                "decision": {
+                    "candidate_accuracy": evaluation.accuracy,
+                    "champion": champion.version if champion else None,
+                    "champion_accuracy": champion.accuracy if champion else None,
+                    "threshold": threshold,
+                    "promoted": promoted,
+                    "reason": reason,
+                    "time": now_iso(),
+                    "flow_run_id": flow_run_id,
+                },
+            }
+            params = {"training": asdict(trained.config), "threshold": threshold, **run_params}
+            files = {"model.keras": Path(trained.model_path), "metrics.json": Path(evaluation.metrics_path),
+                     "history.json": Path(trained.history_path)}
+            files.update({Path(p).name: Path(p) for p in evaluation.plot_paths})
+            texts = {"params.json": json.dumps(params, indent=2, sort_keys=True) + "\n",
+                     "model_card.md": render_model_card(record, params, metrics)}
+            version = registry.add_version(files, texts, record)
+            inject_fault("register")  # the version exists; production has not moved; nothing is logged
+        decision = Decision(candidate=version, **registry.read_version(version)["decision"])
+        registry.apply_decision(decision)
     return decision
 
 
-def _decision_fields(logged: dict) -> dict:
-    return {name: logged[name] for name in Decision.__dataclass_fields__}
-
-
-@task(name="register")
+@task(name="register", retries=3, retry_delay_seconds=1, retry_condition_fn=retry_unless_permanent)
 def register(
     trained: TrainedModel,
     evaluation: Evaluation,

@@ -141,5 +141,13 @@ class Registry:
     def set_production(self, version: str, reason: str) -> None:
         write_json_atomic(self.production_file, {"version": version, "since": now_iso(), "reason": reason})
 
+    def apply_decision(self, decision: Decision) -> None:
+        """Move production (if promoted) and log the decision, unless this was done already."""
+        if any(logged["candidate"] == decision.candidate for logged in self.decisions()):
+            return
+        if decision.promoted:
+            self.set_production(decision.candidate, decision.reason)
+        self.log_decision(decision)
+
     def log_decision(self, decision: Decision) -> None:
         append_line_durably(self.decision_log, json.dumps({**asdict(decision), "verdict": decision.verdict}))

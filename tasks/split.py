@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 from prefect import task
 from prefect.cache_policies import INPUTS
+from prefect.tasks import exponential_backoff
 
-from tasks.errors import BundleMissingError, ChecksumMismatchError, PermanentError
+from tasks.errors import BundleMissingError, ChecksumMismatchError, retry_unless_permanent
+from tasks.faults import inject_fault
 from tasks.files import fsync_dir, sha256_file, write_json_atomic
 
 DATASET = "mnist:3.0.1"
@@ -203,12 +205,17 @@ def _publish_dir(tmp_dir: Path, final_dir: Path) -> None:
     name="download-split",
     cache_policy=INPUTS,
     persist_result=True,
+    retries=3,  # transient I/O (a download, a busy disk): back off 2, 4, 8 s, each +-50%
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_unless_permanent,  # a bad checksum fails at once
 )
 def download_split(recipe: SplitRecipe, bundle_dir: str, splits_root: str, tfds_data_dir: str) -> str:
     """Verify the source, read MNIST once, split train/validation by seeded index, write files.
 
     Returns the manifest's path. Cached on its inputs, so the recipe decides when it reruns.
     """
+    inject_fault("download")
     if recipe.source == "bundle":
         verify_bundle(recipe, Path(bundle_dir))
     arrays = _load_tfds_arrays(recipe, Path(bundle_dir), Path(tfds_data_dir))
@@ -223,6 +230,3 @@ def download_split(recipe: SplitRecipe, bundle_dir: str, splits_root: str, tfds_
     _write_split_dir(recipe, splits, final_dir)
     return str(final_dir / MANIFEST)
 
-
-def is_permanent(error: BaseException) -> bool:
-    return isinstance(error, PermanentError)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -10,6 +12,8 @@ from pathlib import Path
 from prefect import task
 from prefect.logging import get_run_logger
 
+from tasks.errors import retry_unless_permanent
+from tasks.faults import inject_fault
 from tasks.files import atomic_path, write_json_atomic
 from tasks.models import TrainingConfig, build_model
 from tasks.preprocess import SplitFiles, input_pipeline
@@ -45,42 +49,89 @@ def _epoch_logger(log):
     return EpochLogger()
 
 
-def fit(config: TrainingConfig, data: SplitFiles, run_dir: Path, log) -> TrainedModel:
-    """Train, keep the best epoch's weights (by validation loss), and save `model.keras` atomically."""
+def _fault_injector():
+    """A Keras callback that fails the first attempt at the epoch `MNIST_FAIL_ONCE` names."""
     import keras
 
+    class FaultInjector(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            inject_fault("train", epoch=epoch + 1)
+
+    return FaultInjector()
+
+
+def completed_epochs(checkpoint_dir: Path) -> int:
+    """Epochs an earlier attempt completed, as Keras' BackupAndRestore recorded them (0 if none)."""
+    try:
+        return int(json.loads((checkpoint_dir / "training_metadata.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def read_history(history_csv: Path) -> dict[str, list[float]]:
+    """Per-metric lists from Keras' CSVLogger file; an epoch logged twice (by an attempt that failed
+    before its checkpoint, then by the retry) counts once, as last logged."""
+    with open(history_csv, newline="") as f:
+        rows = {int(row.pop("epoch")): row for row in csv.DictReader(f)}
+    ordered = [rows[epoch] for epoch in sorted(rows)]
+    return {metric: [float(row[metric]) for row in ordered] for metric in ordered[0]} if ordered else {}
+
+
+def fit(config: TrainingConfig, data: SplitFiles, run_dir: Path, log) -> TrainedModel:
+    """Train, keep the best epoch's weights (by validation loss), and save `model.keras` atomically.
+
+    A checkpoint is kept after every epoch in `run_dir/checkpoint`: when a failed attempt is retried
+    with the same `run_dir`, training resumes after the last completed epoch instead of from scratch.
+    Early stopping then counts its patience, and picks its best weights, from the resumed epochs.
+    """
+    import keras
+
+    inject_fault("train")
     keras.utils.set_random_seed(config.seed)
     train_images, train_labels = data.load("train")
     train_ds = input_pipeline(train_images, train_labels, config.batch_size, shuffle_seed=config.seed)
     validation_ds = input_pipeline(*data.load("validation"), config.batch_size)
     model = build_model(config, steps_per_epoch=math.ceil(len(train_labels) / config.batch_size))
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir, history_csv = run_dir / "checkpoint", run_dir / "history.csv"
+    if resumed := completed_epochs(checkpoint_dir):
+        log.info("resuming training from the checkpoint of epoch %d of %d (an earlier attempt failed)",
+                 resumed, config.epochs)
     early_stopping = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=config.patience, restore_best_weights=True
     )
+    callbacks = [
+        keras.callbacks.CSVLogger(str(history_csv), append=True),  # before the checkpoint: see read_history
+        keras.callbacks.BackupAndRestore(str(checkpoint_dir), double_checkpoint=True),
+        early_stopping,
+        _epoch_logger(log),
+        _fault_injector(),
+    ]
     started = time.perf_counter()
-    history = model.fit(
+    model.fit(
         train_ds,
         validation_data=validation_ds,
         epochs=config.epochs,
-        callbacks=[early_stopping, _epoch_logger(log)],
+        callbacks=callbacks,
         shuffle=False,  # the pipeline shuffles
         verbose=0,
     )
     train_seconds = time.perf_counter() - started
-    val_losses = history.history["val_loss"]
-    best_epoch = val_losses.index(min(val_losses)) + 1
+    history = read_history(history_csv)
+    best_epoch = early_stopping.best_epoch + 1
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     model_path = run_dir / "model.keras"
     with atomic_path(model_path) as tmp:
         model.save(tmp)
     history_path = run_dir / "history.json"
-    write_json_atomic(history_path, {k: [float(v) for v in vs] for k, vs in history.history.items()})
-    log.info("trained %s: %d epochs in %.1f s, best epoch %d", config.preset, len(val_losses), train_seconds, best_epoch)
-    return TrainedModel(str(model_path), str(history_path), config, len(val_losses), best_epoch, train_seconds)
+    write_json_atomic(history_path, history)
+    epochs_run = len(history["val_loss"])
+    log.info("trained %s: %d epochs in %.1f s, best epoch %d", config.preset, epochs_run, train_seconds, best_epoch)
+    return TrainedModel(str(model_path), str(history_path), config, epochs_run, best_epoch, train_seconds)
 
 
-@task(name="train")
+@task(name="train", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_permanent)
 def train(config: TrainingConfig, data: SplitFiles, run_dir: str) -> TrainedModel:
     return fit(config, data, Path(run_dir), get_run_logger())
 

@@ -1,0 +1,49 @@
+"""Fault injection, a test and demo aid (off by default): make the first attempt of a stage fail.
+
+    MNIST_FAIL_ONCE=download,preprocess,train@epoch2,evaluate,register
+
+Each named stage raises `InjectedFault` on its first attempt (train: at the end of the given epoch,
+after that epoch's checkpoint), so its retry policy and resume logic can be seen at work.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tasks.errors import PipelineError
+
+FAIL_ONCE_ENV = "MNIST_FAIL_ONCE"
+STAGES = ("download", "preprocess", "train", "evaluate", "register")
+
+
+class InjectedFault(PipelineError):
+    """A deliberate, transient failure (retrying it succeeds)."""
+
+
+def planned_faults(spec: str | None = None) -> dict[str, int | None]:
+    """{stage: epoch or None} from the `MNIST_FAIL_ONCE` syntax; unknown stages are an error."""
+    spec = os.environ.get(FAIL_ONCE_ENV, "") if spec is None else spec
+    faults: dict[str, int | None] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        stage, _, epoch = item.partition("@epoch")
+        if stage not in STAGES or (epoch and not epoch.isdigit()):
+            raise ValueError(
+                f"{FAIL_ONCE_ENV}={spec!r}: {item!r} is not a stage; use names from {', '.join(STAGES)}, "
+                "with @epochN after train (e.g. train@epoch2)"
+            )
+        faults[stage] = int(epoch) if epoch else None
+    return faults
+
+
+def inject_fault(stage: str, *, epoch: int | None = None) -> None:
+    """Raise `InjectedFault` if `MNIST_FAIL_ONCE` names this stage (and epoch) and this is the task
+    run's first attempt."""
+    faults = planned_faults()
+    if stage not in faults or faults[stage] != epoch:
+        return
+    from prefect.runtime import task_run
+
+    if task_run.run_count > 1:
+        return
+    where = f" at the end of epoch {epoch}" if epoch is not None else ""
+    raise InjectedFault(f"injected fault: first attempt of stage {stage}{where} ({FAIL_ONCE_ENV})")
