@@ -66,3 +66,11 @@ def test_flow_rejects_bad_parameters_before_any_work(prefect_server, tmp_path):
     error = state.result(raise_on_failure=False)
     assert isinstance(error, InvalidParameterError) and "threshold=1.5" in str(error)
     assert not (tmp_path / "a").exists()
+
+
+def test_loading_the_flow_module_imports_no_tensorflow():
+    """`prefect deploy` and workers import the flow file: it must stay light."""
+    code = "import sys, flows.mnist_flow; print(sorted(m for m in ('tensorflow', 'keras', 'tensorflow_datasets') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
