@@ -31,12 +31,12 @@ def _value_type(annotation):
     return annotation
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python flows/mnist_flow.py",
-        description="Train an MNIST classifier as a Prefect flow: download/split, preprocess, train, "
-        "evaluate, register; promote the model to production if it passes the gate.",
-    )
+DESCRIPTION = ("Train an MNIST classifier as a Prefect flow: download/split, preprocess, train, evaluate, "
+               "register; promote the model to production if it passes the gate.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per pipeline parameter, plus --fail-if-not-promoted (shared with `mnist-pipeline run`)."""
     for name, field in PipelineParameters.model_fields.items():
         help_text = field.description if field.default is None else f"{field.description} (default: {field.default})"
         choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else None
@@ -48,18 +48,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--fail-if-not-promoted", action="store_true",
         help=f"exit with code {EXIT_NOT_PROMOTED} when the gate rejects the model (default: exit 0)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python flows/mnist_flow.py", description=DESCRIPTION)
+    add_arguments(parser)
     return parser
+
+
+def validated(parser: argparse.ArgumentParser, args: dict) -> tuple[PipelineParameters, bool]:
+    """(validated parameters, fail-if-not-promoted) from the options `add_arguments` defined;
+    exits with code 2, naming the bad parameter, through `parser`."""
+    values = {name: args[name] for name in PipelineParameters.model_fields}
+    try:
+        return validate_parameters(values), args["fail_if_not_promoted"]
+    except PipelineError as error:
+        parser.error(str(error))
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[PipelineParameters, bool]:
     """(validated parameters, fail-if-not-promoted); exits with code 2 on bad arguments."""
     parser = build_parser()
-    args = vars(parser.parse_args(argv))
-    fail_if_not_promoted = args.pop("fail_if_not_promoted")
-    try:
-        return validate_parameters(args), fail_if_not_promoted
-    except PipelineError as error:
-        parser.error(str(error))
+    return validated(parser, vars(parser.parse_args(argv)))
 
 
 def format_summary(summary: dict) -> str:

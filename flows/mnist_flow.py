@@ -87,7 +87,7 @@ def mnist_pipeline(
     )
     manifest = split_task(recipe, str(bundle), str(paths.splits), str(paths.tfds_data))
     data = preprocess(manifest)
-    trained = train(config, data, str(run_dir))
+    trained = train(config, data, str(run_dir), str(paths.tensorboard / run_dir.name))
     evaluation = evaluate(trained, data, str(run_dir))
     decision = register(trained, evaluation, data, str(paths.registry), params.threshold,
                         {"split_recipe_key": recipe.key, "data_source": params.data_source})

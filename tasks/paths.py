@@ -35,6 +35,10 @@ class ArtifactPaths:
         return self.root / "runs"
 
     @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
     def registry(self) -> Path:
         return self.root / "registry"
 

@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from tasks.evaluate import Evaluation, load_model, predict_probabilities, score
+from tasks.export import SAVED_MODEL_DIR, export_saved_model
 from tasks.errors import retry_unless_permanent
 from tasks.faults import inject_fault
 from tasks.files import sha256_file
@@ -128,7 +129,8 @@ def register_candidate(
             files.update({Path(p).name: Path(p) for p in evaluation.plot_paths})
             texts = {"params.json": json.dumps(params, indent=2, sort_keys=True) + "\n",
                      "model_card.md": render_model_card(record, params, metrics)}
-            version = registry.add_version(files, texts, record)
+            version = registry.add_version(files, texts, record, build=lambda folder: export_saved_model(
+                trained.model_path, folder / SAVED_MODEL_DIR))
             inject_fault("register")  # the version exists; production has not moved; nothing is logged
         decision = Decision(candidate=version, **registry.read_version(version)["decision"])
         registry.apply_decision(decision)

@@ -3,7 +3,7 @@
     registry/
       versions/v0001/   model.keras, metrics.json, params.json, plots, model_card.md, version.json
       production.json   which version serves (moved atomically)
-      decisions.jsonl   one line per gate decision, append-only
+      decisions.jsonl   one line per gate decision, manual promotion or rollback, append-only
       .lock             held while a version is allocated or production moves
 
 A version folder is assembled under a temporary name and renamed into place, so a version either
@@ -20,6 +20,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from filelock import FileLock
 
@@ -27,6 +28,7 @@ from tasks.errors import PermanentError
 from tasks.files import append_line_durably, fsync_dir, write_json_atomic
 
 VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
+USER_VERSION_PATTERN = re.compile(r"^[vV]?(\d{1,9})$")
 
 
 class RegistryError(PermanentError):
@@ -54,6 +56,19 @@ class Decision:
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def version_name(text: str) -> str:
+    """The version a user means by `3`, `v3` or `v0003`: `v0003`."""
+    match = USER_VERSION_PATTERN.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise RegistryError(f"{text!r} is not a version; give its number: 3, v3 or v0003")
+    return f"v{int(match.group(1)):04d}"
+
+
+def action_of(logged: dict) -> str:
+    """What a decision-log line records: register (the gate at registration), promote or rollback."""
+    return logged.get("action", "register")  # lines written before manual actions existed
 
 
 class Registry:
@@ -114,10 +129,38 @@ class Registry:
             return []
         return [json.loads(line) for line in self.decision_log.read_text().splitlines() if line.strip()]
 
+    def production_history(self) -> list[str]:
+        """The versions production has moved to, oldest first, with rolled-back ones taken off:
+        the last is production, the one before it is where a rollback goes."""
+        history: list[str] = []
+        for logged in self.decisions():
+            action = action_of(logged)
+            if action == "rollback" and history:
+                history.pop()
+            elif logged["promoted"]:
+                history.append(logged["candidate"])
+        return history
+
+    def statuses(self) -> dict[str, str]:
+        """Each version's status: promoted or rejected by its last decision, or rolled back."""
+        status = {version: self.read_version(version)["status"] for version in self.versions()}
+        for logged in self.decisions():
+            action = action_of(logged)
+            if action == "rollback":
+                status[logged["previous"]] = "rolled back"
+            elif action == "register" or logged["promoted"]:  # a refused manual promotion changes nothing
+                status[logged["candidate"]] = logged["verdict"]
+        return status
+
     # Writing (callers hold self.lock) ------------------------------------------------------------
 
-    def add_version(self, files: dict[str, Path], texts: dict[str, str], record: dict) -> str:
-        """Copy `files` and write `texts` into the next version folder; returns its name."""
+    def add_version(self, files: dict[str, Path], texts: dict[str, str], record: dict,
+                    build: Callable[[Path], None] | None = None) -> str:
+        """Copy `files` and write `texts` into the next version folder; returns its name.
+
+        `build(folder)` adds what is made rather than copied (the SavedModel export) before the
+        folder is renamed into place.
+        """
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         existing = self.versions()
         version = f"v{(int(existing[-1][1:]) + 1) if existing else 1:04d}"
@@ -128,10 +171,13 @@ class Registry:
                 shutil.copyfile(source, staging / name)
             for name, text in texts.items():
                 (staging / name).write_text(text)
+            if build is not None:
+                build(staging)
             write_json_atomic(staging / "version.json", {**record, "version": version})
-            for path in staging.iterdir():
-                with open(path, "rb") as f:
-                    os.fsync(f.fileno())
+            for path in staging.rglob("*"):
+                if path.is_file():
+                    with open(path, "rb") as f:
+                        os.fsync(f.fileno())
             staging.rename(self.versions_dir / version)
             fsync_dir(self.versions_dir)
         finally:
@@ -143,11 +189,58 @@ class Registry:
 
     def apply_decision(self, decision: Decision) -> None:
         """Move production (if promoted) and log the decision, unless this was done already."""
-        if any(logged["candidate"] == decision.candidate for logged in self.decisions()):
+        if any(action_of(logged) == "register" and logged["candidate"] == decision.candidate
+               for logged in self.decisions()):
             return
         if decision.promoted:
             self.set_production(decision.candidate, decision.reason)
         self.log_decision(decision)
 
     def log_decision(self, decision: Decision) -> None:
-        append_line_durably(self.decision_log, json.dumps({**asdict(decision), "verdict": decision.verdict}))
+        append_line_durably(self.decision_log, json.dumps(
+            {"action": "register", **asdict(decision), "verdict": decision.verdict}))
+
+    # Manual changes (each holds self.lock) --------------------------------------------------------
+
+    def promote(self, version: str, who: str, why: str, decide: Callable[[str, str | None], dict]) -> dict:
+        """Make `version` production if `decide(version, production)` says so; log the decision either way.
+
+        `decide` returns the decision's fields: at least `promoted` and `reason` (see
+        `tasks.promotion`, which applies the registration gate). Returns the logged line.
+        """
+        with self.lock:
+            self.read_version(version)  # it exists and is readable
+            current = self.production()
+            if version == current:
+                raise RegistryError(f"{version} is already the production model; nothing to promote")
+            decision = decide(version, current)
+            entry = {"action": "promote", "candidate": version, "previous": current, **decision,
+                     "verdict": "promoted" if decision["promoted"] else "rejected",
+                     "who": who, "why": why, "time": now_iso()}
+            if entry["promoted"]:
+                self.set_production(version, f"promoted by {who}: {why}")
+            append_line_durably(self.decision_log, json.dumps(entry))
+        return entry
+
+    def rollback(self, who: str, why: str) -> dict:
+        """Move production back to the version that was production before it; returns the logged line."""
+        with self.lock:
+            current, history = self.production(), self.production_history()
+            if current is None:
+                raise RegistryError("There is no production model to roll back.")
+            if not history or history[-1] != current:
+                raise RegistryError(
+                    f"Production pointer {self.production_file} names {current}, but the decision log "
+                    f"{self.decision_log} says {history[-1] if history else 'none'}; was one edited by hand? "
+                    "Fix the pointer, or set production explicitly with `registry promote N --force`."
+                )
+            if len(history) < 2:
+                raise RegistryError(f"{current} is the first production model; there is no earlier one to roll back to.")
+            previous = history[-2]
+            self.read_version(previous)
+            entry = {"action": "rollback", "candidate": previous, "previous": current, "promoted": True,
+                     "verdict": "rolled back", "reason": f"production rolled back from {current} to {previous}",
+                     "who": who, "why": why, "time": now_iso()}
+            self.set_production(previous, f"rolled back from {current} by {who}: {why}")
+            append_line_durably(self.decision_log, json.dumps(entry))
+        return entry

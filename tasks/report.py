@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+LINKED_FILES = (("Training curves", "training_curves.png"), ("Confusion matrix", "confusion_matrix.png"),
+                ("Model card", "model_card.md"))
+
 
 def _interval(metrics: dict) -> str:
     low, high = metrics["accuracy_interval_95"]
@@ -29,6 +32,7 @@ def render_report(decision, metrics: dict, version_dir: Path, preset: str) -> st
         f"{decision.champion} ({decision.champion_accuracy:.4f})" if decision.champion else "none yet"
     )
     files = "\n".join(f"- `{path}`" for path in sorted(version_dir.iterdir()))
+    links = "\n".join(f"- [{title}]({(version_dir / name).resolve().as_uri()})" for title, name in LINKED_FILES)
     return f"""# MNIST training report: {decision.candidate} ({preset})
 
 ## Gate decision: **{decision.verdict.upper()}**
@@ -48,6 +52,9 @@ def render_report(decision, metrics: dict, version_dir: Path, preset: str) -> st
 ## Confusion matrix (test split)
 {_confusion_table(metrics)}
 
+## Plots and model card
+{links}
+
 ## Files
 {files}
 """
@@ -66,6 +73,9 @@ def render_model_card(record: dict, params: dict, metrics: dict) -> str:
 - **Test accuracy**: {_interval(metrics)}.
 - **Status at registration**: {record['status']}.
 - **Frameworks**: TensorFlow {record['versions']['tensorflow']}, Keras {record['versions']['keras']}.
+- **Files**: `model.keras` (Keras), `saved_model/` (TensorFlow Serving: signature `serving_default` takes
+  `image`, uint8 [n, 28, 28], returns `output_0`, probabilities [n, 10]); plots:
+  [training curves](training_curves.png), [confusion matrix](confusion_matrix.png).
 
 Limitations: trained on centred, size-normalised handwritten digits; accuracy on other kinds of
 images (photos, other scripts, unnormalised crops) is unknown.

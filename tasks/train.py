@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import task
+from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 
 from tasks.errors import retry_unless_permanent
@@ -17,6 +18,8 @@ from tasks.faults import inject_fault
 from tasks.files import atomic_path, write_json_atomic
 from tasks.models import TrainingConfig, build_model
 from tasks.preprocess import SplitFiles, input_pipeline
+
+PROGRESS_KEY = "mnist-training-progress"
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,30 @@ def _fault_injector():
     return FaultInjector()
 
 
+def _progress_reporter(preset: str):
+    """A Keras callback that shows "epoch k of n" as a Prefect progress artifact while training runs."""
+    import keras
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    class ProgressReporter(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.epochs_done = 0
+            self.artifact_id = create_progress_artifact(
+                0.0, key=PROGRESS_KEY, description=f"Training {preset}: epoch 0 of {self.params['epochs']}")
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs_done, planned = epoch + 1, self.params["epochs"]
+            update_progress_artifact(self.artifact_id, 100.0 * self.epochs_done / planned,
+                                     description=f"Training {preset}: epoch {self.epochs_done} of {planned}")
+
+        def on_train_end(self, logs=None):
+            if self.epochs_done < self.params["epochs"]:
+                update_progress_artifact(self.artifact_id, 100.0, description=(
+                    f"Trained {preset}: early stopping after epoch {self.epochs_done} of {self.params['epochs']}"))
+
+    return ProgressReporter()
+
+
 def completed_epochs(checkpoint_dir: Path) -> int:
     """Epochs an earlier attempt completed, as Keras' BackupAndRestore recorded them (0 if none)."""
     try:
@@ -77,8 +104,11 @@ def read_history(history_csv: Path) -> dict[str, list[float]]:
     return {metric: [float(row[metric]) for row in ordered] for metric in ordered[0]} if ordered else {}
 
 
-def fit(config: TrainingConfig, data: SplitFiles, run_dir: Path, log) -> TrainedModel:
+def fit(config: TrainingConfig, data: SplitFiles, run_dir: Path, log, tensorboard_dir: Path | None = None) -> TrainedModel:
     """Train, keep the best epoch's weights (by validation loss), and save `model.keras` atomically.
+
+    TensorBoard logs go to `tensorboard_dir` when given; inside a Prefect task run, a progress
+    artifact shows the epochs done.
 
     A checkpoint is kept after every epoch in `run_dir/checkpoint`: when a failed attempt is retried
     with the same `run_dir`, training resumes after the last completed epoch instead of from scratch.
@@ -108,6 +138,10 @@ def fit(config: TrainingConfig, data: SplitFiles, run_dir: Path, log) -> Trained
         _epoch_logger(log),
         _fault_injector(),
     ]
+    if tensorboard_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
+    if TaskRunContext.get() is not None:
+        callbacks.append(_progress_reporter(config.preset))
     started = time.perf_counter()
     model.fit(
         train_ds,
@@ -132,6 +166,6 @@ def fit(config: TrainingConfig, data: SplitFiles, run_dir: Path, log) -> Trained
 
 
 @task(name="train", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_permanent)
-def train(config: TrainingConfig, data: SplitFiles, run_dir: str) -> TrainedModel:
-    return fit(config, data, Path(run_dir), get_run_logger())
+def train(config: TrainingConfig, data: SplitFiles, run_dir: str, tensorboard_dir: str | None = None) -> TrainedModel:
+    return fit(config, data, Path(run_dir), get_run_logger(), Path(tensorboard_dir) if tensorboard_dir else None)
 

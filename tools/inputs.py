@@ -1,0 +1,199 @@
+"""Read what users want classified into raw uint8 [n, 28, 28] images, as the model takes them.
+
+- Pictures (PNG, JPEG or anything else Pillow reads, any size or colour mode) are laid out the way
+  MNIST's digits are: grayscale, white digit on black, the digit's bounding box scaled to fit 20x20
+  (aspect ratio kept), placed in a 28x28 canvas so that its centre of mass is at the centre. An
+  image that already is an MNIST digit comes through unchanged.
+- `.npy` arrays and IDX files (MNIST's own format, gzipped or not) already hold 28x28 images:
+  their pixel values are taken as they are.
+
+`invert=True` is for dark digits on a light background: every input is inverted (255 - pixel).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+
+import numpy as np
+
+from tasks.errors import PermanentError
+
+DIGIT_BOX = 20  # MNIST fits each digit's bounding box into 20x20 ...
+CANVAS = 28  # ... and centres it by centre of mass in 28x28
+CENTRE = 14.0  # where MNIST's centres of mass are (mean over the test split: 13.99, 14.01)
+INK_LEVEL = 0.1  # pixels above this share of the brightest count as the digit (below: JPEG noise)
+MARGIN = 4  # pixels around the digit's box (at 28x28 scale) kept when it is cut out
+
+NPY_MAGIC = b"\x93NUMPY"
+GZIP_MAGIC = b"\x1f\x8b"
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+ACCEPTED_SHAPES = "[28, 28], [n, 28, 28], [n, 28, 28, 1] or [n, 784]"
+
+
+class InputError(PermanentError):
+    """A file that cannot be classified; the message names the file and what is wrong."""
+
+
+def file_kind(path: Path) -> str:
+    """"npy", "idx" (gzipped or not) or "picture" (anything else: Pillow decides), by content."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+    except OSError as error:
+        raise InputError(f"{path}: cannot read it ({error.strerror})") from error
+    if head.startswith(NPY_MAGIC):
+        return "npy"
+    if head.startswith(GZIP_MAGIC) or _is_idx(head):
+        return "idx"
+    return "picture"
+
+
+def read_inputs(path: Path, invert: bool = False) -> np.ndarray:
+    """The images in one file as uint8 [n, 28, 28] (n = 1 for a picture)."""
+    kind = file_kind(path)
+    if kind == "picture":
+        return _read_picture(path, invert)[np.newaxis]
+    images = _as_images(path, _read_npy(path) if kind == "npy" else _read_idx(path))
+    return 255 - images if invert else images
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)  # never unpickle: an object array is refused
+    except (ValueError, OSError, EOFError) as error:
+        raise InputError(f"{path}: not a readable .npy array of pixel values ({error})") from error
+
+
+def _is_idx(head: bytes) -> bool:
+    return len(head) >= 4 and head[:2] == b"\x00\x00" and head[2] in IDX_DTYPES and head[3] >= 1
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file (http://yann.lecun.com/exdb/mnist/ format), optionally gzipped."""
+    raw = path.read_bytes()
+    if raw.startswith(GZIP_MAGIC):
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as error:
+            raise InputError(f"{path}: a damaged gzip file ({error})") from error
+    if not _is_idx(raw[:4]):
+        raise InputError(f"{path}: not an IDX file (gzip holding something else)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise InputError(f"{path}: IDX header is cut short")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(IDX_DTYPES[raw[2]])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise InputError(
+            f"{path}: IDX header announces shape {list(shape)} ({expected} bytes of data) but the file "
+            f"holds {len(raw) - header} bytes; the file is truncated or damaged"
+        )
+    return np.frombuffer(raw, dtype, offset=header).reshape(shape)
+
+
+def _as_images(path: Path, array: np.ndarray) -> np.ndarray:
+    """Check an array's shape and values and return it as uint8 [n, 28, 28]."""
+    shape = list(array.shape)
+    if array.ndim == 2 and array.shape == (28, 28):
+        array = array[np.newaxis]
+    elif array.ndim == 4 and array.shape[1:] == (28, 28, 1):
+        array = array[..., 0]
+    elif array.ndim == 2 and array.shape[1] == 784:
+        array = array.reshape(-1, 28, 28)
+    elif not (array.ndim == 3 and array.shape[1:] == (28, 28)):
+        hint = " (a labels file?)" if array.ndim == 1 else ""
+        raise InputError(f"{path}: holds an array of shape {shape}{hint}; expected {ACCEPTED_SHAPES}")
+    if len(array) == 0:
+        raise InputError(f"{path}: holds no images (shape {shape})")
+    if array.dtype == np.uint8:
+        return array
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise InputError(f"{path}: holds {array.dtype} values; expected pixel values 0-255 (uint8 like MNIST)")
+    low, high = array.min(), array.max()
+    if low < 0 or high > 255 or not np.array_equal(array, np.round(array)):
+        scaled = " If they are scaled to [0, 1], multiply by 255." if 0 <= low and high <= 1 else ""
+        raise InputError(
+            f"{path}: holds {array.dtype} values from {low} to {high}; expected whole pixel values "
+            f"0-255 (uint8 like MNIST).{scaled}"
+        )
+    return array.astype(np.uint8)
+
+
+def _read_picture(path: Path, invert: bool) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            gray = _grayscale(ImageOps.exif_transpose(image), background=255 if invert else 0)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise InputError(
+            f"{path}: not an image, .npy array or IDX file that can be read ({error}). Give PNG or "
+            "JPEG pictures, .npy arrays or MNIST IDX files."
+        ) from error
+    if invert:
+        gray = 255.0 - gray
+    if np.median(gray) > 127:  # mostly light: the background is light, so the digit is dark
+        fix = "leave out --invert" if invert else "pass --invert"
+        raise InputError(
+            f"{path}: the picture {'is, once inverted,' if invert else 'is'} a dark digit on a light background; "
+            f"the model reads light digits on a dark background (as MNIST's): {fix}"
+        )
+    return mnist_layout(gray, path)
+
+
+def _grayscale(image, background: int) -> np.ndarray:
+    """A float [h, w] array in 0-255; transparent parts show `background` (the canvas colour)."""
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale PNGs
+        return np.asarray(image, dtype=np.float64) * (255.0 / 65535.0)
+    if image.mode == "F":
+        return np.clip(np.asarray(image, dtype=np.float64), 0, 255)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (background, background, background, 255))
+        image = Image.alpha_composite(canvas, rgba)
+    return np.asarray(image.convert("L"), dtype=np.float64)
+
+
+def mnist_layout(gray: np.ndarray, path: Path | str = "image") -> np.ndarray:
+    """Lay out a white-on-black digit as MNIST does: 28x28 uint8, digit fitted in 20x20, centred.
+
+    The background (the median pixel: most of a digit picture is background) becomes black and the
+    brightest pixel white; the digit's bounding box is the pixels above INK_LEVEL of that.
+    """
+    from PIL import Image
+
+    gray = np.clip(gray - np.median(gray), 0, None)
+    peak = gray.max()
+    if peak < 8:  # no contrast left: uniform, or faint noise
+        raise InputError(f"{path}: no digit found: the picture is blank (all pixels about the same)")
+    gray = gray * (255.0 / peak)
+    rows, cols = np.nonzero(gray > INK_LEVEL * 255)
+    scale = DIGIT_BOX / max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
+    margin = int(np.ceil(MARGIN / scale))  # keeps the faint edges of the strokes
+    top, left = max(0, rows.min() - margin), max(0, cols.min() - margin)
+    digit = gray[top:rows.max() + 1 + margin, left:cols.max() + 1 + margin]
+    if scale != 1:
+        size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))
+        digit = np.clip(np.asarray(Image.fromarray(digit.astype(np.float32)).resize(size, Image.LANCZOS)), 0, 255)
+    return _centre(digit)
+
+
+def _centre(digit: np.ndarray) -> np.ndarray:
+    """Place `digit` in a 28x28 canvas with its centre of mass at CENTRE (parts outside are cut)."""
+    weight = digit.sum()
+    centre_row = (digit.sum(axis=1) * np.arange(digit.shape[0])).sum() / weight
+    centre_col = (digit.sum(axis=0) * np.arange(digit.shape[1])).sum() / weight
+    top = int(np.floor(CENTRE - centre_row + 0.5))
+    left = int(np.floor(CENTRE - centre_col + 0.5))
+    canvas = np.zeros((CANVAS, CANVAS), dtype=np.float64)
+    rows = slice(max(0, top), min(CANVAS, top + digit.shape[0]))
+    cols = slice(max(0, left), min(CANVAS, left + digit.shape[1]))
+    canvas[rows, cols] = digit[rows.start - top:rows.stop - top, cols.start - left:cols.stop - left]
+    return np.round(canvas).astype(np.uint8)

@@ -1,0 +1,177 @@
+"""`mnist-pipeline`: run the pipeline, classify images with a registered model, manage the registry.
+
+    mnist-pipeline run [--preset mlp ...]          the Prefect flow (same options as flows/mnist_flow.py)
+    mnist-pipeline predict FILE... [--json]        classify pictures, .npy arrays or IDX files
+    mnist-pipeline registry list|show|promote|rollback
+
+Prefect and TensorFlow are imported only by the subcommand that needs them, so `--help` and bad
+arguments answer at once. Exit codes: 0 done, 1 failed (the message says why), 2 bad arguments,
+3 not promoted (the gate refused a `run --fail-if-not-promoted` or a `registry promote`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import getpass
+import os
+import sys
+
+from flows import cli as flow_cli
+from tasks.errors import PipelineError
+from tasks.registry import version_name
+
+EXIT_NOT_PROMOTED = flow_cli.EXIT_NOT_PROMOTED
+
+
+def _version(text: str) -> str:
+    try:
+        return version_name(text)
+    except PipelineError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _top_k(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 10:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of classes from 1 to 10")
+    return int(text)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (e.g. a container user without a passwd entry)
+        return "unknown"
+
+
+def _artifacts_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--artifacts-dir", help="the pipeline's artifacts folder, whose registry/ is used "
+                        "(default: $MNIST_ARTIFACTS_DIR or artifacts/)")
+
+
+def _change_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reason", required=True, help="why; written to the decision log")
+    parser.add_argument("--who", default=_user(), help="who decides; written to the decision log (default: %(default)s)")
+    _artifacts_option(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mnist-pipeline",
+        description="Train MNIST classifiers, use them and manage their registry.",
+        epilog="Run `mnist-pipeline COMMAND --help` for a command's options.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="train, evaluate and register a model (the Prefect flow)",
+                              description=flow_cli.DESCRIPTION)
+    flow_cli.add_arguments(run)
+    run.set_defaults(handler=functools.partial(_run, run))
+
+    predict = commands.add_parser(
+        "predict", help="classify digit images with the production (or a chosen) model",
+        description="Classify handwritten digits. FILEs are pictures (PNG, JPEG, any size or colour mode: laid "
+        "out as MNIST's digits are, white on black in 28x28), .npy arrays or MNIST IDX files of 28x28 images "
+        "(pixel values 0-255).")
+    predict.add_argument("files", nargs="+", metavar="FILE", help="picture, .npy array or IDX file")
+    predict.add_argument("--version", type=_version, help="registered version to use: N, vN or v000N "
+                         "(default: the production model)")
+    predict.add_argument("--top-k", type=_top_k, default=3, help="classes to show per image (default: %(default)s)")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of text")
+    predict.add_argument("--invert", action="store_true", help="the images show dark digits on a light background")
+    _artifacts_option(predict)
+    predict.set_defaults(handler=_predict)
+
+    registry = commands.add_parser("registry", help="list, inspect, promote or roll back registered models",
+                                   description="The model registry: its versions and which one is production.")
+    actions = registry.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="every version: created, accuracy, interval, status, production")
+    _artifacts_option(listing)
+    listing.set_defaults(handler=_registry_list)
+    show = actions.add_parser("show", help="one version: metrics, parameters, data hash, model card")
+    show.add_argument("version", type=_version, metavar="N", help="version: N, vN or v000N")
+    _artifacts_option(show)
+    show.set_defaults(handler=_registry_show)
+    promote = actions.add_parser(
+        "promote", help="make a version production, through the gate unless --force",
+        description="Make version N production if it passes the promotion gate (its test accuracy reaches "
+        "the threshold and is not worse than production's on the same test split). The decision, either "
+        f"way, goes to the decision log with who and why. Exits {EXIT_NOT_PROMOTED} when the gate refuses.")
+    promote.add_argument("version", type=_version, metavar="N", help="version: N, vN or v000N")
+    promote.add_argument("--force", action="store_true", help="promote even if the gate refuses (logged as forced)")
+    promote.add_argument("--threshold", type=float, help="minimum test accuracy (default: the one N was registered with)")
+    _change_options(promote)
+    promote.set_defaults(handler=_registry_promote)
+    rollback = actions.add_parser("rollback", help="move production back to the previously promoted version",
+                                  description="Move production back to the version that was production before "
+                                  "the current one (logged with who and why).")
+    _change_options(rollback)
+    rollback.set_defaults(handler=_registry_rollback)
+    return parser
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    params, fail_if_not_promoted = flow_cli.validated(parser, vars(args))
+    from flows.mnist_flow import mnist_pipeline
+
+    return flow_cli.run(mnist_pipeline, params, fail_if_not_promoted)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from tools.predict import predict_files
+
+    print(predict_files(args.files, _registry(args), args.version, args.top_k, args.invert, args.json))
+    return 0
+
+
+def _registry(args: argparse.Namespace):
+    from tasks.paths import ArtifactPaths
+    from tasks.registry import Registry
+
+    return Registry(ArtifactPaths.resolve(args.artifacts_dir).registry)
+
+
+def _registry_list(args: argparse.Namespace) -> int:
+    from tools.registry_commands import list_versions
+
+    print(list_versions(_registry(args)))
+    return 0
+
+
+def _registry_show(args: argparse.Namespace) -> int:
+    from tools.registry_commands import show_version
+
+    print(show_version(_registry(args), args.version))
+    return 0
+
+
+def _registry_promote(args: argparse.Namespace) -> int:
+    from tasks.paths import ArtifactPaths
+    from tools.registry_commands import promote
+
+    text, promoted = promote(ArtifactPaths.resolve(args.artifacts_dir), args.version, args.threshold,
+                             args.force, args.who, args.reason)
+    print(text)
+    return 0 if promoted else EXIT_NOT_PROMOTED
+
+
+def _registry_rollback(args: argparse.Namespace) -> int:
+    from tools.registry_commands import rollback
+
+    print(rollback(_registry(args), args.who, args.reason))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up notices are not for users
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""`mnist-pipeline predict`: classify files with a registered model and print the top classes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tasks.registry import Registry, RegistryError
+from tools.inputs import InputError, file_kind, read_inputs
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top classes of one image: `source` is the file, `index` its place in an array file."""
+
+    source: str
+    index: int | None
+    top: list[tuple[int, float]]
+
+    @property
+    def label(self) -> str:
+        return self.source if self.index is None else f"{self.source}[{self.index}]"
+
+
+def load_files(files: list[str], invert: bool) -> tuple[list[tuple[str, int | None]], np.ndarray]:
+    """Every image of every file, checked before any model loads: ([(file, index in file)], uint8 [n, 28, 28]).
+
+    Raises one InputError naming each file that cannot be classified, and why.
+    """
+    names, batches, problems = [], [], []
+    for file in files:
+        try:
+            images = read_inputs(Path(file), invert)
+        except InputError as error:
+            problems.append(str(error))
+            continue
+        is_picture = file_kind(Path(file)) == "picture"  # array files number their images, even one
+        names += [(file, None)] if is_picture else [(file, i) for i in range(len(images))]
+        batches.append(images)
+    if problems:
+        raise InputError(f"cannot classify {len(problems)} of {len(files)} file(s):\n  " + "\n  ".join(problems))
+    return names, np.concatenate(batches)
+
+
+def model_version(registry: Registry, requested: str | None) -> str:
+    """The version to predict with: the requested one if registered, else production."""
+    if requested is None:
+        production = registry.production()
+        if production is None:
+            raise RegistryError(
+                f"No production model yet in {registry.root}: train one with `mnist-pipeline run`, or pick "
+                "a registered version with --version N (`mnist-pipeline registry list` shows them)."
+            )
+        return production
+    if requested not in registry.versions():
+        known = ", ".join(registry.versions()) or "none yet"
+        raise RegistryError(f"No version {requested} in the registry {registry.root} (registered: {known}).")
+    return requested
+
+
+def classify(registry: Registry, version: str, images: np.ndarray) -> np.ndarray:
+    """Class probabilities [n, 10] from the version's `.keras` model."""
+    from tasks.evaluate import load_model, predict_probabilities
+
+    return predict_probabilities(load_model(registry.version_dir(version) / "model.keras"), images)
+
+
+def top_classes(probabilities: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return [[(int(c), float(row[c])) for c in best] for row, best in zip(probabilities, order)]
+
+
+def predict_files(files: list[str], registry: Registry, version: str | None, top_k: int, invert: bool,
+                  as_json: bool) -> str:
+    """The command's output: one line per image (or JSON)."""
+    names, images = load_files(files, invert)
+    version = model_version(registry, version)
+    is_production = version == registry.production()
+    predictions = [Prediction(source, index, top)
+                   for (source, index), top in zip(names, top_classes(classify(registry, version, images), top_k))]
+    if as_json:
+        return json.dumps({
+            "model": {"version": version, "production": is_production},
+            "predictions": [{"file": p.source, "index": p.index,
+                             "top": [{"class": c, "probability": round(prob, 6)} for c, prob in p.top]}
+                            for p in predictions],
+        }, indent=2)
+    width = max(len(p.label) for p in predictions)
+    lines = [f"model {version}{' (production)' if is_production else ''}"]
+    lines += [f"{p.label:<{width}}  " + "  ".join(f"{c} ({prob:.4f})" for c, prob in p.top) for p in predictions]
+    return "\n".join(lines)
