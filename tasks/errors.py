@@ -20,6 +20,10 @@ class ChecksumMismatchError(PermanentError):
     pass
 
 
+class BundleTruncatedError(ChecksumMismatchError):
+    """A bundle file shorter than the registered size (an interrupted copy or download)."""
+
+
 class SplitValidationError(PermanentError):
     pass
 

@@ -1,18 +1,27 @@
-"""Fault injection, a test and demo aid (off by default): make the first attempt of a stage fail.
+"""Fault injection, test and demo aids (off by default).
 
     MNIST_FAIL_ONCE=download,preprocess,train@epoch2,evaluate,register
 
 Each named stage raises `InjectedFault` on its first attempt (train: at the end of the given epoch,
 after that epoch's checkpoint), so its retry policy and resume logic can be seen at work.
+
+    MNIST_CRASH_AT=write:model.keras
+
+kills the process with SIGKILL at a named crash point (`crash_point`), for the crash-safety tests:
+`write:<file name>` (written and fsynced under a temporary name, not yet renamed), `train@epochN`,
+`register:staged` (a version folder complete under its temporary name), `register:added` (the version
+in place, production not moved, the decision not logged).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 
 from tasks.errors import PipelineError
 
 FAIL_ONCE_ENV = "MNIST_FAIL_ONCE"
+CRASH_AT_ENV = "MNIST_CRASH_AT"
 STAGES = ("download", "preprocess", "train", "evaluate", "register")
 
 
@@ -47,3 +56,9 @@ def inject_fault(stage: str, *, epoch: int | None = None) -> None:
         return
     where = f" at the end of epoch {epoch}" if epoch is not None else ""
     raise InjectedFault(f"injected fault: first attempt of stage {stage}{where} ({FAIL_ONCE_ENV})")
+
+
+def crash_point(name: str) -> None:
+    """Kill this process at once (SIGKILL: no cleanup runs) if `MNIST_CRASH_AT` names this point."""
+    if os.environ.get(CRASH_AT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from tasks.faults import crash_point
+
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
@@ -45,6 +47,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        crash_point(f"write:{final.name}")
         os.replace(tmp, final)
         fsync_dir(final.parent)
     finally:

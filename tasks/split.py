@@ -16,11 +16,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 from prefect import task
 from prefect.cache_policies import INPUTS
 from prefect.tasks import exponential_backoff
 
-from tasks.errors import BundleMissingError, ChecksumMismatchError, retry_unless_permanent
+from tasks.errors import BundleMissingError, BundleTruncatedError, ChecksumMismatchError, retry_unless_permanent
 from tasks.faults import inject_fault
 from tasks.files import fsync_dir, sha256_file, write_json_atomic
 
@@ -108,7 +109,7 @@ def verify_bundle(recipe: SplitRecipe, bundle_dir: Path) -> None:
         path = bundle_dir / name
         size = path.stat().st_size
         if size != expected_size:
-            raise ChecksumMismatchError(
+            raise (BundleTruncatedError if size < expected_size else ChecksumMismatchError)(
                 f"MNIST bundle file {path} has {size} bytes, expected {expected_size} "
                 f"({'truncated' if size < expected_size else 'too long'}): the copy is damaged. "
                 "Restore it from the project (data/mnist/) or download it again with --data-source tfds."
@@ -186,19 +187,29 @@ def _write_split_dir(recipe: SplitRecipe, arrays: dict[str, tuple], final_dir: P
 
 
 def _publish_dir(tmp_dir: Path, final_dir: Path) -> None:
-    """Rename `tmp_dir` to `final_dir`, replacing a damaged copy; keep an intact one (same recipe)."""
+    """Rename `tmp_dir` to `final_dir`, first removing a damaged copy there (caller holds the lock)."""
     if final_dir.exists():
-        if is_intact(final_dir):
-            return
         stale = final_dir.parent / f".stale-{final_dir.name}-{uuid.uuid4().hex[:8]}"
         os.rename(final_dir, stale)
         shutil.rmtree(stale, ignore_errors=True)
-    try:
-        os.rename(tmp_dir, final_dir)
-    except OSError:
-        if not is_intact(final_dir):  # another run published at the same moment; theirs is as good
-            raise
+    os.rename(tmp_dir, final_dir)
     fsync_dir(final_dir.parent)
+
+
+def build_split(recipe: SplitRecipe, bundle_dir: Path, tfds_data_dir: Path, final_dir: Path) -> None:
+    """Verify the source, read MNIST once through tfds, split train/validation by seeded index and
+    write the files into `final_dir` (the caller holds the splits lock)."""
+    if recipe.source == "bundle":
+        verify_bundle(recipe, bundle_dir)
+    arrays = _load_tfds_arrays(recipe, bundle_dir, tfds_data_dir)
+    train_images, train_labels = arrays["train"]
+    train_idx, validation_idx = split_train_validation(len(train_labels), recipe.validation_fraction, recipe.seed)
+    splits = {
+        "train": (train_images[train_idx], train_labels[train_idx]),
+        "validation": (train_images[validation_idx], train_labels[validation_idx]),
+        "test": arrays["test"],
+    }
+    _write_split_dir(recipe, splits, final_dir)
 
 
 @task(
@@ -211,22 +222,14 @@ def _publish_dir(tmp_dir: Path, final_dir: Path) -> None:
     retry_condition_fn=retry_unless_permanent,  # a bad checksum fails at once
 )
 def download_split(recipe: SplitRecipe, bundle_dir: str, splits_root: str, tfds_data_dir: str) -> str:
-    """Verify the source, read MNIST once, split train/validation by seeded index, write files.
+    """The split of `recipe` under `splits_root`, built unless an intact copy is there already.
 
     Returns the manifest's path. Cached on its inputs, so the recipe decides when it reruns.
     """
     inject_fault("download")
-    if recipe.source == "bundle":
-        verify_bundle(recipe, Path(bundle_dir))
-    arrays = _load_tfds_arrays(recipe, Path(bundle_dir), Path(tfds_data_dir))
-    train_images, train_labels = arrays["train"]
-    train_idx, validation_idx = split_train_validation(len(train_labels), recipe.validation_fraction, recipe.seed)
-    splits = {
-        "train": (train_images[train_idx], train_labels[train_idx]),
-        "validation": (train_images[validation_idx], train_labels[validation_idx]),
-        "test": arrays["test"],
-    }
     final_dir = recipe.split_dir(Path(splits_root))
-    _write_split_dir(recipe, splits, final_dir)
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(final_dir.parent / ".lock"):  # concurrent runs: one builds the split, the rest reuse it
+        if not is_intact(final_dir):
+            build_split(recipe, Path(bundle_dir), Path(tfds_data_dir), final_dir)
     return str(final_dir / MANIFEST)
-

@@ -37,6 +37,14 @@ def prefect_server():
 
 
 @pytest.fixture(scope="session")
+def prefect_api_url(prefect_server) -> str:
+    """The session server's API URL, for flows run in child processes."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
 def session_artifacts(tmp_path_factory) -> ArtifactPaths:
     return ArtifactPaths(tmp_path_factory.mktemp("artifacts"))
 

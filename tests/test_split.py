@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TEST_CLASS_COUNTS, TRAIN_CLASS_COUNTS
-from tasks.errors import BundleMissingError, ChecksumMismatchError
+from tasks.errors import BundleMissingError, BundleTruncatedError, ChecksumMismatchError
 from tasks.paths import BUNDLED_MNIST_DIR
 from tasks.split import BUNDLE_FILES, is_intact, make_recipe, split_train_validation, verify_bundle
 
@@ -99,6 +99,7 @@ def test_flipped_byte_names_file_expected_and_actual_checksum(bundle_copy):
     recipe = make_recipe("bundle", bundle_copy, 0.1, 42)
     with pytest.raises(ChecksumMismatchError) as error:
         verify_bundle(recipe, bundle_copy)
+    assert not isinstance(error.value, BundleTruncatedError)
     message = str(error.value)
     assert str(target) in message
     assert "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6" in message  # expected
@@ -109,7 +110,7 @@ def test_flipped_byte_names_file_expected_and_actual_checksum(bundle_copy):
 def test_truncated_bundle_file_is_reported_as_truncated(bundle_copy):
     target = bundle_copy / "train-labels-idx1-ubyte.gz"
     target.write_bytes(target.read_bytes()[:-100])
-    with pytest.raises(ChecksumMismatchError, match="truncated"):
+    with pytest.raises(BundleTruncatedError, match="truncated"):
         verify_bundle(make_recipe("bundle", bundle_copy, 0.1, 42), bundle_copy)
 
 

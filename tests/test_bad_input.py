@@ -1,0 +1,66 @@
+"""Bad input is refused up front with a message that names what is wrong and what is allowed."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flows.parameters import InvalidParameterError, PipelineParameters, validate_parameters
+from tasks.errors import PipelineError
+
+ANY_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12), st.sampled_from(["cnn", "mlp", "seed-mlp", "bundle", "tfds", "0.5", "3", "-1"]),
+)
+
+
+def _within_documented_range(params: PipelineParameters) -> bool:
+    optional_in = lambda value, low, high: value is None or low <= value <= high  # noqa: E731
+    return (
+        params.preset in {"cnn", "mlp", "seed-mlp"}
+        and params.data_source in {"bundle", "tfds"}
+        and optional_in(params.epochs, 1, 1000)
+        and optional_in(params.batch_size, 1, 54000)
+        and optional_in(params.patience, 0, 1000)
+        and (params.learning_rate is None or 0 < params.learning_rate <= 1)
+        and 0 <= params.seed <= 2**31 - 1
+        and 0 < params.validation_fraction <= 0.5
+        and 0 < params.threshold <= 1
+        and all(not (isinstance(v, float) and math.isnan(v)) for v in params.model_dump().values())
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(PipelineParameters.model_fields) + ["unknown_knob"]), ANY_VALUE,
+                       max_size=5))
+def test_parameters_are_either_in_range_or_refused_by_name(values):
+    try:
+        params = validate_parameters(values)
+    except InvalidParameterError as error:
+        message = str(error)
+        assert any(f"{name}=" in message for name in values), message
+        return
+    assert _within_documented_range(params), params
+
+
+@pytest.mark.parametrize("name, value, allowed", [
+    ("threshold", 0.0, "> 0 and <= 1"), ("epochs", 5000, ">= 1 and <= 1000"),
+    ("validation_fraction", 0.75, "> 0 and <= 0.5"), ("learning_rate", 0, "> 0 and <= 1"),
+])
+def test_message_names_parameter_and_allowed_range(name, value, allowed):
+    with pytest.raises(InvalidParameterError) as error:
+        validate_parameters({name: value})
+    assert f"{name}={value!r}" in str(error.value) and f"(allowed: {allowed})" in str(error.value)
+
+
+def test_unwritable_artifacts_dir_is_reported_before_any_work(prefect_server, tmp_path):
+    from flows.mnist_flow import mnist_pipeline
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    state = mnist_pipeline(preset="mlp", artifacts_dir=str(blocker / "artifacts"), return_state=True)
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, PipelineError) and "not writable" in str(error) and "--artifacts-dir" in str(error)
