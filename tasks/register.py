@@ -19,7 +19,7 @@ from prefect.runtime import flow_run
 from tasks.evaluate import Evaluation, load_model, predict_probabilities, score
 from tasks.export import SAVED_MODEL_DIR, export_saved_model
 from tasks.errors import retry_unless_permanent
-from tasks.faults import inject_fault
+from tasks.faults import crash_point, inject_fault
 from tasks.files import sha256_file
 from tasks.preprocess import SplitFiles
 from tasks.registry import Decision, Registry, now_iso
@@ -68,7 +68,7 @@ def champion_score(registry: Registry, data: SplitFiles, test_split_sha256: str)
     metrics = json.loads((registry.version_dir(version) / "metrics.json").read_text())
     if metrics.get("test_split_sha256") != test_split_sha256:
         images, labels = data.load("test")
-        model = load_model(registry.version_dir(version) / "model.keras")
+        model = load_model(registry.model_path(version))
         metrics = score(predict_probabilities(model, images), labels)
     return Scored(version, metrics["correct"], metrics["total"])
 
@@ -92,12 +92,15 @@ def register_candidate(
     """Register the candidate and apply the gate, exactly once however often this is called.
 
     The decision is stored in the version itself; a retry after a failure anywhere in here finds the
-    version by its model's checksum and completes what is missing (production pointer, log line).
+    version by its model's checksum and run folder, and completes what is missing (production
+    pointer, log line). A registration whose process died is completed by the next one.
     """
     metrics = json.loads(Path(evaluation.metrics_path).read_text())
     model_sha256 = sha256_file(Path(trained.model_path))
+    source_run = str(Path(trained.model_path).parent)
     with registry.lock:
-        version = registry.find_by_model(model_sha256)
+        registry.complete_pending()
+        version = registry.find_candidate(model_sha256, source_run)
         if version is None:
             champion = champion_score(registry, data, metrics["test_split_sha256"])
             promoted, reason = gate(Scored("candidate", evaluation.correct, evaluation.total), champion, threshold)
@@ -105,6 +108,7 @@ def register_candidate(
                 "created": now_iso(),
                 "status": "promoted" if promoted else "rejected",
                 "model_sha256": model_sha256,
+                "source_run": source_run,
                 "preset": trained.config.preset,
                 "test_accuracy": evaluation.accuracy,
                 "accuracy_interval_95": list(evaluation.interval_95),
@@ -131,7 +135,8 @@ def register_candidate(
                      "model_card.md": render_model_card(record, params, metrics)}
             version = registry.add_version(files, texts, record, build=lambda folder: export_saved_model(
                 trained.model_path, folder / SAVED_MODEL_DIR))
-            inject_fault("register")  # the version exists; production has not moved; nothing is logged
+            crash_point("register:added")  # the version exists; production has not moved; nothing is logged
+            inject_fault("register")
         decision = Decision(candidate=version, **registry.read_version(version)["decision"])
         registry.apply_decision(decision)
     return decision

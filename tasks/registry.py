@@ -25,9 +25,11 @@ from typing import Callable
 from filelock import FileLock
 
 from tasks.errors import PermanentError
-from tasks.files import append_line_durably, fsync_dir, write_json_atomic
+from tasks.faults import crash_point
+from tasks.files import append_line_durably, fsync_dir, sha256_file, write_json_atomic, write_text_atomic
 
 VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
+REPAIR_COMMAND = "mnist-pipeline registry repair"
 USER_VERSION_PATTERN = re.compile(r"^[vV]?(\d{1,9})$")
 
 
@@ -108,26 +110,52 @@ class Registry:
             self.version_dir(version)
         except (OSError, ValueError, KeyError, TypeError, RegistryError) as error:
             raise RegistryError(
-                f"Production pointer {self.production_file} is unreadable ({error}). Restore it or "
-                "delete it (the next promoted model becomes production)."
+                f"Production pointer {self.production_file} is unreadable ({error}). Run "
+                f"`{REPAIR_COMMAND}` to rebuild it from the decision log."
             ) from error
         if not (self.version_dir(version) / "version.json").is_file():
             raise RegistryError(
                 f"Production pointer {self.production_file} names {version}, which is not in "
-                f"{self.versions_dir}. Restore that version or delete the pointer."
+                f"{self.versions_dir}. Restore that version, or run `{REPAIR_COMMAND}` to point "
+                "production at the last promoted version that exists."
             )
         return version
 
-    def find_by_model(self, model_sha256: str) -> str | None:
+    def find_candidate(self, model_sha256: str, source_run: str) -> str | None:
+        """The version already registered from this run's model (a retried registration), if any."""
         for version in self.versions():
-            if self.read_version(version).get("model_sha256") == model_sha256:
+            record = self.read_version(version)
+            if record.get("model_sha256") == model_sha256 and record.get("source_run") == source_run:
                 return version
         return None
+
+    def model_path(self, version: str) -> Path:
+        """The version's `model.keras`, after checking it is the file that was registered."""
+        path = self.version_dir(version) / "model.keras"
+        expected = self.read_version(version).get("model_sha256")
+        if not path.is_file() or sha256_file(path) != expected:
+            raise RegistryError(
+                f"Model file {path} is missing or is not the one registered as {version} (SHA-256 "
+                f"{expected}); it will not be served. Restore the version folder from a backup, or "
+                "promote another version with `mnist-pipeline registry promote N`."
+            )
+        return path
 
     def decisions(self) -> list[dict]:
         if not self.decision_log.exists():
             return []
-        return [json.loads(line) for line in self.decision_log.read_text().splitlines() if line.strip()]
+        decisions = []
+        for number, line in enumerate(self.decision_log.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                decisions.append(json.loads(line))
+            except ValueError as error:
+                raise RegistryError(
+                    f"Decision log {self.decision_log} line {number} is not valid JSON ({error}): cut short "
+                    f"or edited by hand. Run `{REPAIR_COMMAND}` (it drops that line and keeps a backup)."
+                ) from error
+        return decisions
 
     def production_history(self) -> list[str]:
         """The versions production has moved to, oldest first, with rolled-back ones taken off:
@@ -178,6 +206,7 @@ class Registry:
                 if path.is_file():
                     with open(path, "rb") as f:
                         os.fsync(f.fileno())
+            crash_point("register:staged")
             staging.rename(self.versions_dir / version)
             fsync_dir(self.versions_dir)
         finally:
@@ -195,6 +224,20 @@ class Registry:
         if decision.promoted:
             self.set_production(decision.candidate, decision.reason)
         self.log_decision(decision)
+
+    def pending_decisions(self) -> list[Decision]:
+        """Registrations whose process died after adding the version, before logging its decision."""
+        logged = {entry["candidate"] for entry in self.decisions() if action_of(entry) == "register"}
+        return [Decision(candidate=version, **self.read_version(version)["decision"])
+                for version in self.versions() if version not in logged]
+
+    def complete_pending(self) -> list[Decision]:
+        """Apply pending decisions, oldest first. Each was made under the lock against the production
+        model of its time, which nothing has moved since (every mutation completes them first)."""
+        pending = self.pending_decisions()
+        for decision in pending:
+            self.apply_decision(decision)
+        return pending
 
     def log_decision(self, decision: Decision) -> None:
         append_line_durably(self.decision_log, json.dumps(
@@ -244,3 +287,102 @@ class Registry:
             self.set_production(previous, f"rolled back from {current} by {who}: {why}")
             append_line_durably(self.decision_log, json.dumps(entry))
         return entry
+
+    # Checking and repairing --------------------------------------------------------------------
+
+    def check(self) -> list[str]:
+        """Every inconsistency found, each naming the file and what to do; empty when all is well."""
+        problems = [f"{path}: left by an interrupted registration; `{REPAIR_COMMAND}` removes it"
+                    for path in self._leftovers()]
+        for version in self.versions():
+            try:
+                self.model_path(version)
+            except RegistryError as error:
+                problems.append(str(error))
+        try:
+            pending = self.pending_decisions()
+            history = self.production_history()
+        except RegistryError as error:
+            return problems + [str(error)]
+        problems += [f"{self.version_dir(d.candidate)}: registered but its decision ({d.verdict}) was never "
+                     f"applied (the process died); `{REPAIR_COMMAND}` applies it" for d in pending]
+        try:
+            production = self.production()
+        except RegistryError as error:
+            return problems + [str(error)]
+        if history and production != history[-1]:
+            problems.append(f"Production pointer {self.production_file} names {production}, but the decision "
+                            f"log says {history[-1]}; `{REPAIR_COMMAND}` follows the log")
+        return problems
+
+    def repair(self) -> list[str]:
+        """Bring the registry back to a consistent state from its version folders and decision log;
+        returns what was done. Version folders themselves are never changed or removed."""
+        done = []
+        with self.lock:
+            for path in self._leftovers():
+                shutil.rmtree(path, ignore_errors=True)
+                done.append(f"removed {path}")
+            done += self._drop_damaged_log_lines()
+            done += [f"applied the decision on {d.candidate} ({d.verdict})" for d in self.complete_pending()]
+            done += self._rebuild_production_pointer()
+        return done
+
+    def _leftovers(self) -> list[Path]:
+        if not self.versions_dir.is_dir():
+            return []
+        return sorted(self.versions_dir.glob(".staging-*"))
+
+    def _drop_damaged_log_lines(self) -> list[str]:
+        if not self.decision_log.exists():
+            return []
+        lines = self.decision_log.read_text().splitlines()
+        kept = []
+        for line in filter(str.strip, lines):
+            try:
+                json.loads(line)
+                kept.append(line)
+            except ValueError:
+                pass
+        dropped = len([line for line in lines if line.strip()]) - len(kept)
+        if not dropped:
+            return []
+        backup = self.decision_log.with_name(f"{self.decision_log.name}.damaged-{uuid.uuid4().hex[:8]}")
+        shutil.copyfile(self.decision_log, backup)
+        write_text_atomic(self.decision_log, "".join(line + "\n" for line in kept))
+        return [f"dropped {dropped} unreadable line(s) from {self.decision_log} (the old file is {backup})"]
+
+    def _rebuild_production_pointer(self) -> list[str]:
+        """Point production at the newest version the log made production that is still whole."""
+        try:
+            current = self.production()
+        except RegistryError:
+            current = None
+        history = self.production_history()
+        if not history and current is not None:  # no log to follow: keep a pointer whose model is whole
+            try:
+                self.model_path(current)
+                return []
+            except RegistryError:
+                pass
+        for version in reversed(history):
+            try:
+                self.model_path(version)
+            except RegistryError:
+                continue
+            if version == current:
+                return []
+            self.set_production(version, "rebuilt from the decision log by registry repair")
+            self._log_repair(version, f"production pointer rebuilt from the decision log: {version}")
+            return [f"production pointer set to {version}, as the decision log says"]
+        if self.production_file.exists():
+            self.production_file.unlink()
+            self._log_repair(None, "production pointer removed: no promoted version is whole")
+            return [f"removed {self.production_file}: no promoted version is whole"]
+        return []
+
+    def _log_repair(self, version: str | None, reason: str) -> None:
+        # "promoted": False keeps repairs out of production_history and statuses.
+        append_line_durably(self.decision_log, json.dumps(
+            {"action": "repair", "candidate": version, "promoted": False, "verdict": "repaired",
+             "reason": reason, "time": now_iso()}))

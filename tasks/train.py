@@ -14,7 +14,7 @@ from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 
 from tasks.errors import retry_unless_permanent
-from tasks.faults import inject_fault
+from tasks.faults import crash_point, inject_fault
 from tasks.files import atomic_path, write_json_atomic
 from tasks.models import TrainingConfig, build_model
 from tasks.preprocess import SplitFiles, input_pipeline
@@ -58,6 +58,7 @@ def _fault_injector():
 
     class FaultInjector(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
+            crash_point(f"train@epoch{epoch + 1}")
             inject_fault("train", epoch=epoch + 1)
 
     return FaultInjector()

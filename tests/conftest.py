@@ -76,3 +76,25 @@ def trained_mlp(split_files, tmp_path_factory):
 
     config = training_config("mlp", seed=7, epochs=2)
     return fit(config, split_files, tmp_path_factory.mktemp("run"), logging.getLogger("tests.train"))
+
+
+@pytest.fixture(scope="session")
+def mlp_evaluation(trained_mlp, split_files):
+    from tasks.evaluate import evaluate_model
+
+    return evaluate_model(trained_mlp, split_files, Path(trained_mlp.model_path).parent)
+
+
+@pytest.fixture(scope="session")
+def weak_candidate(split_files, tmp_path_factory):
+    """A real but weaker model: the tutorial's MLP, one epoch at a tenth of its learning rate."""
+    import logging
+
+    from tasks.evaluate import evaluate_model
+    from tasks.models import training_config
+    from tasks.train import fit
+
+    run_dir = tmp_path_factory.mktemp("weak")
+    trained = fit(training_config("seed-mlp", seed=3, epochs=1, learning_rate=1e-4), split_files, run_dir,
+                  logging.getLogger("tests.weak"))
+    return trained, evaluate_model(trained, split_files, run_dir)

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
 
-from tasks.evaluate import evaluate_model
-from tasks.models import training_config
 from tasks.register import Scored, champion_score, gate, register_candidate
 from tasks.registry import Registry, RegistryError
-from tasks.train import fit
 
 
 @pytest.mark.parametrize(
@@ -31,19 +27,6 @@ def test_gate(candidate, champion, promoted, reason):
     verdict, why = gate(Scored("candidate", candidate, 10000), champion_score_, threshold=0.97)
     assert verdict is promoted
     assert reason in why
-
-
-@pytest.fixture(scope="module")
-def mlp_evaluation(trained_mlp, split_files, tmp_path_factory):
-    return evaluate_model(trained_mlp, split_files, Path(trained_mlp.model_path).parent)
-
-
-@pytest.fixture(scope="module")
-def weak_candidate(split_files, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("weak")
-    trained = fit(training_config("seed-mlp", seed=3, epochs=1, learning_rate=1e-4), split_files, run_dir,
-                  logging.getLogger("tests.weak"))
-    return trained, evaluate_model(trained, split_files, run_dir)
 
 
 def test_first_model_above_threshold_becomes_production(tmp_path, trained_mlp, mlp_evaluation, split_files):
@@ -99,12 +82,9 @@ def test_champion_is_rescored_when_its_test_split_differs(tmp_path, trained_mlp,
     metrics = json.loads(metrics_file.read_text())
     metrics.update(test_split_sha256="from-another-split", correct=1, total=10000)
     metrics_file.write_text(json.dumps(metrics))
-    rescored = champion_score(registry, split_files, mlp_evaluation_test_sha(mlp_evaluation))
+    test_split_sha256 = json.loads(Path(mlp_evaluation.metrics_path).read_text())["test_split_sha256"]
+    rescored = champion_score(registry, split_files, test_split_sha256)
     assert rescored.correct == mlp_evaluation.correct  # measured again, not the recorded 1
-
-
-def mlp_evaluation_test_sha(evaluation) -> str:
-    return json.loads(Path(evaluation.metrics_path).read_text())["test_split_sha256"]
 
 
 def test_damaged_production_pointer_is_reported(tmp_path):
