@@ -1,0 +1,96 @@
+"""A run killed with SIGKILL at any point leaves nothing half-written under a valid name, and the
+next run completes normally (and completes an interrupted registration)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECT_ROOT
+from tasks.evaluate import load_model
+from tasks.registry import Registry
+from tasks.split import is_intact
+
+# (crash point, what must be true of the artifacts right after the kill)
+CRASHES = [
+    ("write:manifest.json", "no split"),      # split files written, manifest not yet renamed
+    ("train@epoch1", "split only"),           # after the first epoch's checkpoint
+    ("write:model.keras", "split only"),      # model written under a temporary name
+    ("register:staged", "split only"),        # version folder complete under a temporary name
+    ("register:added", "one pending version"),  # version in place; production and log untouched
+]
+
+
+def run_flow(artifacts: Path, api_url: str, crash_at: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PREFECT_API_URL": api_url}
+    env.pop("MNIST_CRASH_AT", None)
+    if crash_at:
+        env["MNIST_CRASH_AT"] = crash_at
+    return subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "flows" / "mnist_flow.py"), "--preset", "mlp", "--epochs", "1",
+         "--threshold", "0.9", "--artifacts-dir", str(artifacts)],
+        env=env, capture_output=True, text=True, timeout=900,
+    )
+
+
+def visible_splits(artifacts: Path) -> list[Path]:
+    root = artifacts / "splits"
+    return [p for p in root.iterdir() if not p.name.startswith(".")] if root.is_dir() else []
+
+
+def assert_nothing_half_written(artifacts: Path) -> None:
+    for split in visible_splits(artifacts):
+        assert is_intact(split), f"{split} is visible but not intact"
+    for model in (artifacts / "runs").glob("*/model.keras") if (artifacts / "runs").is_dir() else []:
+        load_model(model)  # a model under its final name is whole
+    registry = Registry(artifacts / "registry")
+    for version in registry.versions():
+        load_model(registry.model_path(version))  # and matches its registered checksum
+
+
+@pytest.fixture(scope="module")
+def crashed_artifacts(tmp_path_factory, prefect_api_url):
+    """One artifacts directory that lived through every crash in CRASHES, in order."""
+    artifacts = tmp_path_factory.mktemp("crashes")
+    observations = []
+    for crash_at, _ in CRASHES:
+        result = run_flow(artifacts, prefect_api_url, crash_at)
+        assert result.returncode == -signal.SIGKILL, f"{crash_at}: {result.returncode}\n{result.stderr[-3000:]}"
+        registry = Registry(artifacts / "registry")
+        observations.append((crash_at, bool(visible_splits(artifacts)), registry.versions(),
+                             [d.candidate for d in registry.pending_decisions()],
+                             registry.production_file.exists(), registry.decision_log.exists()))
+        assert_nothing_half_written(artifacts)
+    return artifacts, observations
+
+
+def test_each_crash_leaves_only_whole_files(crashed_artifacts):
+    _, observations = crashed_artifacts
+    assert observations == [
+        ("write:manifest.json", False, [], [], False, False),
+        ("train@epoch1", True, [], [], False, False),
+        ("write:model.keras", True, [], [], False, False),
+        ("register:staged", True, [], [], False, False),
+        ("register:added", True, ["v0001"], ["v0001"], False, False),
+    ]
+
+
+def test_next_run_completes_and_finishes_the_interrupted_registration(crashed_artifacts, prefect_api_url):
+    artifacts, _ = crashed_artifacts
+    result = run_flow(artifacts, prefect_api_url)
+    assert result.returncode == 0, result.stderr[-3000:]
+    registry = Registry(artifacts / "registry")
+    assert registry.versions() == ["v0001", "v0002"]
+    assert [d["candidate"] for d in registry.decisions()] == ["v0001", "v0002"]
+    assert registry.production() in {"v0001", "v0002"}
+    problems = registry.check()  # what is left: the staging folder of the kill before rename
+    assert problems and all("left by an interrupted registration" in problem for problem in problems)
+    registry.repair()
+    assert registry.check() == []
+    assert_nothing_half_written(artifacts)
+    assert len(visible_splits(artifacts)) == 1
