@@ -94,6 +94,12 @@ class Registry:
         names = [p.name for p in self.versions_dir.iterdir() if VERSION_PATTERN.match(p.name)]
         return sorted(names, key=lambda name: int(name[1:]))
 
+    def require(self, version: str) -> None:
+        """Fail, listing the registered versions, unless `version` is one of them."""
+        if version not in self.versions():
+            known = ", ".join(self.versions()) or "none yet"
+            raise RegistryError(f"No version {version} in the registry {self.root} (registered: {known}).")
+
     def read_version(self, version: str) -> dict:
         path = self.version_dir(version) / "version.json"
         try:
@@ -252,7 +258,7 @@ class Registry:
         `tasks.promotion`, which applies the registration gate). Returns the logged line.
         """
         with self.lock:
-            self.read_version(version)  # it exists and is readable
+            self.require(version)
             current = self.production()
             if version == current:
                 raise RegistryError(f"{version} is already the production model; nothing to promote")

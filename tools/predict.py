@@ -55,9 +55,7 @@ def model_version(registry: Registry, requested: str | None) -> str:
                 "a registered version with --version N (`mnist-pipeline registry list` shows them)."
             )
         return production
-    if requested not in registry.versions():
-        known = ", ".join(registry.versions()) or "none yet"
-        raise RegistryError(f"No version {requested} in the registry {registry.root} (registered: {known}).")
+    registry.require(requested)
     return requested
 
 

@@ -38,9 +38,7 @@ def list_versions(registry: Registry) -> str:
 
 def show_version(registry: Registry, version: str) -> str:
     """Status, metrics, parameters, data hash, files, the decisions about it, and its model card."""
-    if version not in registry.versions():
-        known = ", ".join(registry.versions()) or "none yet"
-        raise RegistryError(f"No version {version} in the registry {registry.root} (registered: {known}).")
+    registry.require(version)
     folder = registry.version_dir(version)
     record = registry.read_version(version)
     metrics = _read(folder / "metrics.json")
