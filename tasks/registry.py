@@ -258,7 +258,9 @@ class Registry:
         `tasks.promotion`, which applies the registration gate). Returns the logged line.
         """
         with self.lock:
+            self.complete_pending()
             self.require(version)
+            self.model_path(version)  # a damaged model is never made production, not even forced
             current = self.production()
             if version == current:
                 raise RegistryError(f"{version} is already the production model; nothing to promote")
@@ -274,6 +276,7 @@ class Registry:
     def rollback(self, who: str, why: str) -> dict:
         """Move production back to the version that was production before it; returns the logged line."""
         with self.lock:
+            self.complete_pending()
             current, history = self.production(), self.production_history()
             if current is None:
                 raise RegistryError("There is no production model to roll back.")
@@ -286,7 +289,7 @@ class Registry:
             if len(history) < 2:
                 raise RegistryError(f"{current} is the first production model; there is no earlier one to roll back to.")
             previous = history[-2]
-            self.read_version(previous)
+            self.model_path(previous)
             entry = {"action": "rollback", "candidate": previous, "previous": current, "promoted": True,
                      "verdict": "rolled back", "reason": f"production rolled back from {current} to {previous}",
                      "who": who, "why": why, "time": now_iso()}

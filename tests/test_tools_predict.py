@@ -173,3 +173,14 @@ def test_text_output_names_model_and_top_k_classes(tmp_path, test_images, regist
     assert len(classes) == 6 and classes[0] == str(test_images[1][0])  # 3 x "class (probability)"
     probabilities = [float(p.strip("()")) for p in classes[1::2]]
     assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
+
+
+def test_a_model_that_is_not_the_registered_one_is_not_served(tmp_path, trained_mlp, split_files, test_images):
+    registry = Registry(tmp_path / "registry")
+    evaluation = evaluate_model(trained_mlp, split_files, tmp_path / "eval")
+    register_candidate(registry, trained_mlp, evaluation, split_files, 0.5, {}, None)
+    model = registry.version_dir("v0001") / "model.keras"
+    model.write_bytes(model.read_bytes() + b"tampered")
+    png = str(write_png(tmp_path / "digit.png", test_images[0][0]))
+    with pytest.raises(RegistryError, match="not the one registered as v0001"):
+        predict_files([png], registry, None, 3, False, False)

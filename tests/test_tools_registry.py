@@ -150,6 +150,24 @@ def test_promote_refuses_the_production_model_and_unknown_versions(artifacts, ca
     assert "No version v0007" in capsys.readouterr().err
 
 
+def test_a_damaged_model_is_never_made_production(artifacts, capsys):
+    registry = Registry(artifacts / "registry")
+    model = registry.version_dir("v0002") / "model.keras"
+    model.write_bytes(model.read_bytes()[:-10])
+    assert cli(artifacts, "registry", "promote", "2", "--force", "--reason", "x") == 1
+    assert "is not the one registered as v0002" in capsys.readouterr().err
+    assert registry.production() == "v0001"
+
+
+def test_manual_changes_first_complete_an_interrupted_registration(artifacts):
+    registry = Registry(artifacts / "registry")
+    lines = registry.decision_log.read_text().splitlines()
+    registry.decision_log.write_text(lines[0] + "\n")  # v0002's registration died before logging its decision
+    assert cli(artifacts, "registry", "promote", "2", "--force", "--reason", "x") == 0
+    assert [(d["action"], d["candidate"]) for d in registry.decisions()] == [
+        ("register", "v0001"), ("register", "v0002"), ("promote", "v0002")]
+
+
 def test_promotion_re_tests_production_when_the_test_splits_differ(artifacts, split_files, session_artifacts):
     registry = Registry(artifacts / "registry")
     production_metrics = registry.version_dir("v0001") / "metrics.json"

@@ -60,10 +60,10 @@ def model_version(registry: Registry, requested: str | None) -> str:
 
 
 def classify(registry: Registry, version: str, images: np.ndarray) -> np.ndarray:
-    """Class probabilities [n, 10] from the version's `.keras` model."""
+    """Class probabilities [n, 10] from the version's `.keras` model (checked against its registered SHA-256)."""
     from tasks.evaluate import load_model, predict_probabilities
 
-    return predict_probabilities(load_model(registry.version_dir(version) / "model.keras"), images)
+    return predict_probabilities(load_model(registry.model_path(version)), images)
 
 
 def top_classes(probabilities: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
