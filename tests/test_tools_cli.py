@@ -122,3 +122,13 @@ def test_registry_list(artifacts):
 def test_registry_list_of_an_empty_registry(tmp_path):
     result = mnist_pipeline("registry", "list", "--artifacts-dir", str(tmp_path))
     assert result.returncode == 0 and "No versions" in result.stdout
+
+
+def test_predict_piped_into_head_stops_quietly(artifacts):
+    idx = PROJECT_ROOT / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"  # 10,000 lines of output
+    result = subprocess.run(
+        ["bash", "-c", f'set -o pipefail; "{ENTRY_POINT}" predict "{idx}" --artifacts-dir "{artifacts}" | head -2'],
+        capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "model v0001 (production)" and len(result.stdout.splitlines()) == 2
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
