@@ -12,7 +12,7 @@ from tasks import promotion
 from tasks.evaluate import evaluate_model
 from tasks.models import training_config
 from tasks.register import register_candidate
-from tasks.registry import Registry, RegistryError, version_name
+from tasks.registry import Decision, Registry, RegistryError, version_name
 from tasks.report import render_report
 from tasks.train import fit
 from tools.main import EXIT_NOT_PROMOTED, main
@@ -202,8 +202,6 @@ def test_bad_version_names_are_refused(text, capsys):
 def test_report_links_the_plots_and_the_model_card(artifacts, mlp_run):
     registry = Registry(artifacts / "registry")
     decision = next(d for d in registry.decisions() if d["candidate"] == "v0001")
-    from tasks.registry import Decision
-
     report = render_report(Decision(**{k: decision[k] for k in Decision.__dataclass_fields__}),
                            json.loads(Path(mlp_run[1].metrics_path).read_text()), registry.version_dir("v0001"), "mlp")
     for title, name in (("Training curves", "training_curves.png"), ("Confusion matrix", "confusion_matrix.png"),
