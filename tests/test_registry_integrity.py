@@ -68,3 +68,19 @@ def test_registration_interrupted_before_logging_is_completed(registry, trained_
     assert any("v0002" in problem and "never applied" in problem for problem in registry.check())
     assert registry.repair() == ["applied the decision on v0002 (rejected)"]
     assert registry.check() == [] and len(registry.decisions()) == 2
+
+
+def test_check_and_repair_commands(registry):
+    import subprocess
+    import sys
+
+    def command(*args):
+        return subprocess.run([sys.executable, "-m", "tools.main", "registry", *args,
+                               "--artifacts-dir", str(registry.root.parent)], capture_output=True, text=True)
+
+    registry.production_file.write_text("{\"vers")
+    check = command("check")
+    assert check.returncode == 1 and str(registry.production_file) in check.stdout and REPAIR_COMMAND in check.stdout
+    repair = command("repair")
+    assert repair.returncode == 0 and "production pointer set to v0001" in repair.stdout
+    assert command("check").returncode == 0 and registry.production() == "v0001"

@@ -2,7 +2,7 @@
 
     mnist-pipeline run [--preset mlp ...]          the Prefect flow (same options as flows/mnist_flow.py)
     mnist-pipeline predict FILE... [--json]        classify pictures, .npy arrays or IDX files
-    mnist-pipeline registry list|show|promote|rollback
+    mnist-pipeline registry list|show|promote|rollback|check|repair
 
 Prefect and TensorFlow are imported only by the subcommand that needs them, so `--help` and bad
 arguments answer at once. Exit codes: 0 done, 1 failed (the message says why), 2 bad arguments,
@@ -107,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
                                   "the current one (logged with who and why).")
     _change_options(rollback)
     rollback.set_defaults(handler=_registry_rollback)
+    check = actions.add_parser("check", help="list every inconsistency in the registry (exit 1 if any)",
+                               description="Check the versions' model files, the decision log and the "
+                               "production pointer; each problem names its file and the way out.")
+    _artifacts_option(check)
+    check.set_defaults(handler=_registry_check)
+    repair = actions.add_parser(
+        "repair", help="make the registry consistent again from its version folders and decision log",
+        description="Remove leftovers of interrupted registrations, drop unreadable decision-log lines "
+        "(the old log is kept beside it), apply decisions that a dying process did not, and rebuild the "
+        "production pointer from the decision log. Version folders are never changed or deleted.")
+    _artifacts_option(repair)
+    repair.set_defaults(handler=_registry_repair)
     return parser
 
 
@@ -160,6 +172,22 @@ def _registry_rollback(args: argparse.Namespace) -> int:
 
     print(rollback(_registry(args), args.who, args.reason))
     return 0
+
+
+def _registry_check(args: argparse.Namespace) -> int:
+    problems = _registry(args).check()
+    print("\n".join(f"problem: {problem}" for problem in problems) if problems else "registry is consistent")
+    return 1 if problems else 0
+
+
+def _registry_repair(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    done = registry.repair()
+    print("\n".join(done) if done else "nothing to repair")
+    remaining = registry.check()
+    for problem in remaining:
+        print(f"still a problem: {problem}", file=sys.stderr)
+    return 1 if remaining else 0
 
 
 def main(argv: list[str] | None = None) -> int:
