@@ -3,35 +3,27 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
 
 from tasks import promotion
-from tasks.evaluate import evaluate_model
-from tasks.models import training_config
 from tasks.register import register_candidate
 from tasks.registry import Decision, Registry, RegistryError, version_name
 from tasks.report import render_report
-from tasks.train import fit
 from tools.main import EXIT_NOT_PROMOTED, main
 
 THRESHOLD = 0.5
 
 
 @pytest.fixture(scope="module")
-def mlp_run(trained_mlp, split_files, tmp_path_factory):
-    return trained_mlp, evaluate_model(trained_mlp, split_files, tmp_path_factory.mktemp("eval-mlp"))
+def mlp_run(trained_mlp, mlp_evaluation):
+    return trained_mlp, mlp_evaluation
 
 
 @pytest.fixture(scope="module")
-def weak_run(split_files, tmp_path_factory):
-    """A second, weaker real model: the tutorial's MLP after one slow epoch."""
-    run_dir = tmp_path_factory.mktemp("weak")
-    trained = fit(training_config("seed-mlp", seed=5, epochs=1, learning_rate=1e-4), split_files, run_dir,
-                  logging.getLogger("tests.weak"))
-    return trained, evaluate_model(trained, split_files, run_dir)
+def weak_run(weak_candidate):
+    return weak_candidate
 
 
 @pytest.fixture
@@ -74,7 +66,7 @@ def test_show_gives_metrics_parameters_data_hash_files_and_model_card(artifacts,
     assert f"test accuracy  : {evaluation.accuracy:.4f}" in output
     assert f"{evaluation.correct}/{evaluation.total}" in output
     assert f"data (split manifest) SHA-256 : {split_files.data_sha256}" in output
-    for line in ("training.preset = seed-mlp", "training.epochs = 1", "training.seed = 5", "threshold = 0.5",
+    for line in ("training.preset = seed-mlp", "training.epochs = 1", f"training.seed = {trained.config.seed}", "threshold = 0.5",
                  "saved_model/", "model.keras", "# Model card: MNIST digit classifier (seed-mlp)"):
         assert line in output, line
     assert "register v0002: rejected: test accuracy" in output
