@@ -53,7 +53,8 @@ def _epoch_logger(log):
 
 
 def _fault_injector():
-    """A Keras callback that fails the first attempt at the epoch `MNIST_FAIL_ONCE` names."""
+    """A Keras callback for the test aids: fails the first attempt at the epoch `MNIST_FAIL_ONCE` names,
+    kills the process at the epoch `MNIST_CRASH_AT` names (see tasks/faults.py)."""
     import keras
 
     class FaultInjector(keras.callbacks.Callback):
