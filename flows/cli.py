@@ -19,6 +19,8 @@ EXIT_NOT_PROMOTED = 3
 
 # The pipeline runs offline: keep Prefect's temporary server from trying to send telemetry.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# On a busy 2-core machine the temporary server can take longer than Prefect's default 20 s to start.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 
 def _value_type(annotation):

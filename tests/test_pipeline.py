@@ -96,7 +96,8 @@ def test_first_run_promotes_an_mlp_above_97_percent(first_run, artifacts_dir):
 def test_report_and_table_artifacts_are_published(first_run):
     state, summary = first_run
     artifacts = artifacts_of(state.state_details.flow_run_id)
-    assert artifacts == {"mnist-training-report": "markdown", "mnist-per-class-accuracy": "table"}
+    assert artifacts == {"mnist-training-report": "markdown", "mnist-per-class-accuracy": "table",
+                         "mnist-training-progress": "progress"}
 
 
 def test_recorded_accuracy_holds_in_a_fresh_process_on_raw_test_images(first_run, artifacts_dir):
@@ -132,7 +133,7 @@ def test_weaker_challenger_above_threshold_is_rejected(first_run, artifacts_dir)
 
 
 def test_damaged_split_on_disk_is_rebuilt_not_served(first_run, artifacts_dir):
-    [split_dir] = (artifacts_dir / "splits").iterdir()
+    [split_dir] = (path for path in (artifacts_dir / "splits").iterdir() if not path.name.startswith("."))
     (split_dir / "validation.npz").write_bytes(b"truncated")
     state, _ = run_flow(preset="mlp", epochs=1, threshold=0.999, artifacts_dir=str(artifacts_dir))
     assert state.is_completed()

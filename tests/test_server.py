@@ -19,6 +19,7 @@ from tasks.paths import BUNDLED_MNIST_DIR
 from tasks.registry import Registry
 
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+RUN_ARTIFACTS = {"mnist-training-report", "mnist-per-class-accuracy", "mnist-training-progress"}
 
 
 def free_port() -> int:
@@ -132,7 +133,7 @@ def test_every_stage_failing_once_still_completes_with_one_version(client, artif
     registry = Registry(artifacts_dir / "registry")
     assert registry.versions() == ["v0001"]
     assert len(registry.decisions()) == 1
-    assert artifact_keys(client, flow_run.id) == {"mnist-training-report", "mnist-per-class-accuracy"}
+    assert artifact_keys(client, flow_run.id) == RUN_ARTIFACTS
 
 
 def test_bad_checksum_fails_after_one_attempt(client, artifacts_dir, tmp_path):
@@ -160,4 +161,4 @@ def test_rerun_after_a_failure_reuses_the_cached_split(client, artifacts_dir):
     runs = task_runs(client, flow_run.id)
     assert runs["download-split"].state.name == "Cached"
     assert Registry(artifacts_dir / "registry").versions() == ["v0001", "v0002"]
-    assert artifact_keys(client, flow_run.id) == {"mnist-training-report", "mnist-per-class-accuracy"}
+    assert artifact_keys(client, flow_run.id) == RUN_ARTIFACTS
