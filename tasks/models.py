@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
+# Training steps run per call into TensorFlow: one call per step costs ~1 ms of Python and dispatch,
+# more than a whole step of the small MLPs. Callbacks still see every epoch's end.
+STEPS_PER_EXECUTION = 50
+
 
 @dataclass(frozen=True)
 class TrainingConfig:
@@ -74,7 +78,8 @@ PRESETS: dict[str, Preset] = {
     "mlp": Preset(
         "784-256-128-10 MLP with dropout (fast, >= 97.5%)",
         _mlp,
-        TrainingConfig("mlp", epochs=6, batch_size=128, learning_rate=1e-3, patience=2, seed=42),
+        # batch 512 with the learning rate scaled 4x from (128, 1e-3): fewer, fuller steps; 0.981 vs 0.980
+        TrainingConfig("mlp", epochs=6, batch_size=512, learning_rate=4e-3, patience=2, seed=42),
     ),
     "seed-mlp": Preset(
         "the tutorial as written: 784-50-50-10 MLP, batch 100, 5 epochs, patience 2",
@@ -109,5 +114,6 @@ def build_model(config: TrainingConfig, steps_per_epoch: int = 1):
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        steps_per_execution=STEPS_PER_EXECUTION,
     )
     return model
