@@ -1,0 +1,1 @@
+"""The benchmark: the pipeline beside the TensorFlow tutorial (`python bench/run.py`)."""
