@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict, dataclass
 
+from bench.stages import STAGES
+
 GIB = 1024 ** 3
 
 
@@ -46,24 +48,20 @@ def _pick(runs: list[dict], key: str) -> list:
     return [run[key] for run in runs]
 
 
-def complete(runs: list[dict]) -> list[dict]:
-    """The flow runs whose every stage has known times (see bench/stages.py)."""
-    return [run for run in runs if all(stage["compute_seconds"] is not None for stage in run["stages"].values())]
+def _inferred_note(runs: list[dict], stages: tuple[str, ...]) -> str:
+    count = sum(any(run["stages"][stage]["inferred"] for stage in stages) for run in runs)
+    return (f"in {count} of {len(runs)} runs a stage's start is inferred: its first states never reached "
+            "the server (bench/stages.py)") if count else ""
 
 
 def _overhead_figure(name: str, runs: list[dict], target: str = "") -> Figure:
-    known = complete(runs)
-    left_out = len(runs) - len(known)
-    note = f"{left_out} of {len(runs)} runs left out: a stage state missing on the server" if left_out else ""
-    values = [run["wall_seconds"] - sum(stage["compute_seconds"] for stage in run["stages"].values()) for run in known]
-    return Figure("4. Orchestration overhead", name, "s", values, target, note)
+    values = [run["wall_seconds"] - sum(stage["compute_seconds"] for stage in run["stages"].values()) for run in runs]
+    return Figure("4. Orchestration overhead", name, "s", values, target, _inferred_note(runs, STAGES))
 
 
 def _split_figure(name: str, runs: list[dict], target: str = "") -> Figure:
-    spans = [run["stages"]["download-split"]["span_seconds"] for run in runs]
-    known = [span for span in spans if span is not None]
-    note = f"{len(spans) - len(known)} of {len(spans)} runs left out: a state missing on the server" if len(known) < len(spans) else ""
-    return Figure("5. Cache", name, "s", known, target, note)
+    return Figure("5. Cache", name, "s", [run["stages"]["download-split"]["span_seconds"] for run in runs], target,
+                  _inferred_note(runs, ("download-split",)))
 
 
 def _ratios(numerators: list[dict], denominators: list[dict]) -> list[float]:
