@@ -1,1 +1,2 @@
-"""The Prefect flow that chains the stages in `tasks/`, and its command line."""
+"""The DAGs: Prefect flows that chain the stages of `tasks/`, and their deployments' helpers.
+Installed as `mnist_pipeline.flows`."""

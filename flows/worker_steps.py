@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from prefect.deployments.steps import set_working_directory
+from pathlib import Path
 
-from tasks.paths import PROJECT_ROOT
+from prefect.deployments.steps import set_working_directory
 
 
 def enter_project_root() -> dict[str, str]:
-    """Run the flow from this project's root, wherever the worker was started.
+    """Run the flow from the root of the checkout this code is in, wherever the worker was started.
 
     A process worker would otherwise run each flow in a temporary directory, where the entrypoint
     `flows/mnist_flow.py` is not found. Unlike a path written into prefect.yaml, this follows the
-    project to wherever it is checked out.
+    checkout to wherever it is (the package is installed from it in editable mode).
     """
-    return set_working_directory(str(PROJECT_ROOT))
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "prefect.yaml").is_file():
+        raise RuntimeError(
+            f"{root} is not a checkout of the project (no prefect.yaml): the deployments in prefect.yaml "
+            "run from a checkout with the package installed in editable mode (scripts/setup.sh)."
+        )
+    return set_working_directory(str(root))

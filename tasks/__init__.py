@@ -1,10 +1,5 @@
-"""The pipeline's stages, one module each: split, preprocess, train, evaluate, register.
+"""The pipeline's five stages, one Prefect task each: split, preprocess, train, evaluate, register.
 
-Each stage module holds a Prefect task and the plain functions behind it; the flow in
-`flows/mnist_flow.py` chains the tasks. TensorFlow is imported inside the functions that need it.
+Each module is a thin task over `mnist_pipeline.core` and imports no other stage; the flows in
+`flows/` chain them. Installed as `mnist_pipeline.tasks`.
 """
-
-import os
-
-# TensorFlow's C++ info and warning lines (CPU features, CUDA probing) would drown the stage logs.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,15 +1,12 @@
 """`mnist-pipeline registry list|show|promote|rollback`: the registry as text for people.
 
-The state changes themselves are `Registry.promote` / `Registry.rollback` (tasks/registry.py), with
-the gate of tasks/register.py applied by tasks/promotion.py.
+The state changes themselves are `Registry.promote` and `Registry.rollback` (core/registry.py).
 """
 
 from __future__ import annotations
 
-import json
-
-from tasks.paths import ArtifactPaths
-from tasks.registry import Registry, RegistryError, action_of
+from mnist_pipeline.core.decisions import DecisionRecord
+from mnist_pipeline.core.registry import Registry
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -41,8 +38,8 @@ def show_version(registry: Registry, version: str) -> str:
     registry.require(version)
     folder = registry.version_dir(version)
     record = registry.read_version(version)
-    metrics = _read(folder / "metrics.json")
-    params = _read(folder / "params.json")
+    metrics = registry.read_json(version, "metrics.json")
+    params = registry.read_json(version, "params.json")
     production = registry.production()
     per_class = "  ".join(f"{row['class']}:{row['accuracy']:.3f}" for row in metrics["per_class"])
     lines = [
@@ -62,18 +59,12 @@ def show_version(registry: Registry, version: str) -> str:
         f"  files in {folder}:",
         *(f"    {path.name}{'/' if path.is_dir() else ''}" for path in sorted(folder.iterdir())),
         "  decisions      :",
-        *(f"    {_describe(logged)}" for logged in registry.decisions() if version in (logged["candidate"], logged.get("previous"))),
+        *(f"    {_describe(logged)}" for logged in registry.decisions()
+          if logged.candidate == version or (logged.action != "register" and logged.production_before == version)),
         "",
         (folder / "model_card.md").read_text().rstrip(),
     ]
     return "\n".join(lines)
-
-
-def _read(path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise RegistryError(f"Registry file {path} is unreadable ({error}).") from error
 
 
 def _flatten(params: dict, prefix: str = "") -> list[tuple[str, object]]:
@@ -86,34 +77,30 @@ def _flatten(params: dict, prefix: str = "") -> list[tuple[str, object]]:
     return items
 
 
-def _describe(logged: dict) -> str:
-    """One decision-log line in words."""
-    action, when = action_of(logged), logged["time"]
-    if action == "rollback":
-        return f"{when} rollback {logged['previous']} -> {logged['candidate']} by {logged['who']}: {logged['why']}"
-    text = f"{when} {action} {logged['candidate']}: {logged['verdict']}: {logged['reason']}"
-    if action == "promote":
-        text += f" (by {logged['who']}: {logged['why']})"
+def _describe(record: DecisionRecord) -> str:
+    """One decision-log record in words."""
+    if record.action == "rollback":
+        return (f"{record.time} rollback {record.production_before} -> {record.candidate} "
+                f"by {record.who}: {record.why}")
+    text = f"{record.time} {record.action} {record.candidate}: {record.verdict}: {record.reason}"
+    if record.action == "promote":
+        text += f" (by {record.who}: {record.why})"
     return text
 
 
-def promote(paths: ArtifactPaths, version: str, threshold: float | None, force: bool, who: str,
+def promote(registry: Registry, version: str, threshold: float | None, force: bool, who: str,
             why: str) -> tuple[str, bool]:
     """(what happened, promoted?)."""
-    from tasks import promotion
-
-    registry = Registry(paths.registry)
-    entry = promotion.promote(registry, version, paths.splits, threshold, force, who, why)
-    if entry["promoted"]:
-        before = entry["previous"] or "none"
-        text = f"{version} is now production (was {before}): {entry['reason']}"
+    record = registry.promote(version, who, why, threshold=threshold, force=force)
+    if record.promoted:
+        text = f"{version} is now production (was {record.production_before or 'none'}): {record.reason}"
     else:
-        text = (f"{version} not promoted: {entry['reason']}. Production stays {entry['previous'] or 'none'}; "
+        text = (f"{version} not promoted: {record.reason}. Production stays {record.production_before or 'none'}; "
                 "pass --force to promote past the gate.")
-    return f"{text}\nlogged in {registry.decision_log}", entry["promoted"]
+    return f"{text}\nlogged in {registry.decision_log}", record.promoted
 
 
 def rollback(registry: Registry, who: str, why: str) -> str:
-    entry = registry.rollback(who, why)
-    return (f"production rolled back from {entry['previous']} to {entry['candidate']}\n"
+    record = registry.rollback(who, why)
+    return (f"production rolled back from {record.production_before} to {record.candidate}\n"
             f"logged in {registry.decision_log}")

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from tasks.faults import crash_point
+from mnist_pipeline.core.faults import crash_point
 
 
 def sha256_file(path: Path) -> str:

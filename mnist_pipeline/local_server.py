@@ -1,6 +1,6 @@
 """The pipeline on a local Prefect server, in one command, for a quick try:
 
-    python -m flows.local_server [--port 4200] [--param preset=mlp ...]
+    python -m mnist_pipeline.local_server [--port 4200] [--param preset=mlp ...]
 
 Starts `prefect server start` on 127.0.0.1 (SQLite under PREFECT_HOME), creates the `process` work
 pool, deploys everything in prefect.yaml, starts a worker and triggers the on-demand deployment once.
@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tasks.paths import PROJECT_ROOT
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # a checkout: prefect.yaml is there
 
 WORK_POOL = "mnist-pool"
 ON_DEMAND = "mnist-training-pipeline/on-demand"
@@ -114,7 +114,7 @@ class LocalPrefect:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.local_server", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mnist_pipeline.local_server", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=4200, help="server port on 127.0.0.1 (default: 4200)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a parameter of the triggered run, e.g. --param preset=mlp (repeatable)")

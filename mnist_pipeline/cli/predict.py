@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.registry import Registry, RegistryError
-from tools.inputs import InputError, file_kind, read_inputs
+from mnist_pipeline.core.models import load_model, predict_probabilities
+from mnist_pipeline.core.pictures import InputError, file_kind, read_inputs
+from mnist_pipeline.core.registry import Registry, RegistryError
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,6 @@ def model_version(registry: Registry, requested: str | None) -> str:
 
 def classify(registry: Registry, version: str, images: np.ndarray) -> np.ndarray:
     """Class probabilities [n, 10] from the version's `.keras` model (checked against its registered SHA-256)."""
-    from tasks.evaluate import load_model, predict_probabilities
-
     return predict_probabilities(load_model(registry.model_path(version)), images)
 
 

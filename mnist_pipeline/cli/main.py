@@ -1,6 +1,6 @@
 """`mnist-pipeline`: run the pipeline, classify images with a registered model, manage the registry.
 
-    mnist-pipeline run [--preset mlp ...]          the Prefect flow (same options as flows/mnist_flow.py)
+    mnist-pipeline run [--preset mlp ...]          the Prefect flow (`python flows/mnist_flow.py` is the same)
     mnist-pipeline predict FILE... [--json]        classify pictures, .npy arrays or IDX files
     mnist-pipeline registry list|show|promote|rollback|check|repair
 
@@ -17,11 +17,11 @@ import getpass
 import os
 import sys
 
-from flows import cli as flow_cli
-from tasks.errors import PipelineError
-from tasks.registry import version_name
+from mnist_pipeline.cli import run as run_command
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.registry import version_name
 
-EXIT_NOT_PROMOTED = flow_cli.EXIT_NOT_PROMOTED
+EXIT_NOT_PROMOTED = run_command.EXIT_NOT_PROMOTED
 
 
 def _version(text: str) -> str:
@@ -64,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="train, evaluate and register a model (the Prefect flow)",
-                              description=flow_cli.DESCRIPTION)
-    flow_cli.add_arguments(run)
-    run.set_defaults(handler=functools.partial(_run, run))
+                              description=run_command.DESCRIPTION)
+    run_command.add_arguments(run)
+    run.set_defaults(handler=functools.partial(run_command.run, run))
 
     predict = commands.add_parser(
         "predict", help="classify digit images with the production (or a chosen) model",
@@ -122,53 +122,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    params, fail_if_not_promoted = flow_cli.validated(parser, vars(args))
-    from flows.mnist_flow import mnist_pipeline
-
-    return flow_cli.run(mnist_pipeline, params, fail_if_not_promoted)
-
-
 def _predict(args: argparse.Namespace) -> int:
-    from tools.predict import predict_files
+    from mnist_pipeline.cli.predict import predict_files
 
     print(predict_files(args.files, _registry(args), args.version, args.top_k, args.invert, args.json))
     return 0
 
 
 def _registry(args: argparse.Namespace):
-    from tasks.paths import ArtifactPaths
-    from tasks.registry import Registry
+    from mnist_pipeline.core.paths import ArtifactPaths
+    from mnist_pipeline.core.registry import Registry
 
-    return Registry(ArtifactPaths.resolve(args.artifacts_dir).registry)
+    paths = ArtifactPaths.resolve(args.artifacts_dir)
+    return Registry(paths.registry, splits_dir=paths.splits)
 
 
 def _registry_list(args: argparse.Namespace) -> int:
-    from tools.registry_commands import list_versions
+    from mnist_pipeline.cli.registry_commands import list_versions
 
     print(list_versions(_registry(args)))
     return 0
 
 
 def _registry_show(args: argparse.Namespace) -> int:
-    from tools.registry_commands import show_version
+    from mnist_pipeline.cli.registry_commands import show_version
 
     print(show_version(_registry(args), args.version))
     return 0
 
 
 def _registry_promote(args: argparse.Namespace) -> int:
-    from tasks.paths import ArtifactPaths
-    from tools.registry_commands import promote
+    from mnist_pipeline.cli.registry_commands import promote
 
-    text, promoted = promote(ArtifactPaths.resolve(args.artifacts_dir), args.version, args.threshold,
-                             args.force, args.who, args.reason)
+    text, promoted = promote(_registry(args), args.version, args.threshold, args.force, args.who, args.reason)
     print(text)
     return 0 if promoted else EXIT_NOT_PROMOTED
 
 
 def _registry_rollback(args: argparse.Namespace) -> int:
-    from tools.registry_commands import rollback
+    from mnist_pipeline.cli.registry_commands import rollback
 
     print(rollback(_registry(args), args.who, args.reason))
     return 0
@@ -191,7 +183,6 @@ def _registry_repair(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up notices are not for users
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import signal
 
-from tasks.errors import PipelineError
+from mnist_pipeline.core.errors import PipelineError
 
 FAIL_ONCE_ENV = "MNIST_FAIL_ONCE"
 CRASH_AT_ENV = "MNIST_CRASH_AT"
@@ -44,15 +44,11 @@ def planned_faults(spec: str | None = None) -> dict[str, int | None]:
     return faults
 
 
-def inject_fault(stage: str, *, epoch: int | None = None) -> None:
-    """Raise `InjectedFault` if `MNIST_FAIL_ONCE` names this stage (and epoch) and this is the task
-    run's first attempt."""
+def inject_fault(stage: str, attempt: int, *, epoch: int | None = None) -> None:
+    """Raise `InjectedFault` if `MNIST_FAIL_ONCE` names this stage (and epoch) and this is the
+    stage's first attempt (`attempt` counts from 1: Prefect's task-run `run_count`)."""
     faults = planned_faults()
-    if stage not in faults or faults[stage] != epoch:
-        return
-    from prefect.runtime import task_run
-
-    if task_run.run_count > 1:
+    if stage not in faults or faults[stage] != epoch or attempt > 1:
         return
     where = f" at the end of epoch {epoch}" if epoch is not None else ""
     raise InjectedFault(f"injected fault: first attempt of stage {stage}{where} ({FAIL_ONCE_ENV})")

@@ -1,19 +1,23 @@
-"""Where the project's inputs live and where a run writes its outputs."""
+"""Where the pipeline's inputs are and where a run writes its outputs."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-BUNDLED_MNIST_DIR = PROJECT_ROOT / "data" / "mnist"
 ARTIFACTS_ENV_VAR = "MNIST_ARTIFACTS_DIR"
 
 
+def bundled_mnist_dir() -> Path:
+    """The four MNIST IDX files shipped inside the package (data/mnist/ in a checkout)."""
+    return Path(str(files("mnist_pipeline.data") / "mnist"))
+
+
 def default_artifacts_dir() -> Path:
-    """`$MNIST_ARTIFACTS_DIR` if set, else `artifacts/` at the project root."""
-    return Path(os.environ.get(ARTIFACTS_ENV_VAR) or PROJECT_ROOT / "artifacts")
+    """`$MNIST_ARTIFACTS_DIR` if set, else `artifacts/` in the current directory."""
+    return Path(os.environ.get(ARTIFACTS_ENV_VAR) or "artifacts")
 
 
 @dataclass(frozen=True)

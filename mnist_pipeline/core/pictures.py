@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.errors import PermanentError
+from mnist_pipeline.core.errors import PermanentError
 
 DIGIT_BOX = 20  # MNIST fits each digit's bounding box into 20x20 ...
 CANVAS = 28  # ... and centres it by centre of mass in 28x28

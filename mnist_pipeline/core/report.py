@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mnist_pipeline.core.decisions import DecisionRecord
+
 LINKED_FILES = (("Training curves", "training_curves.png"), ("Confusion matrix", "confusion_matrix.png"),
                 ("Model card", "model_card.md"))
 
@@ -27,9 +29,9 @@ def _confusion_table(metrics: dict) -> str:
     return "\n".join(rows)
 
 
-def render_report(decision, metrics: dict, version_dir: Path, preset: str) -> str:
+def render_report(decision: DecisionRecord, metrics: dict, version_dir: Path, preset: str) -> str:
     champion = (
-        f"{decision.champion} ({decision.champion_accuracy:.4f})" if decision.champion else "none yet"
+        f"{decision.production_before} ({decision.champion_accuracy:.4f})" if decision.production_before else "none yet"
     )
     files = "\n".join(f"- `{path}`" for path in sorted(version_dir.iterdir()))
     links = "\n".join(f"- [{title}]({(version_dir / name).resolve().as_uri()})" for title, name in LINKED_FILES)

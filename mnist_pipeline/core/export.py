@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.evaluate import load_model
-
-SAVED_MODEL_DIR = "saved_model"
+from mnist_pipeline.core.mnist import IMAGE_SHAPE
+from mnist_pipeline.core.models import load_model
 
 
 def export_saved_model(model_path: str | Path, target: Path) -> None:
@@ -19,5 +18,5 @@ def export_saved_model(model_path: str | Path, target: Path) -> None:
     import tensorflow as tf
 
     model = load_model(model_path)
-    signature = [tf.TensorSpec([None, 28, 28], tf.uint8, name="image")]
+    signature = [tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, name="image")]
     model.export(str(target), format="tf_saved_model", verbose=False, input_signature=signature)

@@ -1,0 +1,1 @@
+"""What the stages, the flows and the command line share. Nothing here imports Prefect."""

@@ -1,0 +1,85 @@
+"""The flow's parameters: names, types, defaults, allowed values and help, defined once.
+
+`PipelineParameters` is the one definition. The command line builds its options from it, and the
+flow takes its signature from it (`takes_parameters`), so Prefect's parameter schema and the
+deployment's Run form show the same types, choices, defaults and descriptions. Kept free of Prefect
+and TensorFlow so that `--help` and bad values answer at once.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Annotated, Callable, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mnist_pipeline.core.errors import PermanentError
+
+
+class InvalidParameterError(PermanentError):
+    pass
+
+
+class PipelineParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: Literal["cnn", "mlp", "seed-mlp"] = Field(
+        "cnn", description="model preset: cnn (>= 99%), mlp (fast, >= 97.5%), seed-mlp (the tutorial as written)")
+    epochs: Optional[int] = Field(None, ge=1, le=1000, description="maximum epochs (default: the preset's)")
+    batch_size: Optional[int] = Field(None, ge=1, le=54000, description="batch size (default: the preset's)")
+    learning_rate: Optional[float] = Field(None, gt=0, le=1, description="Adam learning rate (default: the preset's)")
+    patience: Optional[int] = Field(
+        None, ge=0, le=1000, description="early-stopping patience in epochs (default: the preset's)")
+    seed: int = Field(42, ge=0, le=2**31 - 1, description="seed of the validation split and of training")
+    validation_fraction: float = Field(0.1, gt=0, le=0.5, description="share of train held out for validation")
+    threshold: float = Field(0.97, gt=0, le=1, description="minimum test accuracy for promotion to production")
+    data_source: Literal["bundle", "tfds"] = Field(
+        "bundle", description="bundle: the MNIST files shipped with the package (offline); tfds: tensorflow-datasets' download")
+    bundle_dir: Optional[str] = Field(
+        None, description="folder of the four MNIST IDX .gz files (default: the copy shipped with the package)")
+    artifacts_dir: Optional[str] = Field(
+        None, description="where splits, runs and the registry go (default: $MNIST_ARTIFACTS_DIR or ./artifacts)")
+
+
+def allowed(field_name: str) -> str:
+    """What a numeric parameter allows, e.g. ">= 1 and <= 1000" (empty for the others)."""
+    field = PipelineParameters.model_fields[field_name]
+    bounds = []
+    for constraint in field.metadata:
+        for name, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if hasattr(constraint, name):
+                bounds.append(f"{symbol} {getattr(constraint, name)}")
+    return " and ".join(bounds)
+
+
+def validate_parameters(values: dict) -> PipelineParameters:
+    """Build the parameters, or raise one error naming each bad parameter and what it allows."""
+    try:
+        return PipelineParameters(**values)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            name = ".".join(str(part) for part in item["loc"]) or "parameters"
+            limits = allowed(name) if name in PipelineParameters.model_fields else ""
+            hint = f" (allowed: {limits})" if limits else ""
+            problems.append(f"{name}={item.get('input')!r}: {item['msg']}{hint}")
+        raise InvalidParameterError("Invalid parameter " + "; ".join(problems)) from None
+
+
+def signature() -> inspect.Signature:
+    """`PipelineParameters` as a keyword-only function signature: each field's type annotated with
+    its constraints and description, and its default."""
+    return inspect.Signature([
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=field.default,
+                          annotation=Annotated[field.annotation, *field.metadata, Field(description=field.description)])
+        for name, field in PipelineParameters.model_fields.items()
+    ])
+
+
+def takes_parameters(function: Callable) -> Callable:
+    """Give `function(**values)` the signature of `PipelineParameters`, and an `Args:` section in its
+    docstring with each parameter's description (Prefect reads both for the parameter schema)."""
+    function.__signature__ = signature()
+    arguments = "\n".join(f"    {name}: {field.description}" for name, field in PipelineParameters.model_fields.items())
+    function.__doc__ = f"{inspect.cleandoc(function.__doc__ or '')}\n\nArgs:\n{arguments}\n"
+    return function

@@ -1,0 +1,493 @@
+"""The model registry on disk: numbered versions, a production pointer and a decision log.
+
+    registry/
+      versions/v0001/   model.keras, metrics.json, params.json, plots, model_card.md, version.json,
+                        saved_model/
+      production.json   which version serves (replaced atomically)
+      decisions.jsonl   one `DecisionRecord` per line: gate verdicts, promotions, rollbacks, repairs
+      .lock             held by every operation that changes anything
+
+The registry owns its protocol: `register`, `promote`, `rollback` and `repair` each take the lock,
+first complete a registration that a dying process left half done, then decide and record. A version
+folder is assembled under a temporary name and renamed into place, so a version either exists whole
+or not at all; its decision is stored inside it before production moves, so it can be completed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from filelock import FileLock
+
+from mnist_pipeline.core.decisions import DecisionRecord, now_iso
+from mnist_pipeline.core.errors import PermanentError
+from mnist_pipeline.core.export import export_saved_model
+from mnist_pipeline.core.faults import crash_point, inject_fault
+from mnist_pipeline.core.files import append_line_durably, fsync_dir, sha256_file, write_json_atomic, write_text_atomic
+from mnist_pipeline.core.gate import Scored, gate
+from mnist_pipeline.core.report import render_model_card
+from mnist_pipeline.core.scoring import Evaluation, score_model
+from mnist_pipeline.core.splits import SplitFiles
+from mnist_pipeline.core.training import TrainedModel
+
+VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
+USER_VERSION_PATTERN = re.compile(r"^[vV]?(\d{1,9})$")
+REPAIR_COMMAND = "mnist-pipeline registry repair"
+SAVED_MODEL_DIR = "saved_model"
+
+
+class RegistryError(PermanentError):
+    pass
+
+
+def version_name(text: str) -> str:
+    """The version a user means by `3`, `v3` or `v0003`: `v0003`."""
+    match = USER_VERSION_PATTERN.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise RegistryError(f"{text!r} is not a version; give its number: 3, v3 or v0003")
+    return f"v{int(match.group(1)):04d}"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise RegistryError(f"Registry file {path} is unreadable ({error}).") from error
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trained and evaluated model offered to the registry by one run."""
+
+    trained: TrainedModel
+    evaluation: Evaluation
+    data: SplitFiles
+    threshold: float
+    run_params: dict
+    flow_run_id: str | None = None
+
+    @property
+    def source_run(self) -> str:
+        return str(Path(self.trained.model_path).parent)
+
+
+class Registry:
+    def __init__(self, root: Path, splits_dir: Path | None = None):
+        """`splits_dir` is where `promote` looks for a version's data split, to re-test production on
+        it when the two were tested on different test splits."""
+        self.root = Path(root)
+        self.splits_dir = Path(splits_dir) if splits_dir is not None else None
+        self.versions_dir = self.root / "versions"
+        self.production_file = self.root / "production.json"
+        self.decision_log = self.root / "decisions.jsonl"
+        self.lock = FileLock(self.root / ".lock")
+
+    # Reading -----------------------------------------------------------------------------------
+
+    def version_dir(self, version: str) -> Path:
+        if not VERSION_PATTERN.match(version):
+            raise RegistryError(f"{version!r} is not a version name; versions look like v0001")
+        return self.versions_dir / version
+
+    def versions(self) -> list[str]:
+        if not self.versions_dir.is_dir():
+            return []
+        names = [p.name for p in self.versions_dir.iterdir() if VERSION_PATTERN.match(p.name)]
+        return sorted(names, key=lambda name: int(name[1:]))
+
+    def require(self, version: str) -> None:
+        """Fail, listing the registered versions, unless `version` is one of them."""
+        if version not in self.versions():
+            known = ", ".join(self.versions()) or "none yet"
+            raise RegistryError(f"No version {version} in the registry {self.root} (registered: {known}).")
+
+    def read_json(self, version: str, name: str) -> dict:
+        """One JSON file of a version (version.json, metrics.json, params.json)."""
+        return _read_json(self.version_dir(version) / name)
+
+    def read_version(self, version: str) -> dict:
+        return self.read_json(version, "version.json")
+
+    def production(self) -> str | None:
+        """The production version's name, or None before the first promotion."""
+        if not self.production_file.exists():
+            return None
+        try:
+            version = json.loads(self.production_file.read_text())["version"]
+            self.version_dir(version)
+        except (OSError, ValueError, KeyError, TypeError, RegistryError) as error:
+            raise RegistryError(
+                f"Production pointer {self.production_file} is unreadable ({error}). Run "
+                f"`{REPAIR_COMMAND}` to rebuild it from the decision log."
+            ) from error
+        if not (self.version_dir(version) / "version.json").is_file():
+            raise RegistryError(
+                f"Production pointer {self.production_file} names {version}, which is not in "
+                f"{self.versions_dir}. Restore that version, or run `{REPAIR_COMMAND}` to point "
+                "production at the last promoted version that exists."
+            )
+        return version
+
+    def model_path(self, version: str) -> Path:
+        """The version's `model.keras`, after checking it is the file that was registered."""
+        path = self.version_dir(version) / "model.keras"
+        expected = self.read_version(version).get("model_sha256")
+        if not path.is_file() or sha256_file(path) != expected:
+            raise RegistryError(
+                f"Model file {path} is missing or is not the one registered as {version} (SHA-256 "
+                f"{expected}); it will not be served. Restore the version folder from a backup, or "
+                "promote another version with `mnist-pipeline registry promote N`."
+            )
+        return path
+
+    def decisions(self) -> list[DecisionRecord]:
+        if not self.decision_log.exists():
+            return []
+        decisions = []
+        for number, line in enumerate(self.decision_log.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                decisions.append(DecisionRecord.from_json(line))
+            except (ValueError, KeyError, TypeError) as error:
+                raise RegistryError(
+                    f"Decision log {self.decision_log} line {number} is not a decision record ({error}): cut "
+                    f"short or edited by hand. Run `{REPAIR_COMMAND}` (it drops that line and keeps a backup)."
+                ) from error
+        return decisions
+
+    def production_history(self) -> list[str]:
+        """The versions production has moved to, oldest first, with rolled-back ones taken off:
+        the last is production, the one before it is where a rollback goes."""
+        history: list[str] = []
+        for record in self.decisions():
+            if record.action == "rollback" and history:
+                history.pop()
+            elif record.moves_production:
+                history.append(record.candidate)
+        return history
+
+    def statuses(self) -> dict[str, str]:
+        """Each version's status: promoted or rejected by its last decision, or rolled back."""
+        status = {version: self.read_version(version)["status"] for version in self.versions()}
+        for record in self.decisions():
+            if record.action == "rollback":
+                status[record.production_before] = record.verdict
+            elif record.action == "register" or (record.action == "promote" and record.promoted):
+                status[record.candidate] = record.verdict  # a refused manual promotion changes nothing
+        return status
+
+    # Changing (each operation holds the lock) ----------------------------------------------------
+
+    def register(self, candidate: Candidate, *, attempt: int = 1) -> DecisionRecord:
+        """Add the candidate as a new version and apply the gate, exactly once however often this is
+        called for the same run's model: a retry finds the version by its model's checksum and run
+        folder, and completes what is missing (production pointer, log line). `attempt` (from 1) is
+        for fault injection."""
+        model_sha256 = sha256_file(Path(candidate.trained.model_path))
+        with self.lock:
+            self._complete_pending()
+            version = self._find(model_sha256, candidate.source_run)
+            if version is None:
+                version = self._add_version(candidate, model_sha256)
+                crash_point("register:added")  # the version exists; production has not moved; nothing is logged
+                inject_fault("register", attempt)
+            record = self._stored_decision(version)
+            self._apply(record)
+        return record
+
+    def promote(self, version: str, who: str, why: str, *, threshold: float | None = None,
+                force: bool = False) -> DecisionRecord:
+        """Make `version` production if it passes the gate it met at registration (`threshold`
+        defaults to the one it was registered with), or past the gate with `force`; the decision is
+        logged either way. A damaged model is never made production, not even forced."""
+        with self.lock:
+            self._complete_pending()
+            self.require(version)
+            self.model_path(version)
+            current = self.production()
+            if version == current:
+                raise RegistryError(f"{version} is already the production model; nothing to promote")
+            metrics = self.read_json(version, "metrics.json")
+            limit = threshold if threshold is not None else self.read_json(version, "params.json")["threshold"]
+            candidate = Scored(version, metrics["correct"], metrics["total"])
+            try:
+                champion = self._champion(metrics["test_split_sha256"], lambda: self._split_of(version))
+                passed, reason = gate(candidate, champion, limit)
+            except RegistryError as error:
+                if not force:
+                    raise
+                champion, passed, reason = None, False, f"the gate could not be applied: {error}"
+            record = DecisionRecord(
+                action="promote", candidate=version, production_before=current, promoted=passed or force,
+                reason=reason if passed or not force else f"forced past the gate: {reason}", time=now_iso(),
+                candidate_accuracy=candidate.accuracy, champion_accuracy=champion.accuracy if champion else None,
+                threshold=limit, forced=force and not passed, who=who, why=why,
+            )
+            if record.promoted:
+                self._set_production(version, f"promoted by {who}: {why}")
+            self._log(record)
+        return record
+
+    def rollback(self, who: str, why: str) -> DecisionRecord:
+        """Move production back to the version that was production before it."""
+        with self.lock:
+            self._complete_pending()
+            current, history = self.production(), self.production_history()
+            if current is None:
+                raise RegistryError("There is no production model to roll back.")
+            if not history or history[-1] != current:
+                raise RegistryError(
+                    f"Production pointer {self.production_file} names {current}, but the decision log "
+                    f"{self.decision_log} says {history[-1] if history else 'none'}; was one edited by hand? "
+                    "Fix the pointer, or set production explicitly with `registry promote N --force`."
+                )
+            if len(history) < 2:
+                raise RegistryError(f"{current} is the first production model; there is no earlier one to roll back to.")
+            previous = history[-2]
+            self.model_path(previous)
+            record = DecisionRecord(
+                action="rollback", candidate=previous, production_before=current, promoted=True,
+                reason=f"production rolled back from {current} to {previous}", time=now_iso(), who=who, why=why,
+            )
+            self._set_production(previous, f"rolled back from {current} by {who}: {why}")
+            self._log(record)
+        return record
+
+    # Checking and repairing ----------------------------------------------------------------------
+
+    def check(self) -> list[str]:
+        """Every inconsistency found, each naming the file and what to do; empty when all is well."""
+        problems = [f"{path}: left by an interrupted registration; `{REPAIR_COMMAND}` removes it"
+                    for path in self._leftovers()]
+        for version in self.versions():
+            try:
+                self.model_path(version)
+            except RegistryError as error:
+                problems.append(str(error))
+        try:
+            pending = self._pending()
+            history = self.production_history()
+        except RegistryError as error:
+            return problems + [str(error)]
+        problems += [f"{self.version_dir(record.candidate)}: registered but its decision ({record.verdict}) was "
+                     f"never applied (the process died); `{REPAIR_COMMAND}` applies it" for record in pending]
+        try:
+            production = self.production()
+        except RegistryError as error:
+            return problems + [str(error)]
+        if history and production != history[-1]:
+            problems.append(f"Production pointer {self.production_file} names {production}, but the decision "
+                            f"log says {history[-1]}; `{REPAIR_COMMAND}` follows the log")
+        return problems
+
+    def repair(self) -> list[str]:
+        """Bring the registry back to a consistent state from its version folders and decision log;
+        returns what was done. Version folders themselves are never changed or removed."""
+        done = []
+        with self.lock:
+            for path in self._leftovers():
+                shutil.rmtree(path, ignore_errors=True)
+                done.append(f"removed {path}")
+            done += self._drop_damaged_log_lines()
+            done += [f"applied the decision on {record.candidate} ({record.verdict})"
+                     for record in self._complete_pending()]
+            done += self._rebuild_production_pointer()
+        return done
+
+    # Internals (callers hold the lock) -----------------------------------------------------------
+
+    def _find(self, model_sha256: str, source_run: str) -> str | None:
+        """The version already registered from this run's model (a retried registration), if any."""
+        for version in self.versions():
+            record = self.read_version(version)
+            if record.get("model_sha256") == model_sha256 and record.get("source_run") == source_run:
+                return version
+        return None
+
+    def _champion(self, test_split_sha256: str, split: Callable[[], SplitFiles]) -> Scored | None:
+        """Production's score on the given test split: as recorded if it was measured on that split,
+        else measured now on `split()`."""
+        version = self.production()
+        if version is None:
+            return None
+        metrics = self.read_json(version, "metrics.json")
+        if metrics.get("test_split_sha256") != test_split_sha256:
+            metrics = score_model(self.model_path(version), split())
+        return Scored(version, metrics["correct"], metrics["total"])
+
+    def _split_of(self, version: str) -> SplitFiles:
+        """The data split `version` was trained and tested on, found under `splits_dir` by its hash."""
+        data_sha256 = self.read_version(version)["data_sha256"]
+        for manifest in sorted(self.splits_dir.glob("*/manifest.json")) if self.splits_dir else []:
+            if sha256_file(manifest) == data_sha256:
+                return SplitFiles(str(manifest), data_sha256)
+        raise RegistryError(
+            f"{version} and production were tested on different test splits, and {version}'s split "
+            f"(manifest SHA-256 {data_sha256[:12]}...) is not under {self.splits_dir} to re-test production "
+            "on it. Rebuild it by running the pipeline with the seed and validation fraction in "
+            f"`mnist-pipeline registry show {version}`, or pass --force to promote without the gate."
+        )
+
+    def _add_version(self, candidate: Candidate, model_sha256: str) -> str:
+        """Gate the candidate against production, then write it whole as the next version."""
+        trained, evaluation = candidate.trained, candidate.evaluation
+        metrics = _read_json(Path(evaluation.metrics_path))
+        champion = self._champion(metrics["test_split_sha256"], lambda: candidate.data)
+        promoted, reason = gate(Scored("candidate", evaluation.correct, evaluation.total), champion,
+                                candidate.threshold)
+        decision = DecisionRecord(
+            action="register", candidate=None, production_before=champion.version if champion else None,
+            promoted=promoted, reason=reason, time=now_iso(), candidate_accuracy=evaluation.accuracy,
+            champion_accuracy=champion.accuracy if champion else None, threshold=candidate.threshold,
+            flow_run_id=candidate.flow_run_id,
+        )
+        record = {
+            "created": decision.time,
+            "status": decision.verdict,
+            "model_sha256": model_sha256,
+            "source_run": candidate.source_run,
+            "preset": trained.config.preset,
+            "test_accuracy": evaluation.accuracy,
+            "accuracy_interval_95": list(evaluation.interval_95),
+            "data_sha256": candidate.data.data_sha256,
+            "test_split_sha256": metrics["test_split_sha256"],
+            "flow_run_id": candidate.flow_run_id,
+            "versions": _framework_versions(),
+        }
+        params = {"training": asdict(trained.config), "threshold": candidate.threshold, **candidate.run_params}
+        files = {"model.keras": Path(trained.model_path), "metrics.json": Path(evaluation.metrics_path),
+                 "history.json": Path(trained.history_path), **{Path(p).name: Path(p) for p in evaluation.plot_paths}}
+        texts = {"params.json": json.dumps(params, indent=2, sort_keys=True) + "\n",
+                 "model_card.md": render_model_card(record, params, metrics)}
+        return self._write_version(files, texts, record, decision, trained.model_path)
+
+    def _write_version(self, files: dict[str, Path], texts: dict[str, str], record: dict,
+                       decision: DecisionRecord, model_path: str) -> str:
+        """Assemble the next version folder under a temporary name, then rename it into place."""
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        existing = self.versions()
+        version = f"v{(int(existing[-1][1:]) + 1) if existing else 1:04d}"
+        staging = self.versions_dir / f".staging-{version}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            for name, source in files.items():
+                shutil.copyfile(source, staging / name)
+            for name, text in texts.items():
+                (staging / name).write_text(text)
+            export_saved_model(model_path, staging / SAVED_MODEL_DIR)
+            decision = replace(decision, candidate=version)
+            write_json_atomic(staging / "version.json", {**record, "version": version, "decision": decision.to_dict()})
+            for path in staging.rglob("*"):
+                if path.is_file():
+                    with open(path, "rb") as f:
+                        os.fsync(f.fileno())
+            crash_point("register:staged")
+            staging.rename(self.versions_dir / version)
+            fsync_dir(self.versions_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return version
+
+    def _stored_decision(self, version: str) -> DecisionRecord:
+        """The gate's decision made when `version` was added, as stored in its version.json."""
+        return replace(DecisionRecord.from_dict(self.read_version(version)["decision"]), candidate=version)
+
+    def _apply(self, record: DecisionRecord) -> None:
+        """Move production (if promoted) and log a registration's decision, unless this was done already."""
+        if any(logged.action == "register" and logged.candidate == record.candidate for logged in self.decisions()):
+            return
+        if record.promoted:
+            self._set_production(record.candidate, record.reason)
+        self._log(record)
+
+    def _pending(self) -> list[DecisionRecord]:
+        """Registrations whose process died after adding the version, before logging its decision."""
+        logged = {record.candidate for record in self.decisions() if record.action == "register"}
+        return [self._stored_decision(version) for version in self.versions() if version not in logged]
+
+    def _complete_pending(self) -> list[DecisionRecord]:
+        """Apply pending decisions, oldest first. Each was made under the lock against the production
+        model of its time, which nothing has moved since (every change completes them first)."""
+        pending = self._pending()
+        for record in pending:
+            self._apply(record)
+        return pending
+
+    def _set_production(self, version: str, reason: str) -> None:
+        write_json_atomic(self.production_file, {"version": version, "since": now_iso(), "reason": reason})
+
+    def _log(self, record: DecisionRecord) -> None:
+        append_line_durably(self.decision_log, record.to_json())
+
+    def _leftovers(self) -> list[Path]:
+        if not self.versions_dir.is_dir():
+            return []
+        return sorted(self.versions_dir.glob(".staging-*"))
+
+    def _drop_damaged_log_lines(self) -> list[str]:
+        if not self.decision_log.exists():
+            return []
+        lines = [line for line in self.decision_log.read_text().splitlines() if line.strip()]
+        kept = []
+        for line in lines:
+            try:
+                DecisionRecord.from_json(line)
+                kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                pass
+        dropped = len(lines) - len(kept)
+        if not dropped:
+            return []
+        backup = self.decision_log.with_name(f"{self.decision_log.name}.damaged-{uuid.uuid4().hex[:8]}")
+        shutil.copyfile(self.decision_log, backup)
+        write_text_atomic(self.decision_log, "".join(line + "\n" for line in kept))
+        return [f"dropped {dropped} unreadable line(s) from {self.decision_log} (the old file is {backup})"]
+
+    def _rebuild_production_pointer(self) -> list[str]:
+        """Point production at the newest version the log made production that is still whole."""
+        try:
+            current = self.production()
+        except RegistryError:
+            current = None
+        history = self.production_history()
+        if not history and current is not None:  # no log to follow: keep a pointer whose model is whole
+            try:
+                self.model_path(current)
+                return []
+            except RegistryError:
+                pass
+        for version in reversed(history):
+            try:
+                self.model_path(version)
+            except RegistryError:
+                continue
+            if version == current:
+                return []
+            self._set_production(version, "rebuilt from the decision log by registry repair")
+            self._log_repair(version, current, f"production pointer rebuilt from the decision log: {version}")
+            return [f"production pointer set to {version}, as the decision log says"]
+        if self.production_file.exists():
+            self.production_file.unlink()
+            self._log_repair(None, current, "production pointer removed: no promoted version is whole")
+            return [f"removed {self.production_file}: no promoted version is whole"]
+        return []
+
+    def _log_repair(self, version: str | None, before: str | None, reason: str) -> None:
+        # A repair follows the log, so it is not itself a move in production's history (promoted=False).
+        self._log(DecisionRecord(action="repair", candidate=version, production_before=before, promoted=False,
+                                 reason=reason, time=now_iso()))
+
+
+def _framework_versions() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    return {"tensorflow": tf.__version__, "keras": keras.__version__}

@@ -1,0 +1,78 @@
+"""Scoring a model on the test split: loss, accuracy with its 95% Wilson interval, per-class
+accuracy and the confusion matrix, written as `metrics.json` beside the run's plots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnist_pipeline.core.files import sha256_file, write_json_atomic
+from mnist_pipeline.core.mnist import NUM_CLASSES
+from mnist_pipeline.core.models import load_model, predict_probabilities
+from mnist_pipeline.core.plots import plot_confusion_matrix, plot_training_curves
+from mnist_pipeline.core.splits import SplitFiles
+from mnist_pipeline.core.stats import wilson_interval
+from mnist_pipeline.core.training import TrainedModel
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics_path: str
+    accuracy: float
+    correct: int
+    total: int
+    interval_95: tuple[float, float]
+    plot_paths: tuple[str, ...]
+
+
+def score(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    """Loss, accuracy with its 95% Wilson interval, per-class accuracy and the confusion matrix."""
+    labels = labels.astype(np.int64)
+    predicted = probabilities.argmax(axis=1)
+    correct = int((predicted == labels).sum())
+    total = int(len(labels))
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    class_totals = confusion.sum(axis=1)
+    true_probability = np.clip(probabilities[np.arange(total), labels], 1e-7, 1.0)
+    low, high = wilson_interval(correct, total)
+    return {
+        "loss": float(-np.log(true_probability).mean()),
+        "accuracy": correct / total,
+        "correct": correct,
+        "total": total,
+        "accuracy_interval_95": [low, high],
+        "per_class": [
+            {"class": c, "count": int(class_totals[c]), "correct": int(confusion[c, c]),
+             "accuracy": float(confusion[c, c] / class_totals[c]) if class_totals[c] else 0.0}
+            for c in range(NUM_CLASSES)
+        ],
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def score_model(model_path: str | Path, data: SplitFiles) -> dict:
+    """`score` of the `.keras` model at `model_path` on `data`'s test split."""
+    images, labels = data.load("test")
+    return score(predict_probabilities(load_model(model_path), images), labels)
+
+
+def evaluate_model(trained: TrainedModel, data: SplitFiles, run_dir: Path) -> Evaluation:
+    """Score the trained model on the test split; write `metrics.json` and the plots into `run_dir`."""
+    metrics = score_model(trained.model_path, data)
+    metrics.update(
+        test_split_sha256=sha256_file(data.path("test")),
+        data_sha256=data.data_sha256,
+        model_sha256=sha256_file(Path(trained.model_path)),
+    )
+    metrics_path = run_dir / "metrics.json"
+    write_json_atomic(metrics_path, metrics)
+    curves, confusion = run_dir / "training_curves.png", run_dir / "confusion_matrix.png"
+    plot_training_curves(Path(trained.history_path), curves)
+    plot_confusion_matrix(metrics["confusion_matrix"], confusion)
+    return Evaluation(
+        str(metrics_path), metrics["accuracy"], metrics["correct"], metrics["total"],
+        tuple(metrics["accuracy_interval_95"]), (str(curves), str(confusion)),
+    )

@@ -1,0 +1,205 @@
+"""The data split: train/validation/test written once as files, named by the hash of its recipe.
+
+The split is a pure function of its recipe (dataset version, source checksums, validation fraction,
+seed, this module's code), so the split stage can be cached on the recipe. Validation is carved out
+of the official train split by a seeded index permutation, once: no example is in two splits, and
+the test split is always MNIST's official one, so accuracies stay comparable across runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock
+
+from mnist_pipeline.core import mnist
+from mnist_pipeline.core.errors import SplitValidationError
+from mnist_pipeline.core.files import fsync_dir, sha256_file, write_json_atomic
+
+SPLIT_NAMES = ("train", "validation", "test")
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class SplitRecipe:
+    """Everything the split depends on; its hash names the split and keys the cache."""
+
+    dataset: str
+    source: str  # one of mnist.SOURCES
+    source_sha256: tuple[tuple[str, str], ...]
+    validation_fraction: float
+    seed: int
+    code_sha256: str
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+    def split_dir(self, splits_root: Path) -> Path:
+        return splits_root / f"mnist-{self.key[:16]}"
+
+
+def make_recipe(source: str, bundle_dir: Path, validation_fraction: float, seed: int) -> SplitRecipe:
+    """Hash the inputs of the split. Fails at once, naming the path, when a bundle file is missing."""
+    if source == "bundle":
+        checksums = tuple((name, sha256_file(mnist.bundle_file(bundle_dir, name))) for name in mnist.BUNDLE_FILES)
+    else:  # tfds verifies its download against these registered checksums
+        checksums = tuple(sorted((name, sha) for name, (_, sha) in mnist.registered_files().items()))
+    return SplitRecipe(
+        dataset=mnist.DATASET,
+        source=source,
+        source_sha256=checksums,
+        validation_fraction=validation_fraction,
+        seed=seed,
+        code_sha256=sha256_file(Path(__file__)),
+    )
+
+
+def split_train_validation(n: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded disjoint index sets (train, validation), each sorted; validation is `fraction` of n."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_validation = int(round(n * validation_fraction))
+    return np.sort(order[n_validation:]), np.sort(order[:n_validation])
+
+
+def is_intact(split_dir: Path) -> bool:
+    """True when the split's manifest is readable and every file it lists has its recorded SHA-256."""
+    try:
+        manifest = json.loads((split_dir / MANIFEST).read_text())
+        return all(
+            sha256_file(split_dir / entry["file"]) == entry["sha256"]
+            for entry in manifest["splits"].values()
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def ensure_split(recipe: SplitRecipe, bundle_dir: Path, splits_root: Path, tfds_data_dir: Path) -> Path:
+    """The manifest of `recipe`'s split under `splits_root`, built unless an intact copy is there.
+
+    Concurrent callers wait on one lock: one builds the split, the others reuse it.
+    """
+    final_dir = recipe.split_dir(splits_root)
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(final_dir.parent / ".lock"):
+        if not is_intact(final_dir):
+            build_split(recipe, bundle_dir, tfds_data_dir, final_dir)
+    return final_dir / MANIFEST
+
+
+def build_split(recipe: SplitRecipe, bundle_dir: Path, tfds_data_dir: Path, final_dir: Path) -> None:
+    """Verify the source, read MNIST once through tfds, split train/validation by seeded index and
+    write the files into `final_dir` (the caller holds the splits lock)."""
+    if recipe.source == "bundle":
+        mnist.verify_bundle(bundle_dir, dict(recipe.source_sha256))
+    arrays = mnist.read_official_splits(bundle_dir if recipe.source == "bundle" else None, tfds_data_dir)
+    train_images, train_labels = arrays["train"]
+    train_idx, validation_idx = split_train_validation(len(train_labels), recipe.validation_fraction, recipe.seed)
+    splits = {
+        "train": (train_images[train_idx], train_labels[train_idx]),
+        "validation": (train_images[validation_idx], train_labels[validation_idx]),
+        "test": arrays["test"],
+    }
+    write_split(recipe, splits, final_dir)
+
+
+def write_split(recipe: SplitRecipe, arrays: dict[str, tuple[np.ndarray, np.ndarray]], final_dir: Path) -> None:
+    """Write the splits and their manifest into a fresh folder, then rename it into place."""
+    tmp_dir = final_dir.parent / f".tmp-{final_dir.name}-{uuid.uuid4().hex[:8]}"
+    tmp_dir.mkdir(parents=True)
+    try:
+        entries = {}
+        for name, (images, labels) in arrays.items():
+            file = tmp_dir / f"{name}.npz"
+            np.savez_compressed(file, images=images, labels=labels)
+            with open(file, "rb") as f:
+                os.fsync(f.fileno())
+            entries[name] = {
+                "file": file.name,
+                "sha256": sha256_file(file),
+                "count": int(len(labels)),
+                "class_counts": np.bincount(labels, minlength=mnist.NUM_CLASSES).tolist(),
+            }
+        manifest = {
+            "recipe": asdict(recipe),
+            "recipe_key": recipe.key,
+            "image_shape": list(mnist.IMAGE_SHAPE),
+            "dtype": "uint8",
+            "splits": entries,
+        }
+        write_json_atomic(tmp_dir / MANIFEST, manifest)
+        _publish_dir(tmp_dir, final_dir)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _publish_dir(tmp_dir: Path, final_dir: Path) -> None:
+    """Rename `tmp_dir` to `final_dir`, first removing a damaged copy there (caller holds the lock)."""
+    if final_dir.exists():
+        stale = final_dir.parent / f".stale-{final_dir.name}-{uuid.uuid4().hex[:8]}"
+        os.rename(final_dir, stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    os.rename(tmp_dir, final_dir)
+    fsync_dir(final_dir.parent)
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    """A validated split on disk: where its manifest is, and the manifest's SHA-256 (the data hash)."""
+
+    manifest_path: str
+    data_sha256: str
+
+    def path(self, split: str) -> Path:
+        manifest = json.loads(Path(self.manifest_path).read_text())
+        return Path(self.manifest_path).parent / manifest["splits"][split]["file"]
+
+    def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(images uint8 [n, 28, 28], labels uint8 [n]) of one split."""
+        with np.load(self.path(split), allow_pickle=False) as data:
+            return data["images"], data["labels"]
+
+
+def _invalid(manifest_path: Path, problem: str) -> SplitValidationError:
+    return SplitValidationError(
+        f"Split in {manifest_path.parent} is not valid: {problem}. Delete that folder and run the "
+        "pipeline again to rebuild the split from the MNIST source."
+    )
+
+
+def check_split(manifest_path: Path) -> SplitFiles:
+    """Check checksums, shapes, dtypes, label range, class coverage and counts against the manifest."""
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        entries = {name: manifest["splits"][name] for name in SPLIT_NAMES}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise _invalid(manifest_path, f"its manifest {manifest_path} is unreadable ({error})") from error
+    files = SplitFiles(str(manifest_path), sha256_file(manifest_path))
+    for name, entry in entries.items():
+        path = manifest_path.parent / entry["file"]
+        if not path.is_file():
+            raise _invalid(manifest_path, f"{path} is missing")
+        if (actual := sha256_file(path)) != entry["sha256"]:
+            raise _invalid(manifest_path, f"{path} has SHA-256 {actual}, the manifest records {entry['sha256']}")
+        images, labels = files.load(name)
+        if images.dtype != np.uint8 or images.shape[1:] != mnist.IMAGE_SHAPE:
+            raise _invalid(manifest_path, f"{name} images are {images.dtype} {images.shape}, "
+                           f"expected uint8 [n, {mnist.IMAGE_SHAPE[0]}, {mnist.IMAGE_SHAPE[1]}]")
+        if len(images) != len(labels):
+            raise _invalid(manifest_path, f"{name} has {len(images)} images but {len(labels)} labels")
+        if labels.size and (labels.min() < 0 or labels.max() >= mnist.NUM_CLASSES):
+            raise _invalid(manifest_path, f"{name} has labels outside 0-{mnist.NUM_CLASSES - 1}")
+        class_counts = np.bincount(labels, minlength=mnist.NUM_CLASSES).tolist()
+        if 0 in class_counts:
+            raise _invalid(manifest_path, f"{name} has no example of class {class_counts.index(0)}")
+        if len(labels) != entry["count"] or class_counts != entry["class_counts"]:
+            raise _invalid(manifest_path, f"{name} has {len(labels)} examples with class counts {class_counts}; "
+                           f"the manifest records {entry['count']} with {entry['class_counts']}")
+    return files
