@@ -1,11 +1,14 @@
-"""Test set-up: a private Prefect home and server, and the real MNIST split built once per session.
+"""Test set-up: a private Prefect home, the real MNIST split and models (slow tier), and a tiny
+synthetic split with tiny models (fast tier).
 
 Environment is set before Prefect is imported anywhere, so no test touches the user's ~/.prefect.
+Modules of the slow tier carry `pytestmark = pytest.mark.slow`; `pytest -m "not slow"` runs the rest.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -14,18 +17,17 @@ os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("MNIST_ARTIFACTS_DIR", None)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.pop("MNIST_FAIL_ONCE", None)
+os.environ.pop("MNIST_CRASH_AT", None)
 
 import pytest  # noqa: E402
 
-from tasks.paths import BUNDLED_MNIST_DIR, ArtifactPaths  # noqa: E402
+from helpers import QUIET_LOG, register, synthetic_split_files, train_and_evaluate  # noqa: E402
+from mnist_pipeline.core.paths import ArtifactPaths, bundled_mnist_dir  # noqa: E402
+from mnist_pipeline.core.registry import Registry  # noqa: E402
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
-# Facts of the genuine MNIST (data/mnist/README.md).
-TRAIN_CLASS_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
-TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-
+# Real servers and real MNIST (slow tier) -----------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def prefect_server():
@@ -52,49 +54,94 @@ def session_artifacts(tmp_path_factory) -> ArtifactPaths:
 @pytest.fixture(scope="session")
 def split_manifest(session_artifacts) -> Path:
     """The real MNIST split (tfds from the bundled files), built once, outside Prefect."""
-    from tasks.split import download_split, make_recipe
+    from mnist_pipeline.core.splits import ensure_split, make_recipe
 
-    recipe = make_recipe("bundle", BUNDLED_MNIST_DIR, 0.1, 42)
-    return Path(download_split.fn(recipe, str(BUNDLED_MNIST_DIR), str(session_artifacts.splits),
-                                  str(session_artifacts.tfds_data)))
+    recipe = make_recipe("bundle", bundled_mnist_dir(), 0.1, 42)
+    return ensure_split(recipe, bundled_mnist_dir(), session_artifacts.splits, session_artifacts.tfds_data)
 
 
 @pytest.fixture(scope="session")
 def split_files(split_manifest):
-    from tasks.preprocess import check_split
+    from mnist_pipeline.core.splits import check_split
 
     return check_split(split_manifest)
 
 
 @pytest.fixture(scope="session")
-def trained_mlp(split_files, tmp_path_factory):
-    """A real mlp trained 2 epochs on the full train split."""
-    import logging
-
-    from tasks.models import training_config
-    from tasks.train import fit
-
-    config = training_config("mlp", seed=7, epochs=2)
-    return fit(config, split_files, tmp_path_factory.mktemp("run"), logging.getLogger("tests.train"))
+def mlp_run(split_files, tmp_path_factory):
+    """(TrainedModel, Evaluation) of a real mlp trained 2 epochs on the full train split."""
+    return train_and_evaluate(split_files, tmp_path_factory.mktemp("mlp"), "mlp", seed=7, epochs=2)
 
 
 @pytest.fixture(scope="session")
-def mlp_evaluation(trained_mlp, split_files):
-    from tasks.evaluate import evaluate_model
-
-    return evaluate_model(trained_mlp, split_files, Path(trained_mlp.model_path).parent)
+def weak_run(split_files, tmp_path_factory):
+    """(TrainedModel, Evaluation) of a real but weaker model: the tutorial's MLP, one epoch at a
+    tenth of its learning rate."""
+    return train_and_evaluate(split_files, tmp_path_factory.mktemp("weak"), "seed-mlp", seed=3, epochs=1,
+                              learning_rate=1e-4)
 
 
 @pytest.fixture(scope="session")
-def weak_candidate(split_files, tmp_path_factory):
-    """A real but weaker model: the tutorial's MLP, one epoch at a tenth of its learning rate."""
-    import logging
+def trained_mlp(mlp_run):
+    return mlp_run[0]
 
-    from tasks.evaluate import evaluate_model
-    from tasks.models import training_config
-    from tasks.train import fit
 
-    run_dir = tmp_path_factory.mktemp("weak")
-    trained = fit(training_config("seed-mlp", seed=3, epochs=1, learning_rate=1e-4), split_files, run_dir,
-                  logging.getLogger("tests.weak"))
-    return trained, evaluate_model(trained, split_files, run_dir)
+@pytest.fixture(scope="session")
+def mlp_registry_template(mlp_run, split_files, tmp_path_factory) -> Path:
+    """An artifacts folder whose registry holds the real mlp as production model v0001 (copy it)."""
+    root = tmp_path_factory.mktemp("mlp-registry")
+    assert register(Registry(root / "registry"), mlp_run, split_files, flow_run_id="run-1").promoted
+    return root
+
+
+@pytest.fixture
+def mlp_artifacts(mlp_registry_template, tmp_path) -> Path:
+    """A private copy of `mlp_registry_template`: an artifacts folder with the mlp as production v0001."""
+    return Path(shutil.copytree(mlp_registry_template, tmp_path / "artifacts"))
+
+
+# Tiny synthetic data (fast tier) -----------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def synthetic_split(tmp_path_factory):
+    """A split of tiny synthetic digits, with the real split's files, manifest and checks."""
+    return synthetic_split_files(tmp_path_factory.mktemp("synthetic") / "splits")
+
+
+@pytest.fixture(scope="session")
+def tiny_strong(synthetic_split, tmp_path_factory):
+    """(TrainedModel, Evaluation) of the tutorial's MLP trained 3 epochs on the synthetic split."""
+    return train_and_evaluate(synthetic_split, tmp_path_factory.mktemp("tiny-strong"), "seed-mlp", seed=1,
+                              epochs=3, batch_size=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_weak(synthetic_split, tmp_path_factory):
+    """(TrainedModel, Evaluation) of the same MLP after one epoch at a third of its learning rate: above
+    the registration threshold (0.3), below the strong one."""
+    return train_and_evaluate(synthetic_split, tmp_path_factory.mktemp("tiny-weak"), "seed-mlp", seed=1,
+                              epochs=1, batch_size=32, learning_rate=3e-4)
+
+
+@pytest.fixture(scope="session")
+def two_versions_template(tiny_strong, tiny_weak, synthetic_split, tmp_path_factory) -> Path:
+    """An artifacts folder whose registry holds v0001 (strong, production) and v0002 (weak, rejected:
+    worse than production), and whose splits/ holds the split they were tested on."""
+    root = tmp_path_factory.mktemp("two-versions")
+    registry = Registry(root / "registry")
+    first = register(registry, tiny_strong, synthetic_split, flow_run_id="run-1")
+    second = register(registry, tiny_weak, synthetic_split, flow_run_id="run-2")
+    assert first.promoted and not second.promoted and "worse than production v0001" in second.reason, second
+    shutil.copytree(Path(synthetic_split.manifest_path).parent, root / "splits" / "synthetic")
+    return root
+
+
+@pytest.fixture
+def two_versions(two_versions_template, tmp_path) -> Path:
+    """A private copy of `two_versions_template` (an artifacts folder)."""
+    return Path(shutil.copytree(two_versions_template, tmp_path / "artifacts"))
+
+
+@pytest.fixture
+def quiet_log():
+    return QUIET_LOG
