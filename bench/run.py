@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import socket
 import statistics
@@ -35,7 +34,9 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from bench import figures, report  # noqa: E402
 from bench.measure import CaseFailed, Measurement, run_case  # noqa: E402
 from bench.stages import stage_times  # noqa: E402
-from flows.local_server import LocalPrefect  # noqa: E402
+from mnist_pipeline.core.stats import wilson_interval  # noqa: E402
+from mnist_pipeline.core.summary import RunSummary  # noqa: E402
+from mnist_pipeline.local_server import LocalPrefect  # noqa: E402
 
 TARGETS = {"cnn": 0.99, "mlp": 0.975}  # time to accuracy: the test accuracy each preset must reach
 
@@ -88,16 +89,16 @@ class Bench:
 
     def flow(self, case: str, artifacts: Path, preset: str, api_url: str | None = None) -> None:
         env = {**self.env, **({"PREFECT_API_URL": api_url} if api_url else {})}
+        summary_file = self.work / f"summary-{case}.json"
+        summary_file.unlink(missing_ok=True)
         measurement = run_case([sys.executable, "flows/mnist_flow.py", "--preset", preset, "--artifacts-dir",
-                                str(artifacts), *self._epochs_args()], env, str(PROJECT_ROOT))
-        output = measurement.stdout + measurement.stderr
-        run_dir = re.search(r"run files\s*: (\S+)", output)
-        accuracy = re.search(r"test accuracy\s*: ([\d.]+)", output)
-        trained = re.search(r"trained \S+: \d+ epochs in ([\d.]+) s", output)
-        if not (run_dir and accuracy and trained):
-            raise CaseFailed(f"unexpected output of the flow run ({case}):\n{output[-3000:]}")
-        self._record(case, measurement, test_accuracy=float(accuracy.group(1)), train_seconds=float(trained.group(1)),
-                     flow_run=run_dir.group(1).rsplit("-", 1)[-1], server="running" if api_url else "temporary")
+                                str(artifacts), "--summary-json", str(summary_file), *self._epochs_args()],
+                               env, str(PROJECT_ROOT))
+        if not summary_file.is_file():
+            raise CaseFailed(f"the flow run ({case}) wrote no summary:\n{(measurement.stdout + measurement.stderr)[-3000:]}")
+        summary = RunSummary.from_json(summary_file.read_text())
+        self._record(case, measurement, test_accuracy=summary.accuracy, train_seconds=summary.train_seconds,
+                     flow_run=Path(summary.run_dir).name.rsplit("-", 1)[-1], server="running" if api_url else "temporary")
 
     def time_to_accuracy(self, preset: str, manifest: Path) -> None:
         measurement = run_case([sys.executable, "bench/time_to_accuracy.py", "--preset", preset, "--target",
@@ -143,8 +144,6 @@ def _git() -> str:
 
 
 def _accuracy_floor(tutorial_runs: list[dict]) -> float:
-    from tasks.stats import wilson_interval
-
     median = statistics.median(run["test_accuracy"] for run in tutorial_runs)
     return wilson_interval(round(median * 10_000), 10_000)[0]
 

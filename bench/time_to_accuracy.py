@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.models import PRESETS, build_model, training_config  # noqa: E402
-from tasks.preprocess import check_split, input_pipeline  # noqa: E402
+from mnist_pipeline.core.models import PRESETS, training_config  # noqa: E402
+from mnist_pipeline.core.splits import check_split  # noqa: E402
+from mnist_pipeline.core.training import early_stopping, prepare_training  # noqa: E402
 
 
 def _test_scorer(images, labels, record: list[dict]):
@@ -52,22 +52,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
 
-    import keras
     import numpy as np
 
     data = check_split(Path(args.manifest))
     config = training_config(args.preset, args.seed, epochs=args.epochs)
-    keras.utils.set_random_seed(config.seed)
-    train_images, train_labels = data.load("train")
+    model, train_ds, validation_ds = prepare_training(config, data)
     test_images, test_labels = data.load("test")
-    train_ds = input_pipeline(train_images, train_labels, config.batch_size, shuffle_seed=config.seed)
-    validation_ds = input_pipeline(*data.load("validation"), config.batch_size)
-    model = build_model(config, steps_per_epoch=math.ceil(len(train_labels) / config.batch_size))
     record: list[dict] = []
-    early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
-                                                   restore_best_weights=True)
     model.fit(train_ds, validation_data=validation_ds, epochs=config.epochs, shuffle=False, verbose=0,
-              callbacks=[_test_scorer(test_images, test_labels, record), early_stopping])
+              callbacks=[_test_scorer(test_images, test_labels, record), early_stopping(config)])
     final = model.predict(test_images, batch_size=1000, verbose=0)
     reached = [epoch for epoch in record if epoch["test_accuracy"] >= args.target]
     return {
