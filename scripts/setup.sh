@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Create .venv (Python 3.11) and install the project into it. Idempotent: a second call is quick.
+# Create .venv (Python 3.11), install into it the exact, hash-checked versions of requirements.lock
+# (the runtime dependencies and every extra: test, bench), then the project itself, editable: the
+# deployments in prefect.yaml run from the checkout.
+# Idempotent: while requirements.lock and pyproject.toml are unchanged, a second call returns at once
+# (delete .venv/.setup-done to force a reinstall). To refresh the lock, see README, "Installing".
 # Usage: bash scripts/setup.sh [extras]   e.g. `bash scripts/setup.sh test`
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,8 +14,21 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
   echo "error: Python 3.11 is required (found $("$python" --version 2>&1) at $python); set PYTHON=/path/to/python3.11" >&2
   exit 1
 fi
+
+# What the installed .venv was made from; when it matches, there is nothing to do.
+done_file=.venv/.setup-done
+wanted="$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1) $PWD"
+if [ -x .venv/bin/python ] && [ -f "$done_file" ] && [ "$(cat "$done_file")" = "$wanted" ]; then
+  exit 0
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
-  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras:+[$extras]}"
+rm -f "$done_file"
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+"${pip[@]}" --requirement requirements.lock
+# The build backend (setuptools) is one of the locked packages: no isolated build env to fetch.
+"${pip[@]}" --no-deps --no-build-isolation --editable ".${extras:+[$extras]}"
+echo "$wanted" >"$done_file"
