@@ -1,14 +1,28 @@
-"""Stage 5: the gate, and the registry's versions, production pointer and decision log."""
+"""The gate, and `Registry.register`: versions, the production pointer and the decision log, each
+registration applied exactly once however it is retried, interrupted or raced."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import threading
 
 import pytest
+from filelock import FileLock, Timeout
 
-from tasks.register import Scored, champion_score, gate, register_candidate
-from tasks.registry import Registry, RegistryError
+from helpers import copy_run, register
+from mnist_pipeline.core.faults import FAIL_ONCE_ENV, InjectedFault
+from mnist_pipeline.core.gate import Scored, gate
+from mnist_pipeline.core.registry import Registry, RegistryError
+
+
+@pytest.fixture
+def registry(two_versions) -> Registry:
+    """v0001 (strong, production) and v0002 (weak, rejected as worse than production)."""
+    return Registry(two_versions / "registry", splits_dir=two_versions / "splits")
+
+
+def register_lines(registry: Registry) -> list[tuple[str, str]]:
+    return [(record.candidate, record.verdict) for record in registry.decisions() if record.action == "register"]
 
 
 @pytest.mark.parametrize(
@@ -23,68 +37,77 @@ from tasks.registry import Registry, RegistryError
     ],
 )
 def test_gate(candidate, champion, promoted, reason):
-    champion_score_ = Scored("v0001", champion, 10000) if champion is not None else None
-    verdict, why = gate(Scored("candidate", candidate, 10000), champion_score_, threshold=0.97)
+    champion_score = Scored("v0001", champion, 10000) if champion is not None else None
+    verdict, why = gate(Scored("candidate", candidate, 10000), champion_score, threshold=0.97)
     assert verdict is promoted
     assert reason in why
 
 
-def test_first_model_above_threshold_becomes_production(tmp_path, trained_mlp, mlp_evaluation, split_files):
+def test_first_model_above_threshold_becomes_production(tmp_path, tiny_strong, synthetic_split):
     registry = Registry(tmp_path / "registry")
-    decision = register_candidate(registry, trained_mlp, mlp_evaluation, split_files, 0.9, {}, "run-1")
-    assert decision.promoted and decision.candidate == "v0001" and decision.champion is None
+    decision = register(registry, tiny_strong, synthetic_split, flow_run_id="run-1")
+    assert decision.promoted and decision.candidate == "v0001" and decision.production_before is None
+    assert "no production model yet" in decision.reason
     assert registry.production() == "v0001"
     version_dir = registry.version_dir("v0001")
     for name in ("model.keras", "metrics.json", "params.json", "history.json", "model_card.md",
-                 "version.json", "training_curves.png", "confusion_matrix.png"):
-        assert (version_dir / name).is_file(), name
+                 "version.json", "training_curves.png", "confusion_matrix.png", "saved_model"):
+        assert (version_dir / name).exists(), name
     record = registry.read_version("v0001")
     assert record["status"] == "promoted" and record["versions"]["tensorflow"].startswith("2.21")
-    [logged] = registry.decisions()
-    assert logged["verdict"] == "promoted" and logged["flow_run_id"] == "run-1"
-    assert logged["candidate_accuracy"] == mlp_evaluation.accuracy and logged["threshold"] == 0.9
+    assert registry.decisions() == [decision]
+    assert decision.verdict == "promoted" and decision.flow_run_id == "run-1" and decision.action == "register"
+    assert decision.candidate_accuracy == tiny_strong[1].accuracy and decision.threshold == 0.3
 
 
-def test_registering_the_same_model_twice_adds_nothing(tmp_path, trained_mlp, mlp_evaluation, split_files):
-    registry = Registry(tmp_path / "registry")
-    first = register_candidate(registry, trained_mlp, mlp_evaluation, split_files, 0.9, {}, "run-1")
-    again = register_candidate(registry, trained_mlp, mlp_evaluation, split_files, 0.9, {}, "run-1")
-    assert again == first
-    assert registry.versions() == ["v0001"] and len(registry.decisions()) == 1
-
-
-def test_rejected_candidate_is_kept_and_production_stays(tmp_path, trained_mlp, mlp_evaluation, split_files):
-    registry = Registry(tmp_path / "registry")
-    decision = register_candidate(registry, trained_mlp, mlp_evaluation, split_files, 0.999, {}, None)
-    assert not decision.promoted and "below the threshold" in decision.reason
-    assert registry.production() is None
-    assert registry.read_version("v0001")["status"] == "rejected"
-    assert registry.decisions()[0]["verdict"] == "rejected"
-
-
-def test_weaker_challenger_above_threshold_is_rejected(tmp_path, trained_mlp, mlp_evaluation, split_files,
-                                                       weak_candidate):
-    registry = Registry(tmp_path / "registry")
-    register_candidate(registry, trained_mlp, mlp_evaluation, split_files, 0.5, {}, None)
-    weak_trained, weak_evaluation = weak_candidate
-    assert 0.5 < weak_evaluation.accuracy < mlp_evaluation.accuracy
-    decision = register_candidate(registry, weak_trained, weak_evaluation, split_files, 0.5, {}, None)
-    assert not decision.promoted and "worse than production v0001" in decision.reason
-    assert decision.champion == "v0001" and decision.champion_accuracy == mlp_evaluation.accuracy
+def test_registering_the_same_model_twice_adds_nothing(registry, tiny_strong, synthetic_split):
+    log = registry.decision_log.read_text()
+    again = register(registry, tiny_strong, synthetic_split, flow_run_id="run-1")
+    assert again == registry.decisions()[0] and again.candidate == "v0001" and again.promoted
+    assert registry.versions() == ["v0001", "v0002"] and registry.decision_log.read_text() == log
     assert registry.production() == "v0001"
-    assert [d["verdict"] for d in registry.decisions()] == ["promoted", "rejected"]
 
 
-def test_champion_is_rescored_when_its_test_split_differs(tmp_path, trained_mlp, mlp_evaluation, split_files):
+def test_the_same_model_from_another_run_is_a_new_version_and_a_tie_promotes(registry, tiny_strong,
+                                                                            synthetic_split, tmp_path):
+    decision = register(registry, copy_run(tiny_strong, tmp_path / "rerun"), synthetic_split)
+    assert decision.candidate == "v0003" and decision.promoted, decision
+    assert "not worse than production v0001" in decision.reason
+    assert decision.candidate_accuracy == decision.champion_accuracy
+    assert registry.production() == "v0003"
+    assert register_lines(registry) == [("v0001", "promoted"), ("v0002", "rejected"), ("v0003", "promoted")]
+
+
+def test_rejected_candidate_is_kept_and_production_stays(tmp_path, tiny_weak, synthetic_split):
     registry = Registry(tmp_path / "registry")
-    register_candidate(registry, trained_mlp, mlp_evaluation, split_files, 0.5, {}, None)
+    decision = register(registry, tiny_weak, synthetic_split, threshold=0.9)
+    assert not decision.promoted and "below the threshold" in decision.reason
+    assert registry.production() is None and registry.versions() == ["v0001"]
+    assert registry.read_version("v0001")["status"] == "rejected"
+    assert registry.model_path("v0001").is_file()
+    assert [logged.verdict for logged in registry.decisions()] == ["rejected"]
+
+
+def test_weaker_challenger_above_threshold_is_rejected(registry, tiny_strong, tiny_weak):
+    strong, weak = tiny_strong[1], tiny_weak[1]
+    assert 0.3 < weak.accuracy < strong.accuracy
+    first, second = registry.decisions()
+    assert second.candidate == "v0002" and not second.promoted and "worse than production v0001" in second.reason
+    assert second.production_before == "v0001" and second.champion_accuracy == strong.accuracy
+    assert second.candidate_accuracy == weak.accuracy
+    assert registry.production() == "v0001" and registry.read_version("v0002")["status"] == "rejected"
+    assert [first.verdict, second.verdict] == ["promoted", "rejected"]
+
+
+def test_champion_is_rescored_when_its_test_split_differs(registry, tiny_strong, synthetic_split):
     metrics_file = registry.version_dir("v0001") / "metrics.json"
     metrics = json.loads(metrics_file.read_text())
-    metrics.update(test_split_sha256="from-another-split", correct=1, total=10000)
-    metrics_file.write_text(json.dumps(metrics))
-    test_split_sha256 = json.loads(Path(mlp_evaluation.metrics_path).read_text())["test_split_sha256"]
-    rescored = champion_score(registry, split_files, test_split_sha256)
-    assert rescored.correct == mlp_evaluation.correct  # measured again, not the recorded 1
+    metrics_file.write_text(json.dumps({**metrics, "test_split_sha256": "from-another-split", "correct": 1}))
+    rescored = registry._champion(metrics["test_split_sha256"], lambda: synthetic_split)
+    assert rescored.version == "v0001"
+    assert rescored.correct == tiny_strong[1].correct  # measured again, not the recorded 1
+    recorded = registry._champion("from-another-split", lambda: pytest.fail("production was re-measured"))
+    assert recorded.correct == 1  # on the split it was measured on, the record is used
 
 
 def test_damaged_production_pointer_is_reported(tmp_path):
@@ -102,3 +125,81 @@ def test_damaged_production_pointer_is_reported(tmp_path):
 def test_version_names_cannot_escape_the_registry(tmp_path, name):
     with pytest.raises(RegistryError):
         Registry(tmp_path).version_dir(name)
+
+
+# Exactly once: the lock, retries, interruptions, races ---------------------------------------------
+
+def state(registry: Registry) -> tuple:
+    return (registry.versions(), registry.decision_log.read_text(), registry.production_file.read_text())
+
+
+@pytest.mark.parametrize("operation", ["register", "promote", "rollback", "repair"])
+def test_every_change_waits_for_the_registry_lock(registry, tiny_weak, synthetic_split, tmp_path, operation):
+    changes = {
+        "register": lambda: register(registry, copy_run(tiny_weak, tmp_path / "rerun"), synthetic_split),
+        "promote": lambda: registry.promote("v0001", "alice", "x"),
+        "rollback": lambda: registry.rollback("alice", "x"),
+        "repair": registry.repair,
+    }
+    registry.promote("v0002", "alice", "so that a rollback has somewhere to go", force=True)
+    registry.lock = FileLock(registry.lock.lock_file, timeout=0.2)
+    before = state(registry)
+    with FileLock(registry.root / ".lock"):  # held by another registry user (another fd, as another process)
+        with pytest.raises(Timeout):
+            changes[operation]()
+    assert state(registry) == before
+
+
+def test_a_failed_registration_is_completed_exactly_once_by_its_retry(registry, tiny_strong, synthetic_split,
+                                                                    tmp_path, monkeypatch):
+    rerun = copy_run(tiny_strong, tmp_path / "rerun")
+    monkeypatch.setenv(FAIL_ONCE_ENV, "register")
+    with pytest.raises(InjectedFault):
+        register(registry, rerun, synthetic_split, attempt=1)
+    assert registry.versions() == ["v0001", "v0002", "v0003"]  # added, but its decision neither applied nor logged
+    assert registry.production() == "v0001" and len(registry.decisions()) == 2
+    assert any("v0003" in problem and "never applied" in problem for problem in registry.check())
+
+    retried = register(registry, rerun, synthetic_split, attempt=2)
+    assert retried.candidate == "v0003" and retried.promoted and registry.production() == "v0003"
+    assert register(registry, rerun, synthetic_split, attempt=3) == retried
+    assert registry.versions() == ["v0001", "v0002", "v0003"]
+    assert register_lines(registry) == [("v0001", "promoted"), ("v0002", "rejected"), ("v0003", "promoted")]
+    assert registry.check() == []
+
+
+def test_an_interrupted_registration_is_completed_before_the_next_is_added(registry, tiny_weak, synthetic_split,
+                                                                         tmp_path):
+    first_line = registry.decision_log.read_text().splitlines()[0]
+    registry.decision_log.write_text(first_line + "\n")  # the process registering v0002 died before logging
+    decision = register(registry, copy_run(tiny_weak, tmp_path / "rerun"), synthetic_split)
+    assert decision.candidate == "v0003" and not decision.promoted
+    assert register_lines(registry) == [("v0001", "promoted"), ("v0002", "rejected"), ("v0003", "rejected")]
+    assert registry.check() == [] and registry.production() == "v0001"
+
+
+def test_two_registrations_at_once_give_two_versions_and_production_is_the_better(tmp_path, tiny_strong, tiny_weak,
+                                                                                 synthetic_split):
+    root = tmp_path / "registry"
+    start, results, errors = threading.Barrier(2), {}, []
+
+    def offer(name, run):
+        try:
+            start.wait()
+            results[name] = register(Registry(root), run, synthetic_split)  # each its own lock file handle
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=offer, args=args) for args in (("strong", tiny_strong), ("weak", tiny_weak))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    registry = Registry(root)
+    assert registry.versions() == ["v0001", "v0002"]
+    assert sorted(results[name].candidate for name in results) == ["v0001", "v0002"]
+    assert sorted(register_lines(registry)) == sorted((r.candidate, r.verdict) for r in results.values())
+    assert len(registry.decisions()) == 2
+    assert results["strong"].promoted and registry.production() == results["strong"].candidate
+    assert registry.check() == []

@@ -1,4 +1,5 @@
-"""`mnist-pipeline registry list|show|promote|rollback` on a registry of two real models."""
+"""`mnist-pipeline registry list|show|promote|rollback` on a registry of two models: v0001 (strong,
+production) and v0002 (weak, rejected as worse than production)."""
 
 from __future__ import annotations
 
@@ -7,33 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tasks import promotion
-from tasks.register import register_candidate
-from tasks.registry import Decision, Registry, RegistryError, version_name
-from tasks.report import render_report
-from tools.main import EXIT_NOT_PROMOTED, main
-
-THRESHOLD = 0.5
-
-
-@pytest.fixture(scope="module")
-def mlp_run(trained_mlp, mlp_evaluation):
-    return trained_mlp, mlp_evaluation
-
-
-@pytest.fixture(scope="module")
-def weak_run(weak_candidate):
-    return weak_candidate
+from helpers import register
+from mnist_pipeline.cli.main import EXIT_NOT_PROMOTED, main
+from mnist_pipeline.core.registry import Registry, RegistryError, version_name
+from mnist_pipeline.core.report import render_report
 
 
 @pytest.fixture
-def artifacts(tmp_path, mlp_run, weak_run, split_files):
-    """An artifacts folder whose registry holds v0001 (the mlp, production) and v0002 (weaker, rejected)."""
-    registry = Registry(tmp_path / "registry")
-    first = register_candidate(registry, *mlp_run, split_files, THRESHOLD, {"data_source": "bundle"}, "run-1")
-    second = register_candidate(registry, *weak_run, split_files, THRESHOLD, {"data_source": "bundle"}, "run-2")
-    assert first.promoted and not second.promoted and "worse than production v0001" in second.reason
-    return tmp_path
+def artifacts(two_versions) -> Path:
+    return two_versions
 
 
 def cli(artifacts: Path, *args: str) -> int:
@@ -44,13 +27,15 @@ def rows(output: str) -> dict[str, list[str]]:
     return {line.split()[0]: line.split() for line in output.splitlines()[1:]}
 
 
-def test_list_shows_each_version_with_accuracy_interval_status_and_production(artifacts, mlp_run, weak_run, capsys):
+def test_list_shows_each_version_with_accuracy_interval_status_and_production(artifacts, tiny_strong, tiny_weak,
+                                                                              capsys):
     assert cli(artifacts, "registry", "list") == 0
     output = capsys.readouterr().out
     assert output.splitlines()[0].split() == ["version", "created", "preset", "accuracy", "95%", "interval",
                                               "status", "production"]
     listed = rows(output)
-    for version, (trained, evaluation), status in (("v0001", mlp_run, "promoted"), ("v0002", weak_run, "rejected")):
+    assert list(listed) == ["v0001", "v0002"]
+    for version, (trained, evaluation), status in (("v0001", tiny_strong, "promoted"), ("v0002", tiny_weak, "rejected")):
         low, high = evaluation.interval_95
         created = Registry(artifacts / "registry").read_version(version)["created"]
         assert listed[version][1:6] == [created, trained.config.preset, f"{evaluation.accuracy:.4f}",
@@ -58,16 +43,17 @@ def test_list_shows_each_version_with_accuracy_interval_status_and_production(ar
     assert listed["v0001"][6:] == ["<-", "production"] and listed["v0002"][6:] == []
 
 
-def test_show_gives_metrics_parameters_data_hash_files_and_model_card(artifacts, weak_run, split_files, capsys):
-    trained, evaluation = weak_run
+def test_show_gives_metrics_parameters_data_hash_files_and_model_card(artifacts, tiny_weak, synthetic_split, capsys):
+    trained, evaluation = tiny_weak
     assert cli(artifacts, "registry", "show", "2") == 0
     output = capsys.readouterr().out
     assert output.splitlines()[0] == "v0002  (rejected)"
     assert f"test accuracy  : {evaluation.accuracy:.4f}" in output
     assert f"{evaluation.correct}/{evaluation.total}" in output
-    assert f"data (split manifest) SHA-256 : {split_files.data_sha256}" in output
-    for line in ("training.preset = seed-mlp", "training.epochs = 1", f"training.seed = {trained.config.seed}", "threshold = 0.5",
-                 "saved_model/", "model.keras", "# Model card: MNIST digit classifier (seed-mlp)"):
+    assert f"data (split manifest) SHA-256 : {synthetic_split.data_sha256}" in output
+    for line in ("training.preset = seed-mlp", "training.epochs = 1", f"training.seed = {trained.config.seed}",
+                 "threshold = 0.3", "data_source = bundle", "saved_model/", "model.keras",
+                 "# Model card: MNIST digit classifier (seed-mlp)"):
         assert line in output, line
     assert "register v0002: rejected: test accuracy" in output
 
@@ -78,10 +64,11 @@ def test_promote_goes_through_the_gate_and_a_refusal_is_logged(artifacts, capsys
     assert "v0002 not promoted: test accuracy" in capsys.readouterr().out
     assert registry.production() == "v0001"
     logged = registry.decisions()[-1]
-    assert logged["action"] == "promote" and logged["candidate"] == "v0002" and logged["verdict"] == "rejected"
-    assert logged["who"] == "alice" and logged["why"] == "try the small one"
-    assert logged["gate_passed"] is False and logged["forced"] is False and logged["previous"] == "v0001"
-    assert "worse than production v0001" in logged["reason"]
+    assert logged.action == "promote" and logged.candidate == "v0002" and logged.verdict == "rejected"
+    assert logged.who == "alice" and logged.why == "try the small one"
+    assert logged.promoted is False and logged.forced is False and logged.production_before == "v0001"
+    assert logged.threshold == 0.3  # the one v0002 was registered with
+    assert "worse than production v0001" in logged.reason
     assert registry.statuses()["v0002"] == "rejected"
 
 
@@ -91,7 +78,8 @@ def test_forced_promotion_then_rollback(artifacts, capsys):
     assert "v0002 is now production (was v0001): forced past the gate" in capsys.readouterr().out
     assert registry.production() == "v0002"
     forced = registry.decisions()[-1]
-    assert forced["verdict"] == "promoted" and forced["forced"] is True and forced["gate_passed"] is False
+    assert forced.verdict == "promoted" and forced.promoted and forced.forced is True  # promoted, the gate refused
+    assert forced.production_before == "v0001"
     assert cli(artifacts, "registry", "list") == 0
     assert rows(capsys.readouterr().out)["v0002"][5:] == ["promoted", "<-", "production"]
 
@@ -99,8 +87,8 @@ def test_forced_promotion_then_rollback(artifacts, capsys):
     assert "production rolled back from v0002 to v0001" in capsys.readouterr().out
     assert registry.production() == "v0001"
     rollback = registry.decisions()[-1]
-    assert rollback["action"] == "rollback" and rollback["previous"] == "v0002" and rollback["candidate"] == "v0001"
-    assert rollback["who"] == "bob" and rollback["why"] == "regressions"
+    assert rollback.action == "rollback" and rollback.production_before == "v0002" and rollback.candidate == "v0001"
+    assert rollback.who == "bob" and rollback.why == "regressions" and rollback.verdict == "rolled back"
     assert cli(artifacts, "registry", "list") == 0
     listed = rows(capsys.readouterr().out)
     assert listed["v0002"][5:] == ["rolled", "back"] and listed["v0001"][5:] == ["promoted", "<-", "production"]
@@ -116,30 +104,32 @@ def test_rollback_returns_to_the_version_production_had_before(artifacts, capsys
     assert cli(artifacts, "registry", "promote", "2", "--force", "--reason", "trial") == 0
     assert cli(artifacts, "registry", "promote", "1", "--reason", "trial over") == 0  # passes the gate
     passed = registry.decisions()[-1]
-    assert passed["gate_passed"] is True and passed["forced"] is False and passed["verdict"] == "promoted"
-    assert "not worse than production v0002" in passed["reason"]
+    assert passed.promoted and not passed.forced and passed.verdict == "promoted"
+    assert "not worse than production v0002" in passed.reason
     assert registry.production_history() == ["v0001", "v0002", "v0001"]
     assert cli(artifacts, "registry", "rollback", "--reason", "back to the trial") == 0
     assert registry.production() == "v0002"
 
 
-def test_registration_retry_ignores_manual_lines_in_the_decision_log(artifacts, mlp_run, split_files):
+def test_registration_retry_ignores_manual_lines_in_the_decision_log(artifacts, tiny_strong, synthetic_split):
     registry = Registry(artifacts / "registry")
-    assert main(["registry", "promote", "2", "--force", "--reason", "x", "--artifacts-dir", str(artifacts)]) == 0
-    assert main(["registry", "rollback", "--reason", "y", "--artifacts-dir", str(artifacts)]) == 0
-    lines = registry.decisions()
-    again = register_candidate(registry, *mlp_run, split_files, THRESHOLD, {"data_source": "bundle"}, "run-1")
-    assert again.candidate == "v0001" and again.promoted
-    assert registry.decisions() == lines and registry.production() == "v0001"
+    assert cli(artifacts, "registry", "promote", "2", "--force", "--reason", "x") == 0
+    assert cli(artifacts, "registry", "rollback", "--reason", "y") == 0
+    lines = registry.decision_log.read_text()
+    again = register(registry, tiny_strong, synthetic_split, flow_run_id="run-1")
+    assert again.candidate == "v0001" and again.promoted and again.action == "register"
+    assert registry.decision_log.read_text() == lines and registry.production() == "v0001"
 
 
 def test_promote_refuses_the_production_model_and_unknown_versions(artifacts, capsys):
+    log = (artifacts / "registry" / "decisions.jsonl").read_text()
     assert cli(artifacts, "registry", "promote", "1", "--reason", "x") == 1
     assert "v0001 is already the production model" in capsys.readouterr().err
     assert cli(artifacts, "registry", "promote", "7", "--reason", "x") == 1
     assert "No version v0007 in the registry" in capsys.readouterr().err
     assert cli(artifacts, "registry", "show", "7") == 1
     assert "No version v0007" in capsys.readouterr().err
+    assert (artifacts / "registry" / "decisions.jsonl").read_text() == log
 
 
 def test_a_damaged_model_is_never_made_production(artifacts, capsys):
@@ -148,7 +138,7 @@ def test_a_damaged_model_is_never_made_production(artifacts, capsys):
     model.write_bytes(model.read_bytes()[:-10])
     assert cli(artifacts, "registry", "promote", "2", "--force", "--reason", "x") == 1
     assert "is not the one registered as v0002" in capsys.readouterr().err
-    assert registry.production() == "v0001"
+    assert registry.production() == "v0001" and len(registry.decisions()) == 2
 
 
 def test_manual_changes_first_complete_an_interrupted_registration(artifacts):
@@ -156,24 +146,28 @@ def test_manual_changes_first_complete_an_interrupted_registration(artifacts):
     lines = registry.decision_log.read_text().splitlines()
     registry.decision_log.write_text(lines[0] + "\n")  # v0002's registration died before logging its decision
     assert cli(artifacts, "registry", "promote", "2", "--force", "--reason", "x") == 0
-    assert [(d["action"], d["candidate"]) for d in registry.decisions()] == [
+    assert [(d.action, d.candidate) for d in registry.decisions()] == [
         ("register", "v0001"), ("register", "v0002"), ("promote", "v0002")]
 
 
-def test_promotion_re_tests_production_when_the_test_splits_differ(artifacts, split_files, session_artifacts):
-    registry = Registry(artifacts / "registry")
-    production_metrics = registry.version_dir("v0001") / "metrics.json"
+def test_promotion_re_tests_production_when_the_test_splits_differ(artifacts, tiny_strong, capsys):
+    production_metrics = artifacts / "registry" / "versions" / "v0001" / "metrics.json"
     metrics = json.loads(production_metrics.read_text())
-    production_metrics.write_text(json.dumps({**metrics, "test_split_sha256": "another split"}))
+    # as if measured on another test split, where it got a single image right
+    production_metrics.write_text(json.dumps({**metrics, "test_split_sha256": "another split", "correct": 1}))
+    without_splits = Registry(artifacts / "registry", splits_dir=artifacts / "no-splits")
 
     with pytest.raises(RegistryError, match="different test splits.*--force"):
-        promotion.promote(registry, "v0002", artifacts / "no-splits", None, False, "alice", "x")
-    # with the candidate's split at hand, production is re-measured on it: still better, so refused
-    refused = promotion.promote(registry, "v0002", session_artifacts.splits, None, False, "alice", "x")
-    assert not refused["promoted"] and refused["champion_accuracy"] == metrics["accuracy"]
-    forced = promotion.promote(registry, "v0002", artifacts / "no-splits", None, True, "alice", "x")
-    assert forced["promoted"] and "the gate could not be applied" in forced["reason"]
-    assert registry.production() == "v0002"
+        without_splits.promote("v0002", "alice", "x")
+    # the command finds v0002's split under artifacts/splits and re-measures production on it: still
+    # better than v0002, so refused
+    assert cli(artifacts, "registry", "promote", "2", "--reason", "x") == EXIT_NOT_PROMOTED
+    assert "worse than production v0001" in capsys.readouterr().out
+    refused = without_splits.decisions()[-1]
+    assert not refused.promoted and refused.champion_accuracy == tiny_strong[1].accuracy
+    forced = without_splits.promote("v0002", "alice", "x", force=True)
+    assert forced.promoted and forced.forced and "the gate could not be applied" in forced.reason
+    assert without_splits.production() == "v0002"
 
 
 @pytest.mark.parametrize("text, name", [("2", "v0002"), ("v2", "v0002"), ("v0002", "v0002"), ("V12", "v0012"),
@@ -191,13 +185,15 @@ def test_bad_version_names_are_refused(text, capsys):
     assert exit_.value.code == 2 and "is not a version" in capsys.readouterr().err
 
 
-def test_report_links_the_plots_and_the_model_card(artifacts, mlp_run):
+def test_report_links_the_plots_and_the_model_card(artifacts):
     registry = Registry(artifacts / "registry")
-    decision = next(d for d in registry.decisions() if d["candidate"] == "v0001")
-    report = render_report(Decision(**{k: decision[k] for k in Decision.__dataclass_fields__}),
-                           json.loads(Path(mlp_run[1].metrics_path).read_text()), registry.version_dir("v0001"), "mlp")
+    decision = next(d for d in registry.decisions() if d.candidate == "v0002")
+    report = render_report(decision, registry.read_json("v0002", "metrics.json"), registry.version_dir("v0002"),
+                           "seed-mlp")
+    assert "## Gate decision: **REJECTED**" in report
+    assert f"| production before | v0001 ({decision.champion_accuracy:.4f}) |" in report
     for title, name in (("Training curves", "training_curves.png"), ("Confusion matrix", "confusion_matrix.png"),
                         ("Model card", "model_card.md")):
-        path = registry.version_dir("v0001") / name
+        path = registry.version_dir("v0002") / name
         assert path.is_file()
         assert f"[{title}]({path.resolve().as_uri()})" in report

@@ -71,6 +71,7 @@ class DecisionRecord:
         if data.setdefault("schema", 1) == 1:
             data.setdefault("action", "register")
             data["production_before"] = data.pop("champion", None) if data["action"] == "register" else data.get("previous")
+            data["schema"] = SCHEMA  # read into this schema's fields, so written back as this schema
         known = {field.name for field in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
 

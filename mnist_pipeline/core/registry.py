@@ -398,7 +398,8 @@ class Registry:
 
     def _stored_decision(self, version: str) -> DecisionRecord:
         """The gate's decision made when `version` was added, as stored in its version.json."""
-        return replace(DecisionRecord.from_dict(self.read_version(version)["decision"]), candidate=version)
+        # schema 1 stored it without the version's name
+        return DecisionRecord.from_dict({**self.read_version(version)["decision"], "candidate": version})
 
     def _apply(self, record: DecisionRecord) -> None:
         """Move production (if promoted) and log a registration's decision, unless this was done already."""
