@@ -34,7 +34,7 @@ def synthetic_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     pixels flipped), every class present: learnable in a few epochs by the smallest preset."""
     templates = np.random.default_rng(0).random((NUM_CLASSES, *IMAGE_SHAPE)) > 0.75
     rng = np.random.default_rng(seed)
-    labels = np.arange(count, dtype=np.uint8) % NUM_CLASSES
+    labels = (np.arange(count) % NUM_CLASSES).astype(np.uint8)
     flips = rng.random((count, *IMAGE_SHAPE)) < 0.15
     images = (templates[labels] ^ flips).astype(np.uint8) * 255
     return images, labels
@@ -163,3 +163,81 @@ def artifact_types(client, flow_run_id) -> dict[str, str]:
 
     found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
     return {artifact.key: artifact.type for artifact in found}
+
+
+def copy_run(run, destination: Path):
+    """`run` (a TrainedModel, Evaluation pair) copied to the run folder `destination`: the same model
+    from another run, which the registry takes as a new version."""
+    from dataclasses import replace
+
+    trained, evaluation = run
+    source = Path(trained.model_path).parent
+    shutil.copytree(source, destination)
+
+    def moved(path: str) -> str:
+        return str(destination / Path(path).relative_to(source))
+
+    return (replace(trained, model_path=moved(trained.model_path), history_path=moved(trained.history_path)),
+            replace(evaluation, metrics_path=moved(evaluation.metrics_path),
+                    plot_paths=tuple(moved(path) for path in evaluation.plot_paths)))
+
+
+# Facts of the genuine MNIST (data/mnist/README.md) ------------------------------------------------
+
+TRAIN_CLASS_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def imported_modules(*args: str) -> set[str]:
+    """The full names of the modules that `python -X importtime ARGS` imports (e.g. "mnist_pipeline.tasks")."""
+    result = subprocess.run([sys.executable, "-X", "importtime", *args], capture_output=True, text=True,
+                            cwd=PROJECT_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+
+
+def assert_serves_as_keras(version_dir: Path, images: np.ndarray) -> None:
+    """A registered version's SavedModel takes raw uint8 images [n, 28, 28] and predicts as its `.keras` model."""
+    import tensorflow as tf
+
+    from mnist_pipeline.core.models import load_model, predict_probabilities
+    from mnist_pipeline.core.registry import SAVED_MODEL_DIR
+
+    serving = tf.saved_model.load(str(version_dir / SAVED_MODEL_DIR)).signatures["serving_default"]
+    [spec] = serving.structured_input_signature[1].values()
+    assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, 28, 28]
+
+    served = serving(image=tf.constant(images))["output_0"].numpy()
+    expected = predict_probabilities(load_model(version_dir / "model.keras"), images)
+    assert served.shape == (len(images), 10)
+    np.testing.assert_allclose(served, expected, atol=1e-6)
+    assert np.array_equal(served.argmax(1), expected.argmax(1))
+
+
+# Pictures to classify --------------------------------------------------------------------------------
+
+def hand_made_zero(centre: float = 14.0) -> np.ndarray:
+    """A "0" as MNIST lays out its digits: white (255 at its brightest) on black, 28x28, 20 pixels
+    tall, its centre of mass at (`centre`, `centre`)."""
+    y, x = np.mgrid[0:28, 0:28] - centre
+    ring = np.clip(1.0 - np.abs(np.hypot(x / 6.5, y / 10.0) - 0.8) / 0.22, 0, 1)
+    return (255 * ring / ring.max()).round().astype(np.uint8)
+
+
+def write_png(path: Path, image: np.ndarray, mode: str = "L") -> Path:
+    """`image` (uint8 [28, 28]) saved as a PNG picture in colour mode `mode`."""
+    from PIL import Image
+
+    Image.fromarray(image).convert(mode).save(path)
+    return path
+
+
+def photographed(image: np.ndarray, path: Path, paper=(250, 248, 240)) -> Path:
+    """`image` as if photographed: five times larger, RGB, off centre on a bigger page, as a JPEG."""
+    from PIL import Image
+
+    big = Image.fromarray(image).resize((140, 140), Image.BICUBIC).convert("RGB")
+    page = Image.new("RGB", (260, 220), paper)
+    page.paste(big, (70, 30))
+    page.save(path, quality=90)
+    return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.models import PRESETS, build_model, training_config
+from mnist_pipeline.core.models import PRESETS, build_model, training_config
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

@@ -1,10 +1,12 @@
+"""The 95% Wilson interval that every accuracy is reported with."""
+
 from __future__ import annotations
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tasks.stats import Z_95, wilson_interval
+from mnist_pipeline.core.stats import Z_95, wilson_interval
 
 
 def test_known_values():
@@ -27,5 +29,5 @@ def test_endpoints_solve_the_wilson_equation(total, share):
 
 
 def test_needs_trials():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one trial"):
         wilson_interval(0, 0)

@@ -1,4 +1,6 @@
-"""The `mnist-pipeline` console entry point, run as a user runs it (a separate process)."""
+"""The `mnist-pipeline` console entry point, run as a user runs it (a separate process) where what it
+loads, prints and exits with matters, and through `main` for its options; on the tiny models of the
+fast tier (real digits with the real model: test_tools_cli_mnist.py)."""
 
 from __future__ import annotations
 
@@ -6,129 +8,125 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import PROJECT_ROOT
-from flows.parameters import PipelineParameters
-from tasks.evaluate import evaluate_model, load_model, predict_probabilities
-from tasks.register import register_candidate
-from tasks.registry import Registry
+from helpers import ENTRY_POINT, PROJECT_ROOT, hand_made_zero, imported_modules, run_cli, write_png
+from mnist_pipeline.cli.main import main
+from mnist_pipeline.core.parameters import PipelineParameters
 
-ENTRY_POINT = Path(sys.executable).parent / "mnist-pipeline"
+HEAVY = {"prefect", "tensorflow", "keras", "PIL"}
 
 
-def mnist_pipeline(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(ENTRY_POINT), *args], capture_output=True, text=True, cwd=PROJECT_ROOT)
-
-
-@pytest.fixture(scope="module")
-def artifacts(trained_mlp, split_files, tmp_path_factory):
-    """An artifacts folder whose registry has the session's mlp as production model v0001."""
-    root = tmp_path_factory.mktemp("cli-artifacts")
-    evaluation = evaluate_model(trained_mlp, split_files, tmp_path_factory.mktemp("eval"))
-    assert register_candidate(Registry(root / "registry"), trained_mlp, evaluation, split_files, 0.5, {}, None).promoted
-    return root
+def stages_and_flows(modules: set[str]) -> set[str]:
+    """The modules among `modules` that are Prefect, a stage or a flow (under either name)."""
+    return {name for name in modules if name.split(".")[0] in ("prefect", "tasks", "flows")
+            or name.startswith(("mnist_pipeline.tasks", "mnist_pipeline.flows"))}
 
 
 def test_entry_point_is_installed():
     assert ENTRY_POINT.is_file(), "run `pip install -e .` to install the mnist-pipeline command"
 
 
-def test_help_answers_at_once_without_loading_prefect_or_tensorflow():
+def test_help_answers_at_once_without_loading_prefect_tensorflow_or_a_stage():
     started = time.perf_counter()
-    result = mnist_pipeline("--help")
+    result = run_cli("--help")
     assert time.perf_counter() - started < 2.0
     assert result.returncode == 0
     for command in ("run", "predict", "registry"):
         assert command in result.stdout
 
-    imports = subprocess.run([sys.executable, "-X", "importtime", "-m", "tools.main", "--help"],
-                             capture_output=True, text=True, cwd=PROJECT_ROOT)
-    assert imports.returncode == 0
-    imported = {line.split("|")[-1].strip().split(".")[0] for line in imports.stderr.splitlines() if "|" in line}
-    assert not imported & {"prefect", "tensorflow", "keras", "PIL"}
+    imported = imported_modules("-m", "mnist_pipeline.cli.main", "--help")
+    assert "mnist_pipeline.cli.run" in imported  # the command line really was loaded
+    assert not {name.split(".")[0] for name in imported} & HEAVY
+    assert not (loaded := stages_and_flows(imported)), sorted(loaded)[:5]
+
+
+def in_process(capsys, *args: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `mnist-pipeline ARGS` run by `main` in this process (the
+    options and messages are the command's; the process is the test's)."""
+    try:
+        code = main(list(args))
+    except SystemExit as exit:
+        code = exit.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 @pytest.mark.parametrize("command", [["run"], ["predict"], ["registry", "list"], ["registry", "show"],
                                      ["registry", "promote"], ["registry", "rollback"]])
-def test_each_command_has_help(command):
-    result = mnist_pipeline(*command, "--help")
-    assert result.returncode == 0 and result.stdout.startswith(f"usage: mnist-pipeline {' '.join(command)}")
+def test_each_command_has_help(capsys, command):
+    code, out, _ = in_process(capsys, *command, "--help")
+    assert code == 0 and out.startswith(f"usage: mnist-pipeline {' '.join(command)}")
 
 
-def test_run_takes_the_flows_parameters_and_checks_them_before_any_work(tmp_path):
-    help_text = " ".join(mnist_pipeline("run", "--help").stdout.split())
+def test_run_takes_the_flows_parameters_and_checks_them_before_any_work(capsys, tmp_path):
+    help_text = " ".join(in_process(capsys, "run", "--help")[1].split())
     for name in PipelineParameters.model_fields:
         assert "--" + name.replace("_", "-") in help_text
     assert "--fail-if-not-promoted" in help_text
 
-    result = mnist_pipeline("run", "--threshold", "1.5", "--artifacts-dir", str(tmp_path / "artifacts"))
-    assert result.returncode == 2 and "threshold" in result.stderr
+    code, _, err = in_process(capsys, "run", "--threshold", "1.5", "--artifacts-dir", str(tmp_path / "artifacts"))
+    assert code == 2 and "threshold" in err
     assert not (tmp_path / "artifacts").exists()
 
 
-def test_predict_pictures_as_json_and_text(artifacts, split_files, trained_mlp, tmp_path):
-    images, labels = split_files.load("test")
-    files = []
-    for i in range(20):
-        Image.fromarray(images[i]).save(tmp_path / f"{i}.png")
-        files.append(str(tmp_path / f"{i}.png"))
-    Image.fromarray(255 - images[20]).save(tmp_path / "inverted.png")
+# What the predict and registry commands run, in one process; it prints their exit codes and the
+# modules loaded by then.
+PREDICT_AND_MANAGE = """
+import json, sys
+from mnist_pipeline.cli.main import main
 
-    result = mnist_pipeline("predict", *files, "--json", "--top-k", "2", "--artifacts-dir", str(artifacts))
-    assert result.returncode == 0, result.stderr
-    output = json.loads(result.stdout)
-    assert output["model"] == {"version": "v0001", "production": True}
-    expected = predict_probabilities(load_model(trained_mlp.model_path), images[:21]).argmax(1)
-    assert [p["file"] for p in output["predictions"]] == files
-    assert [p["top"][0]["class"] for p in output["predictions"]] == expected[:20].tolist()
-    assert all(len(p["top"]) == 2 for p in output["predictions"])
-
-    result = mnist_pipeline("predict", "--invert", str(tmp_path / "inverted.png"), "--version", "1",
-                            "--artifacts-dir", str(artifacts))
-    assert result.returncode == 0, result.stderr
-    header, line = result.stdout.splitlines()
-    assert header == "model v0001 (production)"
-    assert line.split()[1] == str(expected[20])
+artifacts, picture = sys.argv[1:]
+where = ["--artifacts-dir", artifacts]
+change = ["--who", "tests", "--reason", "import check", *where]
+codes = [main(["predict", picture, *where]), main(["predict", picture, "--json", "--version", "2", *where]),
+         main(["registry", "list", *where]), main(["registry", "show", "2", *where]),
+         main(["registry", "promote", "2", *change]), main(["registry", "promote", "2", "--force", *change]),
+         main(["registry", "rollback", *change]), main(["registry", "check", *where]),
+         main(["registry", "repair", *where])]
+print(json.dumps({"codes": codes, "modules": sorted(sys.modules)}))
+"""
 
 
-def test_predict_garbage_file_fails_clearly(artifacts, tmp_path):
+def test_predict_and_registry_commands_load_neither_prefect_nor_a_stage(two_versions, tmp_path):
+    picture = write_png(tmp_path / "digit.png", hand_made_zero())
+    result = subprocess.run([sys.executable, "-c", PREDICT_AND_MANAGE, str(two_versions), str(picture)],
+                            capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    *printed, last = result.stdout.splitlines()
+    ran = json.loads(last)
+    assert ran["codes"] == [0, 0, 0, 0, 3, 0, 0, 0, 0], result.stdout  # 3: the gate refuses v0002
+    assert printed[0] == "model v0001 (production)" and printed[1].startswith(str(picture))
+    assert "tensorflow" in ran["modules"] and "keras" in ran["modules"]  # a model was really loaded
+    assert not (loaded := stages_and_flows(set(ran["modules"]))), sorted(loaded)[:5]
+
+
+def test_predict_garbage_file_fails_clearly(two_versions, tmp_path):
     garbage = tmp_path / "photo.jpg"
     garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes())
-    result = mnist_pipeline("predict", str(garbage), "--artifacts-dir", str(artifacts))
+    result = run_cli("predict", str(garbage), "--artifacts-dir", str(two_versions))
     assert result.returncode == 1
     assert f"{garbage}: not an image, .npy array or IDX file" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
-def test_predict_without_a_production_model_fails_clearly(tmp_path, split_files):
-    Image.fromarray(split_files.load("test")[0][0]).save(tmp_path / "digit.png")
-    result = mnist_pipeline("predict", str(tmp_path / "digit.png"), "--artifacts-dir", str(tmp_path / "empty"))
+def test_predict_without_a_production_model_fails_clearly(tmp_path):
+    picture = write_png(tmp_path / "digit.png", hand_made_zero())
+    result = run_cli("predict", str(picture), "--artifacts-dir", str(tmp_path / "empty"))
     assert result.returncode == 1 and "No production model yet" in result.stderr
 
 
-def test_registry_list(artifacts):
-    result = mnist_pipeline("registry", "list", "--artifacts-dir", str(artifacts))
+def test_registry_list(two_versions):
+    result = run_cli("registry", "list", "--artifacts-dir", str(two_versions))
     assert result.returncode == 0, result.stderr
-    header, row = result.stdout.splitlines()
+    header, first, second = result.stdout.splitlines()
     assert header.split()[0] == "version"
-    assert row.split()[0] == "v0001" and row.endswith("promoted  <- production")
+    assert first.split()[0] == "v0001" and first.endswith("promoted  <- production")
+    assert second.split()[0] == "v0002" and second.endswith("rejected")
 
 
 def test_registry_list_of_an_empty_registry(tmp_path):
-    result = mnist_pipeline("registry", "list", "--artifacts-dir", str(tmp_path))
+    result = run_cli("registry", "list", "--artifacts-dir", str(tmp_path))
     assert result.returncode == 0 and "No versions" in result.stdout
-
-
-def test_predict_piped_into_head_stops_quietly(artifacts):
-    idx = PROJECT_ROOT / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"  # 10,000 lines of output
-    result = subprocess.run(
-        ["bash", "-c", f'set -o pipefail; "{ENTRY_POINT}" predict "{idx}" --artifacts-dir "{artifacts}" | head -2'],
-        capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == "model v0001 (production)" and len(result.stdout.splitlines()) == 2
-    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr

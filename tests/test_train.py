@@ -1,7 +1,8 @@
-"""Stage 3: training on the real split."""
+"""Stage 3: training, on the synthetic split (the train task in a Prefect run is in test_train_task.py)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from pathlib import Path
@@ -9,44 +10,116 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.evaluate import load_model
-from tasks.models import training_config
-from tasks.train import fit
+from helpers import QUIET_LOG
+from mnist_pipeline.core.faults import FAIL_ONCE_ENV, InjectedFault
+from mnist_pipeline.core.models import load_model, training_config
+from mnist_pipeline.core.training import fit
 
 
-def test_trained_model_is_saved_as_keras_and_loads_safely(trained_mlp):
-    path = Path(trained_mlp.model_path)
+def epoch_recorder():
+    """A Keras callback that records the epochs training starts (0-based) and the weights after each."""
+    import keras
+
+    class EpochRecorder(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.begun, self.weights = [], {}
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.begun.append(epoch)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.weights[epoch] = self.model.get_weights()
+
+    return EpochRecorder()
+
+
+def last_epoch_diverges(epochs: int):
+    """A Keras callback that raises the learning rate to 1 for the last epoch, so that training ends
+    with an epoch worse than an earlier one (the test checks that it did)."""
+    import keras
+
+    class LastEpochDiverges(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == epochs - 1:
+                self.model.optimizer.learning_rate.assign(1.0)
+
+    return LastEpochDiverges()
+
+
+def test_trained_model_is_saved_as_keras_and_loads_safely(tiny_strong):
+    trained, _ = tiny_strong
+    path = Path(trained.model_path)
     assert path.name == "model.keras" and path.stat().st_size > 0
     assert not list(path.parent.glob(".*.tmp*")), "no temporary file left behind"
     model = load_model(path)
     assert model.inputs[0].dtype == "uint8"
-    history = json.loads(Path(trained_mlp.history_path).read_text())
+    history = json.loads(Path(trained.history_path).read_text())
     assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
-    assert len(history["loss"]) == trained_mlp.epochs_run == 2
+    assert len(history["loss"]) == trained.epochs_run == 3
 
 
-def test_saved_weights_are_the_best_epochs(trained_mlp, split_files):
+def test_saved_weights_are_the_best_epochs(synthetic_split, tmp_path):
     import keras
 
-    model = load_model(trained_mlp.model_path)
-    images, labels = split_files.load("validation")
-    probabilities = model.predict(images, batch_size=1000, verbose=0)
+    epochs, recorder = 3, epoch_recorder()
+    config = training_config("seed-mlp", seed=5, epochs=epochs, patience=epochs, batch_size=32)
+    trained = fit(config, synthetic_split, tmp_path / "run", QUIET_LOG,
+                  callbacks=(last_epoch_diverges(epochs), recorder))
+    history = json.loads(Path(trained.history_path).read_text())
+    best = int(np.argmin(history["val_loss"]))
+    assert len(history["val_loss"]) == epochs and best < epochs - 1, history  # the last epoch is not the best
+
+    saved = load_model(trained.model_path)
+    assert all(np.array_equal(a, b) for a, b in zip(saved.get_weights(), recorder.weights[best]))
+    assert not all(np.array_equal(a, b) for a, b in zip(saved.get_weights(), recorder.weights[epochs - 1]))
+    images, labels = synthetic_split.load("validation")
+    probabilities = saved.predict(images, batch_size=1000, verbose=0)
     val_loss = float(keras.losses.sparse_categorical_crossentropy(labels, probabilities).numpy().mean())
-    history = json.loads(Path(trained_mlp.history_path).read_text())
     assert val_loss == pytest.approx(min(history["val_loss"]), rel=1e-3)
-    assert trained_mlp.best_epoch == int(np.argmin(history["val_loss"])) + 1
+    assert trained.best_epoch == best + 1
 
 
-def test_same_seed_same_model_and_one_log_line_per_epoch(split_files, tmp_path, caplog):
-    config = training_config("seed-mlp", seed=11, epochs=1)
+def test_same_seed_same_model_and_one_log_line_per_epoch(tiny_strong, synthetic_split, tmp_path, caplog):
+    first, _ = tiny_strong
     logger = logging.getLogger("tests.repeat")
     with caplog.at_level(logging.INFO, logger="tests.repeat"):
-        first = fit(config, split_files, tmp_path / "a", logger)
-        second = fit(config, split_files, tmp_path / "b", logger)
+        second = fit(first.config, synthetic_split, tmp_path / "again", logger)
     epoch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
-    assert len(epoch_lines) == 2
+    assert len(epoch_lines) == second.epochs_run == first.config.epochs
     for field in ("loss=", "accuracy=", "val_loss=", "val_accuracy=", "seconds="):
         assert field in epoch_lines[0]
     weights_a = load_model(first.model_path).get_weights()
     weights_b = load_model(second.model_path).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(weights_a, weights_b))
+
+
+def test_a_retried_training_resumes_after_the_last_finished_epoch(synthetic_split, tmp_path, monkeypatch, caplog):
+    config = training_config("seed-mlp", seed=2, epochs=3, patience=3, batch_size=32)
+    run_dir = tmp_path / "run"
+    monkeypatch.setenv(FAIL_ONCE_ENV, "train@epoch2")
+    first = epoch_recorder()
+    with pytest.raises(InjectedFault, match="epoch 2"):
+        fit(config, synthetic_split, run_dir, QUIET_LOG, attempt=1, callbacks=(first,))
+    assert first.begun == [0, 1]
+
+    retry = epoch_recorder()
+    with caplog.at_level(logging.INFO, logger=QUIET_LOG.name):
+        trained = fit(config, synthetic_split, run_dir, QUIET_LOG, attempt=2, callbacks=(retry,))
+    assert retry.begun == [2], "the retry trained finished epochs again"
+    assert "resuming training from the checkpoint of epoch 2 of 3" in caplog.text
+    with open(run_dir / "history.csv", newline="") as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1, 2]  # each epoch trained once
+    history = json.loads(Path(trained.history_path).read_text())
+    assert trained.epochs_run == len(history["val_loss"]) == 3
+
+
+def test_no_tensorboard_logs_unless_asked(synthetic_split, tmp_path, monkeypatch):
+    """`fit` writes TensorBoard logs only into a `tensorboard_dir` it is given (the train task gives
+    one: test_train_task.py); outside Prefect, it needs nothing but its run folder."""
+    monkeypatch.chdir(tmp_path)  # where a relative default (Keras' "logs") would go
+    trained = fit(training_config("seed-mlp", seed=12, epochs=1, batch_size=32), synthetic_split, tmp_path / "run",
+                  QUIET_LOG)
+    assert Path(trained.model_path).is_file()
+    assert [path.name for path in tmp_path.iterdir()] == ["run"]
+    assert not list(tmp_path.rglob("events.out.tfevents.*"))

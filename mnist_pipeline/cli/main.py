@@ -19,6 +19,7 @@ import sys
 
 from mnist_pipeline.cli import run as run_command
 from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.mnist import NUM_CLASSES
 from mnist_pipeline.core.registry import version_name
 
 EXIT_NOT_PROMOTED = run_command.EXIT_NOT_PROMOTED
@@ -32,8 +33,8 @@ def _version(text: str) -> str:
 
 
 def _top_k(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 10:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of classes from 1 to 10")
+    if not text.isdigit() or not 1 <= int(text) <= NUM_CLASSES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of classes from 1 to {NUM_CLASSES}")
     return int(text)
 
 

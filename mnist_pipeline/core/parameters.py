@@ -79,7 +79,7 @@ def signature() -> inspect.Signature:
 def takes_parameters(function: Callable) -> Callable:
     """Give `function(**values)` the signature of `PipelineParameters`, and an `Args:` section in its
     docstring with each parameter's description (Prefect reads both for the parameter schema)."""
-    function.__signature__ = signature()
+    function.__signature__ = signature().replace(return_annotation=inspect.signature(function).return_annotation)
     arguments = "\n".join(f"    {name}: {field.description}" for name, field in PipelineParameters.model_fields.items())
     function.__doc__ = f"{inspect.cleandoc(function.__doc__ or '')}\n\nArgs:\n{arguments}\n"
     return function

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.core.errors import PermanentError
+from mnist_pipeline.core.mnist import IMAGE_SHAPE
 
 DIGIT_BOX = 20  # MNIST fits each digit's bounding box into 20x20 ...
-CANVAS = 28  # ... and centres it by centre of mass in 28x28
+CANVAS = IMAGE_SHAPE[0]  # ... and centres it by centre of mass in 28x28
 CENTRE = 14.0  # where MNIST's centres of mass are (mean over the test split: 13.99, 14.01)
 INK_LEVEL = 0.1  # pixels above this share of the brightest count as the digit (below: JPEG noise)
 MARGIN = 4  # pixels around the digit's box (at 28x28 scale) kept when it is cut out
@@ -99,13 +100,13 @@ def _read_idx(path: Path) -> np.ndarray:
 def _as_images(path: Path, array: np.ndarray) -> np.ndarray:
     """Check an array's shape and values and return it as uint8 [n, 28, 28]."""
     shape = list(array.shape)
-    if array.ndim == 2 and array.shape == (28, 28):
+    if array.shape == IMAGE_SHAPE:
         array = array[np.newaxis]
-    elif array.ndim == 4 and array.shape[1:] == (28, 28, 1):
+    elif array.ndim == 4 and array.shape[1:] == (*IMAGE_SHAPE, 1):
         array = array[..., 0]
-    elif array.ndim == 2 and array.shape[1] == 784:
-        array = array.reshape(-1, 28, 28)
-    elif not (array.ndim == 3 and array.shape[1:] == (28, 28)):
+    elif array.ndim == 2 and array.shape[1] == IMAGE_SHAPE[0] * IMAGE_SHAPE[1]:
+        array = array.reshape(-1, *IMAGE_SHAPE)
+    elif not (array.ndim == 3 and array.shape[1:] == IMAGE_SHAPE):
         hint = " (a labels file?)" if array.ndim == 1 else ""
         raise InputError(f"{path}: holds an array of shape {shape}{hint}; expected {ACCEPTED_SHAPES}")
     if len(array) == 0:
@@ -187,7 +188,7 @@ def mnist_layout(gray: np.ndarray, path: Path | str = "image") -> np.ndarray:
     if scale != 1:
         new_size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))
         digit = np.clip(np.asarray(Image.fromarray(digit.astype(np.float32)).resize(new_size, Image.LANCZOS)), 0, 255)
-    return _centre(digit)
+    return _centre(digit, (top, left) if scale == 1 else (0, 0))
 
 
 def _whole_pixels(offset: float) -> int:
@@ -196,12 +197,14 @@ def _whole_pixels(offset: float) -> int:
     return int(np.sign(offset) * np.ceil(abs(offset) - 0.5))
 
 
-def _centre(digit: np.ndarray) -> np.ndarray:
-    """Place `digit` in a 28x28 canvas with its centre of mass at CENTRE (parts outside are cut)."""
+def _centre(digit: np.ndarray, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Place `digit` in a 28x28 canvas with its centre of mass at CENTRE (parts outside are cut).
+    `origin` is where an unscaled `digit` was cut from: the move from there is what is rounded."""
     weight = digit.sum()
-    centre_row = (digit.sum(axis=1) * np.arange(digit.shape[0])).sum() / weight
-    centre_col = (digit.sum(axis=0) * np.arange(digit.shape[1])).sum() / weight
-    top, left = _whole_pixels(CENTRE - centre_row), _whole_pixels(CENTRE - centre_col)
+    centre_row = (digit.sum(axis=1) * np.arange(digit.shape[0])).sum() / weight + origin[0]
+    centre_col = (digit.sum(axis=0) * np.arange(digit.shape[1])).sum() / weight + origin[1]
+    top = origin[0] + _whole_pixels(CENTRE - centre_row)
+    left = origin[1] + _whole_pixels(CENTRE - centre_col)
     canvas = np.zeros((CANVAS, CANVAS), dtype=np.float64)
     rows = slice(max(0, top), min(CANVAS, top + digit.shape[0]))
     cols = slice(max(0, left), min(CANVAS, left + digit.shape[1]))
