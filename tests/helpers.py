@@ -241,3 +241,33 @@ def photographed(image: np.ndarray, path: Path, paper=(250, 248, 240)) -> Path:
     page.paste(big, (70, 30))
     page.save(path, quality=90)
     return path
+
+
+def checked_metrics(run, split) -> dict:
+    """The run's metrics.json, after checking it agrees with itself, with the test labels, and with
+    Keras' own evaluation of the model (accuracy to 1e-6, loss to 0.1%)."""
+    import json
+
+    import pytest
+
+    from mnist_pipeline.core.models import load_model
+
+    trained, evaluation = run
+    images, labels = split.load("test")
+    metrics = json.loads(Path(evaluation.metrics_path).read_text())
+    confusion = np.array(metrics["confusion_matrix"])
+    assert confusion.sum() == metrics["total"] == evaluation.total == len(labels)
+    assert confusion.sum(axis=1).tolist() == np.bincount(labels, minlength=NUM_CLASSES).tolist()
+    assert np.trace(confusion) == metrics["correct"] == evaluation.correct
+    assert metrics["accuracy"] == evaluation.accuracy == metrics["correct"] / len(labels)
+    assert [row["correct"] for row in metrics["per_class"]] == np.diag(confusion).tolist()
+    low, high = metrics["accuracy_interval_95"]
+    assert low < metrics["accuracy"] <= high and (low, high) == evaluation.interval_95
+    assert metrics["model_sha256"] and metrics["test_split_sha256"] and metrics["data_sha256"]
+
+    model = load_model(trained.model_path)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    keras_loss, keras_accuracy = model.evaluate(images, labels, batch_size=1000, verbose=0)
+    assert metrics["accuracy"] == pytest.approx(keras_accuracy, abs=1e-6)
+    assert metrics["loss"] == pytest.approx(keras_loss, rel=1e-3)
+    return metrics

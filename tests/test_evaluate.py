@@ -3,40 +3,18 @@ test split is in test_evaluate_mnist.py)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers import checked_metrics
 from mnist_pipeline.core.models import load_model, predict_probabilities
 from mnist_pipeline.core.scoring import score
 
 
-def test_metrics_are_consistent(tiny_strong, synthetic_split):
-    _, evaluation = tiny_strong
-    _, labels = synthetic_split.load("test")
-    metrics = json.loads(Path(evaluation.metrics_path).read_text())
-    confusion = np.array(metrics["confusion_matrix"])
-    assert confusion.sum() == metrics["total"] == evaluation.total == len(labels)
-    assert confusion.sum(axis=1).tolist() == np.bincount(labels, minlength=10).tolist()
-    assert np.trace(confusion) == metrics["correct"] == evaluation.correct
-    assert metrics["accuracy"] == evaluation.accuracy == metrics["correct"] / len(labels)
-    assert [row["correct"] for row in metrics["per_class"]] == np.diag(confusion).tolist()
-    low, high = metrics["accuracy_interval_95"]
-    assert low < metrics["accuracy"] <= high and (low, high) == evaluation.interval_95
-    assert metrics["model_sha256"] and metrics["test_split_sha256"] and metrics["data_sha256"]
-
-
-def test_accuracy_and_loss_match_keras(tiny_strong, synthetic_split):
-    trained, evaluation = tiny_strong
-    images, labels = synthetic_split.load("test")
-    model = load_model(trained.model_path)
-    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    keras_loss, keras_accuracy = model.evaluate(images, labels, batch_size=1000, verbose=0)
-    metrics = json.loads(Path(evaluation.metrics_path).read_text())
-    assert metrics["accuracy"] == pytest.approx(keras_accuracy, abs=1e-6)
-    assert metrics["loss"] == pytest.approx(keras_loss, rel=1e-3)
+def test_metrics_agree_with_themselves_the_labels_and_keras(tiny_strong, synthetic_split):
+    checked_metrics(tiny_strong, synthetic_split)
 
 
 def test_plots_are_png_files(tiny_strong):
