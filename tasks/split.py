@@ -20,7 +20,9 @@ from mnist_pipeline.core.splits import SplitRecipe, ensure_split
 
 @task(
     name="download-split",
-    cache_policy=INPUTS - "bundle_dir" - "splits_root" - "tfds_data_dir",  # the recipe hashes the bundle's files
+    # the recipe hashes the bundle's files; splits_root stays in the key because the result is a path
+    # under it (a moved or copied artifacts folder must not get the old folder's manifest path)
+    cache_policy=INPUTS - "bundle_dir" - "tfds_data_dir",
     persist_result=True,
     retries=3,  # transient I/O (a download, a busy disk): back off 2, 4, 8 s, each +-50%
     retry_delay_seconds=exponential_backoff(backoff_factor=2),

@@ -1,4 +1,7 @@
-"""Bad input is refused up front with a message that names what is wrong and what is allowed."""
+"""Bad input is refused up front with a message that names what is wrong and what is allowed.
+
+Fast tier: the parameter model alone (no Prefect, no TensorFlow). What the flow and the command do with
+bad input is in test_cli.py and test_run_command.py."""
 
 from __future__ import annotations
 
@@ -8,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.parameters import InvalidParameterError, PipelineParameters, validate_parameters
-from tasks.errors import PipelineError
+from mnist_pipeline.core.parameters import InvalidParameterError, PipelineParameters, validate_parameters
 
 ANY_VALUE = st.one_of(
     st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
@@ -41,9 +43,20 @@ def test_parameters_are_either_in_range_or_refused_by_name(values):
         params = validate_parameters(values)
     except InvalidParameterError as error:
         message = str(error)
-        assert any(f"{name}=" in message for name in values), message
+        refused = {name for name, value in values.items() if _refused_alone(name, value)}
+        assert refused, f"no parameter is bad on its own, yet: {message}"
+        for name, value in values.items():  # every bad one is named with its value, no good one is
+            assert (f"{name}={value!r}" in message) == (name in refused), (name, message)
         return
     assert _within_documented_range(params), params
+
+
+def _refused_alone(name: str, value) -> bool:
+    try:
+        validate_parameters({name: value})
+    except InvalidParameterError:
+        return True
+    return False
 
 
 @pytest.mark.parametrize("name, value, allowed", [
@@ -55,12 +68,3 @@ def test_message_names_parameter_and_allowed_range(name, value, allowed):
         validate_parameters({name: value})
     assert f"{name}={value!r}" in str(error.value) and f"(allowed: {allowed})" in str(error.value)
 
-
-def test_unwritable_artifacts_dir_is_reported_before_any_work(prefect_server, tmp_path):
-    from flows.mnist_flow import mnist_pipeline
-
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a directory")
-    state = mnist_pipeline(preset="mlp", artifacts_dir=str(blocker / "artifacts"), return_state=True)
-    error = state.result(raise_on_failure=False)
-    assert isinstance(error, PipelineError) and "not writable" in str(error) and "--artifacts-dir" in str(error)

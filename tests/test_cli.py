@@ -1,76 +1,93 @@
-"""The command line: help without heavy imports, parameters checked before any work."""
+"""The command line of `run`: help without heavy imports, parameters checked before any work.
+
+Fast tier: nothing here trains, reads MNIST or needs a Prefect server (runs of the command that do
+are in test_run_command.py).
+"""
 
 from __future__ import annotations
 
 import inspect
-import subprocess
-import sys
 
 import pytest
 
-from conftest import PROJECT_ROOT
-from flows.parameters import PipelineParameters
+from helpers import ENTRY_POINT, FLOW_SCRIPT, imported_packages, run_cli, run_flow_script
+from mnist_pipeline.core.parameters import PipelineParameters
 
-FLOW_SCRIPT = PROJECT_ROOT / "flows" / "mnist_flow.py"
+HEAVY = {"prefect", "tensorflow", "keras", "tensorflow_datasets"}
 
 
-def test_help_lists_every_parameter_with_its_default_without_loading_prefect_or_tensorflow():
-    result = subprocess.run([sys.executable, "-X", "importtime", str(FLOW_SCRIPT), "--help"],
-                            capture_output=True, text=True)
-    assert result.returncode == 0
+@pytest.mark.parametrize("command", [(str(FLOW_SCRIPT),), (str(ENTRY_POINT), "run")], ids=["flow-script", "entry-point"])
+def test_help_lists_every_parameter_with_its_default_without_loading_prefect_or_tensorflow(command):
+    if command[0] == str(FLOW_SCRIPT):
+        result = run_flow_script("--help")
+    else:
+        result = run_cli("run", "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
     for name, field in PipelineParameters.model_fields.items():
-        assert "--" + name.replace("_", "-") in result.stdout
+        assert "--" + name.replace("_", "-") in text, name
         if field.default is not None:
-            assert f"(default: {field.default})" in " ".join(result.stdout.split())
-    imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
-    assert "prefect" not in imported and "tensorflow" not in imported and "keras" not in imported
+            assert f"(default: {field.default})" in text, name
+    assert imported_packages(*command, "--help") & HEAVY == set()
+
+
+def error_line(stderr: str) -> str:
+    """argparse's own message: the last line of stderr, after the usage lines (which list every option)."""
+    lines = stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("mnist-pipeline run: error: "), stderr
+    return lines[-1]
 
 
 @pytest.mark.parametrize(
-    "args, named",
+    "args, names_it",
     [
-        (["--threshold", "0"], "threshold"),
-        (["--threshold", "1.01"], "threshold"),
-        (["--epochs", "0"], "epochs"),
-        (["--validation-fraction", "0.6"], "validation_fraction"),
-        (["--validation-fraction", "0"], "validation_fraction"),
-        (["--preset", "resnet"], "preset"),
-        (["--learning-rate", "-1"], "learning_rate"),
-        (["--batch-size", "0"], "batch_size"),
+        (["--threshold", "0"], "threshold=0.0"),
+        (["--threshold", "1.01"], "threshold=1.01"),
+        (["--epochs", "0"], "epochs=0"),
+        (["--epochs", "many"], "argument --epochs: invalid int value: 'many'"),
+        (["--validation-fraction", "0.6"], "validation_fraction=0.6"),
+        (["--validation-fraction", "0"], "validation_fraction=0.0"),
+        (["--preset", "resnet"], "argument --preset: invalid choice: 'resnet'"),
+        (["--learning-rate", "-1"], "learning_rate=-1.0"),
+        (["--batch-size", "0"], "batch_size=0"),
+        (["--seed", "-1"], "seed=-1"),
     ],
 )
-def test_bad_parameter_fails_at_once_naming_it(args, named, tmp_path):
+def test_bad_parameter_fails_at_once_naming_it(args, names_it, tmp_path):
     artifacts = tmp_path / "artifacts"
-    result = subprocess.run([sys.executable, str(FLOW_SCRIPT), *args, "--artifacts-dir", str(artifacts)],
-                            capture_output=True, text=True)
-    assert result.returncode == 2
-    assert named.replace("_", "-") in result.stderr or named in result.stderr
+    result = run_flow_script(*args, "--artifacts-dir", str(artifacts))
+    assert result.returncode == 2, result.stderr
+    line = error_line(result.stderr)
+    assert names_it in line, line
+    others = {name for name in PipelineParameters.model_fields if f" {name}=" in line or f"--{name.replace('_', '-')}:" in line}
+    assert len(others) == 1, f"names {others}, not just the bad parameter: {line}"
     assert not artifacts.exists(), "no work may start"
 
 
+def test_bad_parameter_of_the_entry_point_exits_2_naming_it(tmp_path):
+    result = run_cli("run", "--threshold", "1.5", "--artifacts-dir", str(tmp_path / "artifacts"))
+    assert result.returncode == 2, result.stderr
+    assert "threshold=1.5" in error_line(result.stderr)
+    assert not (tmp_path / "artifacts").exists()
+
+
 def test_flow_signature_mirrors_the_parameter_model():
-    from flows.mnist_flow import mnist_pipeline
+    from mnist_pipeline.flows.mnist_flow import mnist_pipeline
 
     signature = inspect.signature(mnist_pipeline.fn)
     assert list(signature.parameters) == list(PipelineParameters.model_fields)
     for name, field in PipelineParameters.model_fields.items():
         assert signature.parameters[name].default == field.default, name
-
-
-def test_flow_rejects_bad_parameters_before_any_work(prefect_server, tmp_path):
-    from flows.mnist_flow import mnist_pipeline
-    from flows.parameters import InvalidParameterError
-
-    state = mnist_pipeline(threshold=1.5, artifacts_dir=str(tmp_path / "a"), return_state=True)
-    assert state.is_failed()
-    error = state.result(raise_on_failure=False)
-    assert isinstance(error, InvalidParameterError) and "threshold=1.5" in str(error)
-    assert not (tmp_path / "a").exists()
+        assert signature.parameters[name].kind is inspect.Parameter.KEYWORD_ONLY, name
+    schema = mnist_pipeline.parameters.model_dump()["properties"]  # what Prefect shows in the Run form
+    assert list(schema) == list(PipelineParameters.model_fields)
+    for name, field in PipelineParameters.model_fields.items():
+        assert schema[name].get("description") == field.description, name
+        assert schema[name].get("default") == field.default, name
 
 
 def test_loading_the_flow_module_imports_no_tensorflow():
     """`prefect deploy` and workers import the flow file: it must stay light."""
-    code = "import sys, flows.mnist_flow; print(sorted(m for m in ('tensorflow', 'keras', 'tensorflow_datasets') if m in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    imported = imported_packages("-c", "import mnist_pipeline.flows.mnist_flow")
+    assert "prefect" in imported  # the import did happen
+    assert imported & {"tensorflow", "keras", "tensorflow_datasets"} == set()

@@ -3,18 +3,18 @@ next run completes normally (and completes an interrupted registration)."""
 
 from __future__ import annotations
 
-import os
+import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_ROOT
-from tasks.evaluate import load_model
-from tasks.registry import Registry
-from tasks.split import is_intact
+from helpers import run_flow_script
+from mnist_pipeline.core.models import load_model
+from mnist_pipeline.core.registry import Registry
+from mnist_pipeline.core.splits import is_intact
+
+pytestmark = pytest.mark.slow
 
 # (crash point, what must be true of the artifacts right after the kill)
 CRASHES = [
@@ -26,21 +26,23 @@ CRASHES = [
 ]
 
 
-def run_flow(artifacts: Path, api_url: str, crash_at: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PREFECT_API_URL": api_url}
-    env.pop("MNIST_CRASH_AT", None)
-    if crash_at:
-        env["MNIST_CRASH_AT"] = crash_at
-    return subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "flows" / "mnist_flow.py"), "--preset", "mlp", "--epochs", "1",
-         "--threshold", "0.9", "--artifacts-dir", str(artifacts)],
-        env=env, capture_output=True, text=True, timeout=900,
-    )
+def run_flow(artifacts: Path, api_url: str, crash_at: str | None = None):
+    return run_flow_script("--preset", "mlp", "--epochs", "1", "--threshold", "0.9", "--artifacts-dir", str(artifacts),
+                           env={"PREFECT_API_URL": api_url, **({"MNIST_CRASH_AT": crash_at} if crash_at else {})},
+                           timeout=900)
 
 
 def visible_splits(artifacts: Path) -> list[Path]:
     root = artifacts / "splits"
     return [p for p in root.iterdir() if not p.name.startswith(".")] if root.is_dir() else []
+
+
+def pending_versions(registry: Registry) -> list[str]:
+    """Versions whose registration's decision was never applied (a process died in between), as
+    `registry check` names them."""
+    problems = [problem for problem in registry.check() if "never applied" in problem]
+    return [version for version in registry.versions()
+            if any(problem.startswith(f"{registry.version_dir(version)}:") for problem in problems)]
 
 
 def assert_nothing_half_written(artifacts: Path) -> None:
@@ -55,15 +57,15 @@ def assert_nothing_half_written(artifacts: Path) -> None:
 
 @pytest.fixture(scope="module")
 def crashed_artifacts(tmp_path_factory, prefect_api_url):
-    """One artifacts directory that lived through every crash in CRASHES, in order."""
-    artifacts = tmp_path_factory.mktemp("crashes")
+    """One artifacts directory that lived through every crash in CRASHES, in order, and what was seen
+    after each (read it; `test_next_run...` works on a copy)."""
+    artifacts = tmp_path_factory.mktemp("crashes") / "artifacts"
     observations = []
     for crash_at, _ in CRASHES:
         result = run_flow(artifacts, prefect_api_url, crash_at)
         assert result.returncode == -signal.SIGKILL, f"{crash_at}: {result.returncode}\n{result.stderr[-3000:]}"
         registry = Registry(artifacts / "registry")
-        observations.append((crash_at, bool(visible_splits(artifacts)), registry.versions(),
-                             [d.candidate for d in registry.pending_decisions()],
+        observations.append((crash_at, bool(visible_splits(artifacts)), registry.versions(), pending_versions(registry),
                              registry.production_file.exists(), registry.decision_log.exists()))
         assert_nothing_half_written(artifacts)
     return artifacts, observations
@@ -80,16 +82,16 @@ def test_each_crash_leaves_only_whole_files(crashed_artifacts):
     ]
 
 
-def test_next_run_completes_and_finishes_the_interrupted_registration(crashed_artifacts, prefect_api_url):
-    artifacts, _ = crashed_artifacts
+def test_next_run_completes_and_finishes_the_interrupted_registration(crashed_artifacts, prefect_api_url, tmp_path):
+    artifacts = Path(shutil.copytree(crashed_artifacts[0], tmp_path / "artifacts"))
     result = run_flow(artifacts, prefect_api_url)
     assert result.returncode == 0, result.stderr[-3000:]
     registry = Registry(artifacts / "registry")
     assert registry.versions() == ["v0001", "v0002"]
-    assert [d["candidate"] for d in registry.decisions()] == ["v0001", "v0002"]
+    assert [(d.action, d.candidate) for d in registry.decisions()] == [("register", "v0001"), ("register", "v0002")]
     assert registry.production() in {"v0001", "v0002"}
     problems = registry.check()  # what is left: the staging folder of the kill before rename
-    assert problems and all("left by an interrupted registration" in problem for problem in problems)
+    assert problems and all("left by an interrupted registration" in problem for problem in problems), problems
     registry.repair()
     assert registry.check() == []
     assert_nothing_half_written(artifacts)

@@ -1,22 +1,34 @@
-"""The whole flow on the full MNIST, as a user runs it: promotion, cache, gate, exit codes, bad input."""
+"""The whole flow on the full MNIST, run in this process against the session's Prefect server:
+promotion, published artifacts, the cached split, the gate, damaged splits and bundles, and the tfds
+source offline.
+
+One first run (the mlp, its preset's defaults) is made once; the tests that change an artifacts
+folder each work on their own copy of it (`artifacts`), so no test sees another's runs.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
-from conftest import PROJECT_ROOT
-from tasks.errors import ChecksumMismatchError
-from tasks.paths import BUNDLED_MNIST_DIR
-from tasks.registry import Registry
+from helpers import artifact_types, bundle_copy, flip_byte, run_flow_script, settled_task_runs, wait_until
+from mnist_pipeline.core.errors import ChecksumMismatchError
+from mnist_pipeline.core.paths import bundled_mnist_dir
+from mnist_pipeline.core.registry import Registry
+from mnist_pipeline.core.splits import SplitFiles, is_intact
+from mnist_pipeline.core.summary import RunSummary
 
-FLOW_SCRIPT = PROJECT_ROOT / "flows" / "mnist_flow.py"
+pytestmark = pytest.mark.slow
+
+RUN_ARTIFACTS = {"mnist-training-report": "markdown", "mnist-per-class-accuracy": "table",
+                 "mnist-training-progress": "progress"}
 
 # Reads the production model and the canonical test IDX file with nothing of the pipeline's code.
 RECOMPUTE_ACCURACY = """
@@ -34,142 +46,208 @@ print(json.dumps({"version": version, "correct": int((predicted == labels).sum()
 
 
 def run_flow(**parameters):
-    from flows.mnist_flow import mnist_pipeline
+    """(final state, RunSummary or the error) of one run of the flow in this process."""
+    from mnist_pipeline.flows.mnist_flow import mnist_pipeline
 
     state = mnist_pipeline(**parameters, return_state=True)
     return state, state.result(raise_on_failure=False)
 
 
-def task_states(flow_run_id) -> dict[str, list[str]]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    states: dict[str, list[str]] = {}
-    for run in runs:
-        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
-    return states
+def stage_states(client, state, stages=("download-split",)) -> dict[str, list[str]]:
+    """{stage: state names of its task runs} of a finished flow run, once `stages` have settled."""
+    runs = settled_task_runs(client, state.state_details.flow_run_id, stages)
+    return {name: [run.state.name for run in group] for name, group in runs.items()}
 
 
-def artifacts_of(flow_run_id) -> dict[str, str]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-        )
-    return {artifact.key: artifact.type for artifact in found}
+def split_dir(artifacts: Path) -> Path:
+    [split] = [path for path in (artifacts / "splits").iterdir() if not path.name.startswith(".")]
+    return split
 
 
 @pytest.fixture(scope="module")
-def artifacts_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("pipeline-artifacts")
+def client(prefect_server):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        yield client
+
+
+@dataclass(frozen=True)
+class FirstRun:
+    artifacts: Path
+    flow_run_id: UUID
+    summary: RunSummary
 
 
 @pytest.fixture(scope="module")
-def first_run(prefect_server, artifacts_dir):
-    state, summary = run_flow(preset="mlp", artifacts_dir=str(artifacts_dir))
-    assert state.is_completed(), state
-    return state, summary
+def first_run(prefect_server, tmp_path_factory) -> FirstRun:
+    """The first run in a new artifacts folder: the mlp with its preset's defaults. Read its folder,
+    never change it (`artifacts` is a copy to change)."""
+    artifacts = tmp_path_factory.mktemp("first-run") / "artifacts"
+    state, summary = run_flow(preset="mlp", artifacts_dir=str(artifacts))
+    assert state.is_completed(), summary
+    return FirstRun(artifacts, state.state_details.flow_run_id, summary)
 
 
-def test_first_run_promotes_an_mlp_above_97_percent(first_run, artifacts_dir):
-    state, summary = first_run
-    assert summary["promoted"] is True and summary["version"] == "v0001"
-    assert summary["accuracy"] >= 0.97
-    low, high = summary["accuracy_interval_95"]
-    assert low < summary["accuracy"] < high
-    registry = Registry(artifacts_dir / "registry")
-    assert registry.production() == "v0001"
+@pytest.fixture
+def artifacts(first_run, tmp_path) -> Path:
+    """A private copy of the first run's artifacts folder: its split, and the mlp as production v0001.
+    Without Prefect's result cache, whose entries belong to the first run's folder."""
+    return Path(shutil.copytree(first_run.artifacts, tmp_path / "artifacts",
+                                ignore=shutil.ignore_patterns("prefect-results")))
+
+
+def test_first_run_promotes_an_mlp_above_97_percent(first_run, client):
+    summary = first_run.summary
+    assert summary.promoted is True and summary.version == "v0001" and summary.preset == "mlp"
+    assert summary.accuracy >= 0.97
+    low, high = summary.accuracy_interval_95
+    assert low < summary.accuracy < high
+    registry = Registry(first_run.artifacts / "registry")
+    assert registry.production() == summary.production == "v0001"
     [decision] = registry.decisions()
-    assert decision["verdict"] == "promoted" and decision["flow_run_id"] == str(state.state_details.flow_run_id)
-    run_dir = Path(summary["run_dir"])
+    assert (decision.action, decision.candidate, decision.verdict) == ("register", "v0001", "promoted")
+    assert decision.flow_run_id == str(first_run.flow_run_id) and decision.production_before is None
+    run_dir = Path(summary.run_dir)
+    assert run_dir.parent == first_run.artifacts / "runs"
     for name in ("model.keras", "metrics.json", "history.json", "training_curves.png", "confusion_matrix.png"):
         assert (run_dir / name).is_file(), name
-    assert task_states(state.state_details.flow_run_id) == {
+    runs = settled_task_runs(client, first_run.flow_run_id)
+    assert {name: [run.state.name for run in group] for name, group in runs.items()} == {
         name: ["Completed"] for name in ("download-split", "preprocess", "train", "evaluate", "register")
     }
 
 
-def test_report_and_table_artifacts_are_published(first_run):
-    state, summary = first_run
-    artifacts = artifacts_of(state.state_details.flow_run_id)
-    assert artifacts == {"mnist-training-report": "markdown", "mnist-per-class-accuracy": "table",
-                         "mnist-training-progress": "progress"}
+def test_report_and_table_artifacts_are_published(first_run, client):
+    published = wait_until(lambda: artifact_types(client, first_run.flow_run_id),
+                           lambda found: set(RUN_ARTIFACTS) <= set(found))
+    assert published == RUN_ARTIFACTS
 
 
-def test_recorded_accuracy_holds_in_a_fresh_process_on_raw_test_images(first_run, artifacts_dir):
-    _, summary = first_run
+def test_recorded_accuracy_holds_in_a_fresh_process_on_raw_test_images(first_run):
     output = subprocess.run(
-        [sys.executable, "-c", RECOMPUTE_ACCURACY, str(artifacts_dir / "registry"), str(BUNDLED_MNIST_DIR)],
+        [sys.executable, "-c", RECOMPUTE_ACCURACY, str(first_run.artifacts / "registry"), str(bundled_mnist_dir())],
         capture_output=True, text=True, check=True,
     ).stdout
     recomputed = json.loads(output.strip().splitlines()[-1])
-    assert recomputed["version"] == summary["version"]
-    assert recomputed["correct"] / recomputed["total"] == summary["accuracy"]
+    assert recomputed["version"] == first_run.summary.version
+    assert recomputed["correct"] / recomputed["total"] == first_run.summary.accuracy
 
 
-def test_second_run_reuses_the_split_and_a_high_threshold_rejects(first_run, artifacts_dir):
-    state, summary = run_flow(preset="mlp", epochs=1, threshold=0.999, artifacts_dir=str(artifacts_dir))
+def test_second_run_in_a_folder_takes_the_split_from_the_cache_and_a_high_threshold_rejects(artifacts, client):
+    split_inode = split_dir(artifacts).stat().st_ino
+    state, _ = run_flow(preset="seed-mlp", epochs=1, artifacts_dir=str(artifacts))  # this folder's first run
+    assert state.is_completed()
+    state, summary = run_flow(preset="seed-mlp", epochs=1, threshold=0.999, artifacts_dir=str(artifacts))
     assert state.is_completed()  # a rejection is an outcome, not a failure
-    assert task_states(state.state_details.flow_run_id)["download-split"] == ["Cached"]
-    assert summary["promoted"] is False and summary["production"] == "v0001"
-    registry = Registry(artifacts_dir / "registry")
+    assert stage_states(client, state)["download-split"] == ["Cached"]
+    assert split_dir(artifacts).stat().st_ino == split_inode  # never rebuilt
+    assert summary.promoted is False and summary.production == "v0001"
+    registry = Registry(artifacts / "registry")
     assert registry.production() == "v0001"
     last = registry.decisions()[-1]
-    assert last["verdict"] == "rejected" and "below the threshold 0.9990" in last["reason"]
-    assert registry.read_version(summary["version"])["status"] == "rejected"
+    assert last.candidate == summary.version == "v0003"
+    assert last.verdict == "rejected" and "below the threshold 0.9990" in last.reason
+    assert registry.read_version(summary.version)["status"] == "rejected"
 
 
-def test_weaker_challenger_above_threshold_is_rejected(first_run, artifacts_dir):
-    _, champion = first_run
-    state, summary = run_flow(preset="seed-mlp", epochs=1, threshold=0.9, artifacts_dir=str(artifacts_dir))
+def test_a_moved_artifacts_folder_runs_from_its_own_split(artifacts, tmp_path):
+    state, _ = run_flow(preset="seed-mlp", epochs=1, artifacts_dir=str(artifacts))  # caches the split here
     assert state.is_completed()
-    assert 0.9 <= summary["accuracy"] < champion["accuracy"]
-    assert summary["promoted"] is False and "worse than production v0001" in summary["reason"]
-    assert Registry(artifacts_dir / "registry").production() == "v0001"
+    split_inode = split_dir(artifacts).stat().st_ino
+    moved = artifacts.rename(tmp_path / "moved")
+
+    state, summary = run_flow(preset="seed-mlp", epochs=1, artifacts_dir=str(moved))
+    assert state.is_completed(), summary  # not sent to the split's old place by the cache
+    assert split_dir(moved).stat().st_ino == split_inode  # and not rebuilt either
+    assert Path(summary.run_dir).parent == moved / "runs"
+    assert Registry(moved / "registry").versions() == ["v0001", "v0002", "v0003"]
 
 
-def test_damaged_split_on_disk_is_rebuilt_not_served(first_run, artifacts_dir):
-    [split_dir] = (path for path in (artifacts_dir / "splits").iterdir() if not path.name.startswith("."))
-    (split_dir / "validation.npz").write_bytes(b"truncated")
-    state, _ = run_flow(preset="mlp", epochs=1, threshold=0.999, artifacts_dir=str(artifacts_dir))
+def test_weaker_challenger_above_threshold_is_rejected(artifacts, first_run):
+    champion = first_run.summary
+    state, summary = run_flow(preset="seed-mlp", epochs=1, threshold=0.9, artifacts_dir=str(artifacts))
     assert state.is_completed()
-    assert task_states(state.state_details.flow_run_id)["download-split"] == ["Completed"]
-    from tasks.split import is_intact
+    assert 0.9 <= summary.accuracy < champion.accuracy
+    assert summary.promoted is False and "worse than production v0001" in summary.reason
+    registry = Registry(artifacts / "registry")
+    assert registry.production() == "v0001"
+    last = registry.decisions()[-1]
+    assert (last.candidate, last.verdict, last.production_before) == (summary.version, "rejected", "v0001")
+    assert last.champion_accuracy == champion.accuracy and last.candidate_accuracy == summary.accuracy
 
-    assert is_intact(split_dir)
+
+def test_damaged_split_on_disk_is_rebuilt_not_served(artifacts, first_run, client):
+    state, _ = run_flow(preset="seed-mlp", epochs=1, artifacts_dir=str(artifacts))  # caches the split here
+    assert state.is_completed()
+    split = split_dir(artifacts)
+    (split / "validation.npz").write_bytes(b"truncated")  # the cache still names this split
+    state, summary = run_flow(preset="seed-mlp", epochs=1, artifacts_dir=str(artifacts))
+    assert state.is_completed(), summary
+    assert stage_states(client, state)["download-split"] == ["Completed"]
+    assert is_intact(split)
+    rebuilt = SplitFiles(str(split / "manifest.json"), "").load("validation")
+    original = SplitFiles(str(split_dir(first_run.artifacts) / "manifest.json"), "").load("validation")
+    assert all((mine == theirs).all() for mine, theirs in zip(rebuilt, original))  # the same split again
 
 
-def test_flipped_byte_in_bundle_fails_before_training_and_registers_nothing(first_run, artifacts_dir, tmp_path):
-    bundle = tmp_path / "bundle"
-    shutil.copytree(BUNDLED_MNIST_DIR, bundle)
+def test_flipped_byte_in_bundle_fails_before_training_and_registers_nothing(artifacts, client, tmp_path):
+    bundle = bundle_copy(tmp_path / "bundle")
     images = bundle / "train-images-idx3-ubyte.gz"
-    data = bytearray(images.read_bytes())
-    data[len(data) // 2] ^= 0x10
-    images.write_bytes(bytes(data))
-    registry = Registry(artifacts_dir / "registry")
+    flip_byte(images, images.stat().st_size // 2)
+    registry = Registry(artifacts / "registry")
     before = (registry.versions(), registry.production(), registry.decision_log.read_text())
 
-    state, error = run_flow(preset="mlp", bundle_dir=str(bundle), artifacts_dir=str(artifacts_dir))
+    state, error = run_flow(preset="seed-mlp", bundle_dir=str(bundle), artifacts_dir=str(artifacts))
     assert state.is_failed()
     assert isinstance(error, ChecksumMismatchError)
     assert str(images) in str(error) and "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609" in str(error)
-    assert "train" not in task_states(state.state_details.flow_run_id)
+    runs = settled_task_runs(client, state.state_details.flow_run_id, ("download-split",))
+    assert [run.state.type.value for run in runs["download-split"]] == ["FAILED"]
+    assert set(runs) == {"download-split"}, "no stage after the split may run"
     assert (registry.versions(), registry.production(), registry.decision_log.read_text()) == before
 
 
-def _cli(*args, cwd=PROJECT_ROOT):
-    return subprocess.run([sys.executable, str(FLOW_SCRIPT), *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
-
-
-def test_cli_exit_code_3_when_rejected_with_fail_if_not_promoted(first_run, artifacts_dir):
-    result = _cli("--preset", "mlp", "--epochs", "1", "--threshold", "0.999", "--fail-if-not-promoted",
-                  "--artifacts-dir", str(artifacts_dir))
+def test_cli_exit_code_3_when_rejected_with_fail_if_not_promoted(artifacts, prefect_api_url):
+    result = run_flow_script("--preset", "seed-mlp", "--epochs", "1", "--threshold", "0.999", "--fail-if-not-promoted",
+                             "--artifacts-dir", str(artifacts), env={"PREFECT_API_URL": prefect_api_url})
     assert result.returncode == 3, result.stderr[-3000:]
-    assert "promoted      : no: test accuracy" in result.stdout
+    assert "promoted      : no: test accuracy" in result.stdout and "below the threshold 0.9990" in result.stdout
     assert "production    : v0001" in result.stdout
     assert "95% CI" in result.stdout
+
+
+def seed_tfds_download_cache(tfds_data_dir: Path) -> dict[Path, int]:
+    """Put the bundled MNIST files where tfds' DownloadManager keeps a finished download of them
+    (downloads/mnist/<name made of the URL and checksum>, beside its .INFO file), as an earlier online
+    run of `--data-source tfds` leaves them. Returns {file: inode}."""
+    import tensorflow_datasets as tfds
+
+    downloads = tfds_data_dir / "downloads" / "mnist"
+    downloads.mkdir(parents=True)
+    placed = {}
+    for url, info in tfds.builder_cls("mnist").url_infos.items():
+        path = downloads / tfds.download.resource.get_dl_fname(url, info.checksum)
+        shutil.copyfile(bundled_mnist_dir() / info.filename, path)
+        path.with_name(path.name + ".INFO").write_text(json.dumps(
+            {"urls": [url], "dataset_names": ["mnist"], "original_fname": info.filename, "url_info": info.asdict()}))
+        placed[path] = path.stat().st_ino
+    assert len(placed) == 4
+    return placed
+
+
+def test_tfds_source_runs_offline_from_tfds_download_cache(first_run, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    cached = seed_tfds_download_cache(artifacts / "tfds")
+    state, summary = run_flow(preset="seed-mlp", epochs=1, data_source="tfds", artifacts_dir=str(artifacts))
+    assert state.is_completed(), summary
+    assert {path: path.stat().st_ino for path in cached} == cached, "tfds downloaded again"
+
+    manifest = json.loads((split_dir(artifacts) / "manifest.json").read_text())
+    assert manifest["recipe"]["source"] == "tfds"
+    assert Registry(artifacts / "registry").read_json(summary.version, "params.json")["data_source"] == "tfds"
+    from_tfds = SplitFiles(str(split_dir(artifacts) / "manifest.json"), "")
+    from_bundle = SplitFiles(str(split_dir(first_run.artifacts) / "manifest.json"), "")
+    for name in ("train", "validation", "test"):  # the same images, split the same way
+        for mine, theirs in zip(from_tfds.load(name), from_bundle.load(name)):
+            assert (mine == theirs).all(), name

@@ -1,25 +1,30 @@
 """Deployments on a real Prefect server: schedules, a worker, retried stages, the cached split.
 
 Starts `prefect server start` on 127.0.0.1 (free port, temporary PREFECT_HOME), deploys prefect.yaml
-and runs a process worker, exactly as README's "Run it on a Prefect server" section does.
+and runs a process worker, exactly as README's "Run it on a Prefect server" section does. Each test
+gives its runs an artifacts folder of its own.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import time
 from pathlib import Path
 
 import pytest
 
-from flows.local_server import NIGHTLY, ON_DEMAND, LocalPrefect
-from tasks.paths import BUNDLED_MNIST_DIR
-from tasks.registry import Registry
+from helpers import (STAGES, artifact_types, bundle_copy, flip_byte, logs_containing, settled_task_runs,
+                     task_runs, wait_until)
+from mnist_pipeline.core.registry import Registry
+from mnist_pipeline.local_server import NIGHTLY, ON_DEMAND, LocalPrefect
+
+pytestmark = pytest.mark.slow
 
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-RUN_ARTIFACTS = {"mnist-training-report", "mnist-per-class-accuracy", "mnist-training-progress"}
+RUN_ARTIFACTS = {"mnist-training-report": "markdown", "mnist-per-class-accuracy": "table",
+                 "mnist-training-progress": "progress"}
+RETRY_WAITS = {"download-split": (2, 0.5), "preprocess": (1, 0), "train": (2, 0), "evaluate": (2, 0),
+               "register": (1, 0)}  # stage: (seconds before its first retry, jitter share)
 
 
 def free_port() -> int:
@@ -56,44 +61,27 @@ def client(server):
             yield client
 
 
-def run_and_wait(client, parameters: dict, env: dict | None = None, timeout: float = 600):
+def run_and_wait(client, parameters: dict, env: dict | None = None, timeout: float = 900):
+    """Run the on-demand deployment on the worker; the flow run once it is in a final state."""
     from prefect.deployments import run_deployment
 
     flow_run = run_deployment(ON_DEMAND, parameters=parameters, timeout=0,
                               job_variables={"env": env} if env else None)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        flow_run = client.read_flow_run(flow_run.id)
-        if flow_run.state and flow_run.state.type.value in FINAL_STATES:
-            return flow_run
-        time.sleep(2)
-    raise TimeoutError(f"flow run {flow_run.id} did not finish within {timeout} s")
+    return wait_until(lambda: client.read_flow_run(flow_run.id),
+                      lambda run: run.state is not None and run.state.type.value in FINAL_STATES,
+                      timeout=timeout, interval=2)
 
 
-def task_runs(client, flow_run_id) -> dict:
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {run.name.rsplit("-", 1)[0]: run for run in runs}
+def split_dir(artifacts: Path) -> Path:
+    [split] = [path for path in (artifacts / "splits").iterdir() if not path.name.startswith(".")]
+    return split
 
 
-def logs(client, flow_run_id) -> str:
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-
-    records = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-    return "\n".join(record.message for record in records)
-
-
-def artifact_keys(client, flow_run_id) -> set[str]:
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
-    return {artifact.key for artifact in found}
-
-
-@pytest.fixture(scope="module")
-def artifacts_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("server-artifacts")
+def retry_waits(client, task_run) -> list[float]:
+    """Seconds between each AwaitingRetry state of a task run and the time its retry was scheduled for."""
+    states = client.read_task_run_states(task_run.id)
+    return [(state.state_details.scheduled_time - state.timestamp).total_seconds()
+            for state in states if state.name == "AwaitingRetry"]
 
 
 def test_scheduled_deployment_has_upcoming_runs(client):
@@ -102,63 +90,72 @@ def test_scheduled_deployment_has_upcoming_runs(client):
     deployment = client.read_deployment_by_name(NIGHTLY)
     [schedule] = deployment.schedules
     assert schedule.schedule.cron == "0 2 * * *" and schedule.schedule.timezone == "UTC"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        scheduled = client.read_flow_runs(
+    scheduled = wait_until(
+        lambda: client.read_flow_runs(
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
             flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type={"any_": ["SCHEDULED"]})),
-        )
-        if scheduled:
-            break
-        time.sleep(2)
-    assert scheduled, "the scheduler created no upcoming run of the nightly deployment"
+        ),
+        bool, timeout=120, interval=2,
+    )
     assert all(run.expected_start_time.hour == 2 and run.expected_start_time.minute == 0 for run in scheduled)
     assert client.read_deployment_by_name(ON_DEMAND).schedules == []
 
 
-def test_every_stage_failing_once_still_completes_with_one_version(client, artifacts_dir):
+def test_every_stage_failing_once_still_completes_with_one_version(client, tmp_path):
+    artifacts = tmp_path / "artifacts"
     flow_run = run_and_wait(
-        client, {"preset": "mlp", "epochs": 3, "artifacts_dir": str(artifacts_dir)},
+        client, {"preset": "mlp", "epochs": 3, "artifacts_dir": str(artifacts)},
         env={"MNIST_FAIL_ONCE": "download,preprocess,train@epoch2,evaluate,register"},
     )
     assert flow_run.state.type.value == "COMPLETED", flow_run.state
-    runs = task_runs(client, flow_run.id)
-    assert {name: run.run_count for name, run in runs.items()} == {
-        name: 2 for name in ("download-split", "preprocess", "train", "evaluate", "register")
+    settled_task_runs(client, flow_run.id)
+    runs = wait_until(lambda: task_runs(client, flow_run.id),
+                      lambda found: all(run.run_count >= 2 for group in found.values() for run in group))
+    assert {name: [(run.state.name, run.run_count) for run in group] for name, group in runs.items()} == {
+        name: [("Completed", 2)] for name in STAGES
     }
-    text = logs(client, flow_run.id)
-    assert "injected fault: first attempt of stage train at the end of epoch 2" in text
-    assert "resuming training from the checkpoint of epoch 2 of 3" in text
-    assert "epoch 3/3" in text and "epoch 1/3" in text
-    registry = Registry(artifacts_dir / "registry")
+    for name, (seconds, jitter) in RETRY_WAITS.items():  # each stage waited as its retry policy says
+        [waited] = wait_until(lambda: retry_waits(client, runs[name][0]), bool)
+        assert seconds * (1 - jitter) - 0.5 <= waited <= seconds * (1 + jitter) + 0.5, (name, waited)
+
+    text = logs_containing(client, flow_run.id, "injected fault: first attempt of stage train at the end of epoch 2",
+                           "resuming training from the checkpoint of epoch 2 of 3", "trained mlp: 3 epochs")
+    for epoch in (1, 2, 3):  # the retry trained only the epoch that was missing
+        assert text.count(f"epoch {epoch}/3:") == 1, (epoch, text)
+    registry = Registry(artifacts / "registry")
     assert registry.versions() == ["v0001"]
     assert len(registry.decisions()) == 1
-    assert artifact_keys(client, flow_run.id) == RUN_ARTIFACTS
+    assert wait_until(lambda: artifact_types(client, flow_run.id), lambda found: set(RUN_ARTIFACTS) <= set(found)) \
+        == RUN_ARTIFACTS
 
 
-def test_bad_checksum_fails_after_one_attempt(client, artifacts_dir, tmp_path):
-    bundle = tmp_path / "bundle"
-    shutil.copytree(BUNDLED_MNIST_DIR, bundle)
-    labels = bundle / "t10k-labels-idx1-ubyte.gz"
-    data = bytearray(labels.read_bytes())
-    data[-10] ^= 0xFF
-    labels.write_bytes(bytes(data))
-    before = Registry(artifacts_dir / "registry").versions()
+def test_bad_checksum_fails_after_one_attempt(client, tmp_path):
+    bundle = bundle_copy(tmp_path / "bundle")
+    flip_byte(bundle / "t10k-labels-idx1-ubyte.gz", -10)
+    artifacts = tmp_path / "artifacts"
 
-    flow_run = run_and_wait(client, {"preset": "mlp", "epochs": 1, "bundle_dir": str(bundle),
-                                     "artifacts_dir": str(artifacts_dir)})
-    assert flow_run.state.type.value == "FAILED"
-    runs = task_runs(client, flow_run.id)
-    assert runs["download-split"].run_count == 1 and runs["download-split"].state.type.value == "FAILED"
-    assert "train" not in runs
-    assert "has SHA-256" in logs(client, flow_run.id)
-    assert Registry(artifacts_dir / "registry").versions() == before
+    flow_run = run_and_wait(client, {"preset": "seed-mlp", "epochs": 1, "bundle_dir": str(bundle),
+                                     "artifacts_dir": str(artifacts)})
+    assert flow_run.state.type.value == "FAILED", flow_run.state
+    runs = settled_task_runs(client, flow_run.id, ("download-split",))
+    assert [(run.state.type.value, run.run_count) for run in runs["download-split"]] == [("FAILED", 1)]
+    assert set(runs) == {"download-split"}, "no stage after the split may run"
+    logs_containing(client, flow_run.id, "has SHA-256")
+    assert not (artifacts / "registry").exists()
 
 
-def test_rerun_after_a_failure_reuses_the_cached_split(client, artifacts_dir):
-    flow_run = run_and_wait(client, {"preset": "mlp", "epochs": 1, "artifacts_dir": str(artifacts_dir)})
+def test_rerun_after_a_crash_reuses_the_cached_split(client, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    parameters = {"preset": "seed-mlp", "epochs": 1, "artifacts_dir": str(artifacts)}
+    crashed = run_and_wait(client, parameters, env={"MNIST_CRASH_AT": "train@epoch1"})  # killed after the split
+    assert crashed.state.type.value == "CRASHED", crashed.state
+    split_inode = split_dir(artifacts).stat().st_ino
+
+    flow_run = run_and_wait(client, parameters)
     assert flow_run.state.type.value == "COMPLETED", flow_run.state
-    runs = task_runs(client, flow_run.id)
-    assert runs["download-split"].state.name == "Cached"
-    assert Registry(artifacts_dir / "registry").versions() == ["v0001", "v0002"]
-    assert artifact_keys(client, flow_run.id) == RUN_ARTIFACTS
+    runs = settled_task_runs(client, flow_run.id)
+    assert [run.state.name for run in runs["download-split"]] == ["Cached"]
+    assert split_dir(artifacts).stat().st_ino == split_inode
+    assert Registry(artifacts / "registry").versions() == ["v0001"]  # the crashed run registered nothing
+    assert wait_until(lambda: artifact_types(client, flow_run.id), lambda found: set(RUN_ARTIFACTS) <= set(found)) \
+        == RUN_ARTIFACTS

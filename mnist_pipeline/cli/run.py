@@ -7,6 +7,7 @@ Options are built from `PipelineParameters` and checked before Prefect or Tensor
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import types
@@ -78,6 +79,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     from mnist_pipeline.flows.mnist_flow import mnist_pipeline
 
+    _hide_console_tracebacks_of(PipelineError)
     try:
         summary = mnist_pipeline(**params.model_dump())
     except PipelineError as error:
@@ -87,3 +89,23 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.summary_json:
         Path(args.summary_json).write_text(summary.to_json() + "\n")
     return EXIT_NOT_PROMOTED if not summary.promoted and args.fail_if_not_promoted else 0
+
+
+class _WithoutTracebacksOf(logging.Filter):
+    def __init__(self, error_type: type[BaseException]):
+        super().__init__()
+        self.error_type = error_type
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], self.error_type))
+
+
+def _hide_console_tracebacks_of(error_type: type[BaseException]) -> None:
+    """Prefect's console log prints the traceback of the exception that ended the flow run. For a
+    `PipelineError` the message says what is wrong and what to do, and `run` prints it last as
+    `error: ...`, so the console leaves that record out; the Prefect server's log still has it."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler):
+            handler.addFilter(_WithoutTracebacksOf(error_type))
