@@ -14,8 +14,8 @@ import numpy as np
 
 from mnist_pipeline.core.mnist import IMAGE_SHAPE, NUM_CLASSES
 
-# Training steps run per call into TensorFlow: one call per step costs ~1 ms of Python and dispatch,
-# more than a whole step of the small MLPs. Callbacks still see every epoch's end.
+# Training steps run per call into TensorFlow: one call per step costs more in Python and dispatch
+# than a whole step of the small MLPs (bench/ measures it). Callbacks still see every epoch's end.
 STEPS_PER_EXECUTION = 50
 
 
