@@ -20,6 +20,7 @@ if __name__ == "__main__":  # answer the command line before Prefect (1.5 s to i
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.states import Completed, State
 
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.models import TrainingConfig, training_config
@@ -47,10 +48,22 @@ class Plan:
     run_dir: Path
 
 
-@flow(name="mnist-training-pipeline", log_prints=True)
+def run_name() -> str:
+    """What ran, and when: e.g. `cnn-seed42-20261129T071835Z` (shown in Prefect's lists of runs)."""
+    def given(name: str):
+        return flow_run.parameters.get(name, PipelineParameters.model_fields[name].default)
+
+    return f"{given('preset')}-seed{given('seed')}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+
+
+@flow(name="mnist-training-pipeline", flow_run_name=run_name, log_prints=True)
 @takes_parameters
-def mnist_pipeline(**values) -> RunSummary:
-    """Train an MNIST classifier and promote it to production if it passes the gate."""
+def mnist_pipeline(**values) -> State:
+    """Train an MNIST classifier and promote it to production if it passes the gate.
+
+    The run ends in a `Completed` state named `Promoted` or `Rejected`, with the gate's reason as its
+    message; its result is the `RunSummary`.
+    """
     plan = make_plan(validate_parameters(values))
     split = download_split.with_options(
         result_storage=plan.paths.prefect_results,  # a stable path, so later runs find the cache
@@ -64,13 +77,14 @@ def mnist_pipeline(**values) -> RunSummary:
                         {"split_recipe_key": plan.recipe.key, "data_source": plan.params.data_source})
 
     registry = Registry(plan.paths.registry)
-    return RunSummary(
+    summary = RunSummary(
         version=decision.candidate, preset=plan.config.preset, accuracy=evaluation.accuracy,
         accuracy_interval_95=evaluation.interval_95, promoted=decision.promoted, reason=decision.reason,
         production=registry.production(), epochs_run=trained.epochs_run, train_seconds=trained.train_seconds,
         version_dir=str(registry.version_dir(decision.candidate)), run_dir=str(plan.run_dir),
         decision_log=str(registry.decision_log),
     )
+    return Completed(name="Promoted" if decision.promoted else "Rejected", message=decision.reason, data=summary)
 
 
 def make_plan(params: PipelineParameters) -> Plan:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prefect import task
 from prefect.artifacts import create_table_artifact
+from prefect.logging import get_run_logger
 from prefect.runtime import task_run
 
 from mnist_pipeline.core.errors import retry_unless_permanent
@@ -22,6 +23,9 @@ PER_CLASS_TABLE_KEY = "mnist-per-class-accuracy"
 def evaluate(trained: TrainedModel, data: SplitFiles, run_dir: str) -> Evaluation:
     """Idempotent: a retry rewrites the same files (atomically) and republishes the table."""
     evaluation = evaluate_model(trained, data, Path(run_dir))
+    low, high = evaluation.interval_95
+    get_run_logger().info("test accuracy %.4f (95%% CI %.4f-%.4f, %d/%d)", evaluation.accuracy, low, high,
+                          evaluation.correct, evaluation.total)
     inject_fault("evaluate", task_run.run_count)
     metrics = json.loads(Path(evaluation.metrics_path).read_text())
     create_table_artifact(

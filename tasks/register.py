@@ -8,6 +8,7 @@ from pathlib import Path
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
+from prefect.logging import get_run_logger
 from prefect.runtime import flow_run, task_run
 
 from mnist_pipeline.core.decisions import DecisionRecord
@@ -28,6 +29,9 @@ def register(trained: TrainedModel, evaluation: Evaluation, data: SplitFiles, re
     registry = Registry(Path(registry_dir))
     candidate = Candidate(trained, evaluation, data, threshold, run_params, flow_run.get_id())
     decision = registry.register(candidate, attempt=task_run.run_count)
+    low, high = evaluation.interval_95
+    get_run_logger().info("%s %s: %s (95%% CI %.4f-%.4f)", decision.candidate, decision.verdict,
+                          decision.reason, low, high)
     metrics = json.loads(Path(evaluation.metrics_path).read_text())
     create_markdown_artifact(
         key=REPORT_KEY,

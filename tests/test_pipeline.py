@@ -18,7 +18,8 @@ from uuid import UUID
 
 import pytest
 
-from helpers import artifact_types, bundle_copy, flip_byte, run_flow_script, settled_task_runs, wait_until
+from helpers import (artifact_types, bundle_copy, flip_byte, logs_containing, run_flow_script, settled_task_runs,
+                     wait_until)
 from mnist_pipeline.core.errors import ChecksumMismatchError
 from mnist_pipeline.core.paths import bundled_mnist_dir
 from mnist_pipeline.core.registry import Registry
@@ -77,6 +78,8 @@ class FirstRun:
     artifacts: Path
     flow_run_id: UUID
     summary: RunSummary
+    state_name: str
+    state_message: str
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +89,7 @@ def first_run(prefect_server, tmp_path_factory) -> FirstRun:
     artifacts = tmp_path_factory.mktemp("first-run") / "artifacts"
     state, summary = run_flow(preset="mlp", artifacts_dir=str(artifacts))
     assert state.is_completed(), summary
-    return FirstRun(artifacts, state.state_details.flow_run_id, summary)
+    return FirstRun(artifacts, state.state_details.flow_run_id, summary, state.name, state.message)
 
 
 @pytest.fixture
@@ -116,6 +119,16 @@ def test_first_run_promotes_an_mlp_above_97_percent(first_run, client):
     assert {name: [run.state.name for run in group] for name, group in runs.items()} == {
         name: ["Completed"] for name in ("download-split", "preprocess", "train", "evaluate", "register")
     }
+
+
+def test_the_run_says_what_ran_and_its_verdict_without_opening_anything(first_run, client):
+    assert (first_run.state_name, first_run.state_message) == ("Promoted", first_run.summary.reason)
+    flow_run = client.read_flow_run(first_run.flow_run_id)
+    assert flow_run.name.startswith("mlp-seed42-"), flow_run.name
+    low, high = first_run.summary.accuracy_interval_95
+    logs_containing(client, first_run.flow_run_id,
+                    f"test accuracy {first_run.summary.accuracy:.4f} (95% CI {low:.4f}-{high:.4f}, ",
+                    f"v0001 promoted: {first_run.summary.reason} (95% CI {low:.4f}-{high:.4f})")
 
 
 def test_report_and_table_artifacts_are_published(first_run, client):
@@ -170,6 +183,7 @@ def test_weaker_challenger_above_threshold_is_rejected(artifacts, first_run):
     assert state.is_completed()
     assert 0.9 <= summary.accuracy < champion.accuracy
     assert summary.promoted is False and "worse than production v0001" in summary.reason
+    assert (state.name, state.message) == ("Rejected", summary.reason)
     registry = Registry(artifacts / "registry")
     assert registry.production() == "v0001"
     last = registry.decisions()[-1]
