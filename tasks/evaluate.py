@@ -12,6 +12,7 @@ from prefect.runtime import task_run
 
 from mnist_pipeline.core.errors import retry_unless_permanent
 from mnist_pipeline.core.faults import inject_fault
+from mnist_pipeline.core.report import per_class_rows
 from mnist_pipeline.core.scoring import Evaluation, evaluate_model
 from mnist_pipeline.core.splits import SplitFiles
 from mnist_pipeline.core.training import TrainedModel
@@ -30,7 +31,7 @@ def evaluate(trained: TrainedModel, data: SplitFiles, run_dir: str) -> Evaluatio
     metrics = json.loads(Path(evaluation.metrics_path).read_text())
     create_table_artifact(
         key=PER_CLASS_TABLE_KEY,
-        table=metrics["per_class"],
+        table=per_class_rows(metrics),
         description=f"Per-class test accuracy of {trained.config.preset} ({evaluation.accuracy:.4f} overall)",
     )
     return evaluation

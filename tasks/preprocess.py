@@ -9,11 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
+from prefect.logging import get_run_logger
 from prefect.runtime import task_run
 
 from mnist_pipeline.core.errors import retry_unless_permanent
 from mnist_pipeline.core.faults import inject_fault
-from mnist_pipeline.core.splits import SplitFiles, check_split
+from mnist_pipeline.core.splits import SplitFiles, check_split, describe_split
 
 
 @task(name="preprocess", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_permanent)
@@ -21,4 +22,6 @@ def preprocess(manifest_path: str) -> SplitFiles:
     """Checksums, shapes, dtypes, label range, class coverage and counts; the tf.data pipelines are
     built from the checked files where they are consumed (train)."""
     inject_fault("preprocess", task_run.run_count)
-    return check_split(Path(manifest_path))
+    files = check_split(Path(manifest_path))
+    get_run_logger().info("checked %s", describe_split(Path(manifest_path)))
+    return files

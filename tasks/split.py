@@ -1,7 +1,8 @@
-"""Stage 1, download/split: MNIST through tensorflow-datasets, split once by index, written as files.
+"""Stage 1, download/split: MNIST read once (the bundled files, or tensorflow-datasets' download),
+split by index, written as files.
 
-Cached by Prefect on the split's recipe (`core/splits.py`): a second run shows `Cached` and does no
-tfds work. The flow refuses a cache hit whose files are missing or altered (`is_intact`).
+Cached by Prefect on the split's recipe (`core/splits.py`): a second run shows `Cached` and reads
+nothing. The flow refuses a cache hit whose files are missing or altered (`is_intact`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import INPUTS
+from prefect.logging import get_run_logger
 from prefect.runtime import task_run
 from prefect.tasks import exponential_backoff
 
@@ -32,4 +34,4 @@ from mnist_pipeline.core.splits import SplitRecipe, ensure_split
 def download_split(recipe: SplitRecipe, bundle_dir: str, splits_root: str, tfds_data_dir: str) -> str:
     """The manifest path of `recipe`'s split under `splits_root`, built unless an intact copy is there."""
     inject_fault("download", task_run.run_count)
-    return str(ensure_split(recipe, Path(bundle_dir), Path(splits_root), Path(tfds_data_dir)))
+    return str(ensure_split(recipe, Path(bundle_dir), Path(splits_root), Path(tfds_data_dir), get_run_logger()))

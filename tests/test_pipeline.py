@@ -125,8 +125,14 @@ def test_the_run_says_what_ran_and_its_verdict_without_opening_anything(first_ru
     assert (first_run.state_name, first_run.state_message) == ("Promoted", first_run.summary.reason)
     flow_run = client.read_flow_run(first_run.flow_run_id)
     assert flow_run.name.startswith("mlp-seed42-"), flow_run.name
+    assert "preset:mlp" in flow_run.tags
     low, high = first_run.summary.accuracy_interval_95
+    split = split_dir(first_run.artifacts).name
     logs_containing(client, first_run.flow_run_id,
+                    f"building split {split} from the MNIST files in {bundled_mnist_dir()}",
+                    f"built split {first_run.artifacts / 'splits' / split} in ",
+                    f"checked split {split} (bundle, validation fraction 0.1, seed 42): "
+                    "54000 train, 6000 validation, 10000 test images",
                     f"test accuracy {first_run.summary.accuracy:.4f} (95% CI {low:.4f}-{high:.4f}, ",
                     f"v0001 promoted: {first_run.summary.reason} (95% CI {low:.4f}-{high:.4f})")
 
@@ -155,6 +161,7 @@ def test_second_run_in_a_folder_takes_the_split_from_the_cache_and_a_high_thresh
     assert state.is_completed()  # a rejection is an outcome, not a failure
     assert stage_states(client, state)["download-split"] == ["Cached"]
     assert split_dir(artifacts).stat().st_ino == split_inode  # never rebuilt
+    logs_containing(client, state.state_details.flow_run_id, f"checked split {split_dir(artifacts).name} (bundle, ")
     assert summary.promoted is False and summary.production == "v0001"
     registry = Registry(artifacts / "registry")
     assert registry.production() == "v0001"
@@ -226,6 +233,8 @@ def test_cli_exit_code_3_when_rejected_with_fail_if_not_promoted(artifacts, pref
     result = run_flow_script("--preset", "seed-mlp", "--epochs", "1", "--threshold", "0.999", "--fail-if-not-promoted",
                              "--artifacts-dir", str(artifacts), env={"PREFECT_API_URL": prefect_api_url})
     assert result.returncode == 3, result.stderr[-3000:]
+    for notice in ("failed call to cuInit", "oneDNN custom operations", "absl::InitializeLog"):
+        assert notice not in result.stderr  # TensorFlow's start-up notices are kept out
     assert "promoted      : no: test accuracy" in result.stdout and "below the threshold 0.9990" in result.stdout
     assert "production    : v0001" in result.stdout
     assert "95% CI" in result.stdout

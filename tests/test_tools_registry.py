@@ -3,6 +3,7 @@ production) and v0002 (weak, rejected as worse than production)."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -185,15 +186,21 @@ def test_bad_version_names_are_refused(text, capsys):
     assert exit_.value.code == 2 and "is not a version" in capsys.readouterr().err
 
 
-def test_report_links_the_plots_and_the_model_card(artifacts):
+def test_report_embeds_the_plots_and_the_model_card(artifacts):
+    """The Prefect UI cannot open files on the worker: plots travel inside the report as data URIs."""
     registry = Registry(artifacts / "registry")
+    version_dir = registry.version_dir("v0002")
     decision = next(d for d in registry.decisions() if d.candidate == "v0002")
-    report = render_report(decision, registry.read_json("v0002", "metrics.json"), registry.version_dir("v0002"),
-                           "seed-mlp")
+    report = render_report(decision, registry.read_json("v0002", "metrics.json"), version_dir, "seed-mlp")
     assert "## Gate decision: **REJECTED**" in report
     assert f"| production before | v0001 ({decision.champion_accuracy:.4f}) |" in report
-    for title, name in (("Training curves", "training_curves.png"), ("Confusion matrix", "confusion_matrix.png"),
-                        ("Model card", "model_card.md")):
-        path = registry.version_dir("v0002") / name
-        assert path.is_file()
-        assert f"[{title}]({path.resolve().as_uri()})" in report
+    for name in ("training_curves.png", "confusion_matrix.png"):
+        encoded = base64.b64encode((version_dir / name).read_bytes()).decode()
+        assert f"](data:image/png;base64,{encoded})" in report
+    assert "file://" not in report and "| |" not in report
+    card = (version_dir / "model_card.md").read_text()
+    assert "## Model card: MNIST digit classifier (seed-mlp)" in report and card.splitlines()[2] in report
+    metrics = registry.read_json("v0002", "metrics.json")
+    first = metrics["per_class"][0]
+    assert "| class | images | correct | accuracy |" in report
+    assert f"| 0 | {first['count']} | {first['correct']} | {first['accuracy']:.4f} |" in report

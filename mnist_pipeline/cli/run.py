@@ -10,12 +10,14 @@ import argparse
 import logging
 import os
 import sys
+import threading
 import types
 import typing
 from pathlib import Path
 
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.parameters import PipelineParameters, validate_parameters
+from mnist_pipeline.core.quiet_tensorflow import import_tensorflow
 from mnist_pipeline.core.summary import RunSummary
 
 EXIT_NOT_PROMOTED = 3
@@ -77,6 +79,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     # give it more than Prefect's default 20 s to start on a busy 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    # TensorFlow takes seconds to import: do it while Prefect imports and starts its server.
+    threading.Thread(target=import_tensorflow, name="import-tensorflow", daemon=True).start()
     from mnist_pipeline.flows.mnist_flow import mnist_pipeline
 
     _hide_console_tracebacks_of(PipelineError)

@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from mnist_pipeline.core.mnist import IMAGE_SHAPE, NUM_CLASSES
+from mnist_pipeline.core.quiet_tensorflow import import_tensorflow
 
 # Training steps run per call into TensorFlow: one call per step costs more in Python and dispatch
 # than a whole step of the small MLPs (bench/ measures it). Callbacks still see every epoch's end.
@@ -99,6 +100,7 @@ def training_config(preset: str, seed: int, **overrides: int | float | None) -> 
 
 def build_model(config: TrainingConfig, steps_per_epoch: int = 1):
     """A compiled Keras model of the config's preset, taking raw uint8 images."""
+    import_tensorflow()
     import keras
 
     preset = PRESETS[config.preset]
@@ -122,6 +124,7 @@ def build_model(config: TrainingConfig, steps_per_epoch: int = 1):
 
 def load_model(model_path: str | Path):
     """Load a `.keras` model with Keras' safe mode on (no arbitrary code from the file)."""
+    import_tensorflow()
     import keras
 
     path = Path(model_path)

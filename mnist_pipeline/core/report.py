@@ -1,13 +1,18 @@
-"""Markdown for people: the run report (a Prefect artifact) and each version's model card."""
+"""Markdown for people: the run report (a Prefect artifact) and each version's model card.
+
+The report must answer "how did this run do" inside the Prefect UI alone: its plots are embedded as
+`data:` URIs and the model card is part of it, because a browser will not open files on the worker.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from mnist_pipeline.core.decisions import DecisionRecord
+from mnist_pipeline.core.plots import png_data_uri
 
-LINKED_FILES = (("Training curves", "training_curves.png"), ("Confusion matrix", "confusion_matrix.png"),
-                ("Model card", "model_card.md"))
+PLOTS = (("Training curves", "training_curves.png"), ("Confusion matrix (test split)", "confusion_matrix.png"))
+MODEL_CARD = "model_card.md"
 
 
 def _interval(metrics: dict) -> str:
@@ -15,32 +20,39 @@ def _interval(metrics: dict) -> str:
     return f"{metrics['accuracy']:.4f} (95% CI {low:.4f}-{high:.4f}, {metrics['correct']}/{metrics['total']})"
 
 
+def per_class_rows(metrics: dict) -> dict[str, list]:
+    """The per-class results as columns in reading order, accuracies rounded (for tables people read)."""
+    rows = metrics["per_class"]
+    return {"class": [r["class"] for r in rows], "images": [r["count"] for r in rows],
+            "correct": [r["correct"] for r in rows], "accuracy": [round(r["accuracy"], 4) for r in rows]}
+
+
 def _per_class_table(metrics: dict) -> str:
-    rows = ["| class | images | correct | accuracy |", "| --- | --- | --- | --- |"]
-    rows += [f"| {r['class']} | {r['count']} | {r['correct']} | {r['accuracy']:.4f} |" for r in metrics["per_class"]]
-    return "\n".join(rows)
+    columns = per_class_rows(metrics)
+    lines = ["| " + " | ".join(columns) + " |", "| --- " * len(columns) + "|"]
+    lines += ["| " + " | ".join(f"{value:.4f}" if isinstance(value, float) else str(value) for value in row) + " |"
+              for row in zip(*columns.values())]
+    return "\n".join(lines)
 
 
-def _confusion_table(metrics: dict) -> str:
-    matrix = metrics["confusion_matrix"]
-    rows = ["| true \\ predicted | " + " | ".join(str(c) for c in range(len(matrix))) + " |",
-            "| --- " * (len(matrix) + 1) + "|"]
-    rows += [f"| **{true}** | " + " | ".join(str(n) for n in row) + " |" for true, row in enumerate(matrix)]
-    return "\n".join(rows)
+def _embedded_card(version_dir: Path) -> str:
+    """The version's model card one heading level down, to sit inside the report."""
+    card = (version_dir / MODEL_CARD).read_text()
+    return "\n".join("#" + line if line.startswith("#") else line for line in card.splitlines())
 
 
 def render_report(decision: DecisionRecord, metrics: dict, version_dir: Path, preset: str) -> str:
     champion = (
         f"{decision.production_before} ({decision.champion_accuracy:.4f})" if decision.production_before else "none yet"
     )
+    plots = "\n\n".join(f"### {title}\n![{title}]({png_data_uri(version_dir / name)})" for title, name in PLOTS)
     files = "\n".join(f"- `{path}`" for path in sorted(version_dir.iterdir()))
-    links = "\n".join(f"- [{title}]({(version_dir / name).resolve().as_uri()})" for title, name in LINKED_FILES)
     return f"""# MNIST training report: {decision.candidate} ({preset})
 
 ## Gate decision: **{decision.verdict.upper()}**
 {decision.reason}.
 
-| | |
+| measure | value |
 | --- | --- |
 | candidate | {decision.candidate} |
 | test accuracy | {_interval(metrics)} |
@@ -48,16 +60,15 @@ def render_report(decision: DecisionRecord, metrics: dict, version_dir: Path, pr
 | threshold | {decision.threshold:.4f} |
 | production before | {champion} |
 
-## Per-class accuracy
+## Plots
+{plots}
+
+## Per-class accuracy (test split)
 {_per_class_table(metrics)}
 
-## Confusion matrix (test split)
-{_confusion_table(metrics)}
+{_embedded_card(version_dir)}
 
-## Plots and model card
-{links}
-
-## Files
+## Files (on the machine that ran the flow)
 {files}
 """
 
@@ -71,13 +82,13 @@ def render_model_card(record: dict, params: dict, metrics: dict) -> str:
 - **Output**: probabilities of the digits 0-9.
 - **Training**: preset `{training['preset']}`, up to {training['epochs']} epochs, batch {training['batch_size']},
   learning rate {training['learning_rate']}, early stopping patience {training['patience']}, seed {training['seed']}.
-- **Data**: MNIST (tensorflow-datasets), split manifest SHA-256 `{record['data_sha256']}`.
+- **Data**: MNIST (the official train/test split), split manifest SHA-256 `{record['data_sha256']}`.
 - **Test accuracy**: {_interval(metrics)}.
 - **Status at registration**: {record['status']}.
 - **Frameworks**: TensorFlow {record['versions']['tensorflow']}, Keras {record['versions']['keras']}.
 - **Files**: `model.keras` (Keras), `saved_model/` (TensorFlow Serving: signature `serving_default` takes
-  `image`, uint8 [n, 28, 28], returns `output_0`, probabilities [n, 10]); plots:
-  [training curves](training_curves.png), [confusion matrix](confusion_matrix.png).
+  `image`, uint8 [n, 28, 28], returns `output_0`, probabilities [n, 10]); plots `training_curves.png`
+  and `confusion_matrix.png`.
 
 Limitations: trained on centred, size-normalised handwritten digits; accuracy on other kinds of
 images (photos, other scripts, unnormalised crops) is unknown.

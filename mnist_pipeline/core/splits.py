@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -81,7 +83,8 @@ def is_intact(split_dir: Path) -> bool:
         return False
 
 
-def ensure_split(recipe: SplitRecipe, bundle_dir: Path, splits_root: Path, tfds_data_dir: Path) -> Path:
+def ensure_split(recipe: SplitRecipe, bundle_dir: Path, splits_root: Path, tfds_data_dir: Path,
+                 log: logging.Logger | logging.LoggerAdapter = logging.getLogger(__name__)) -> Path:
     """The manifest of `recipe`'s split under `splits_root`, built unless an intact copy is there.
 
     Concurrent callers wait on one lock: one builds the split, the others reuse it.
@@ -89,17 +92,34 @@ def ensure_split(recipe: SplitRecipe, bundle_dir: Path, splits_root: Path, tfds_
     final_dir = recipe.split_dir(splits_root)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(final_dir.parent / ".lock"):
-        if not is_intact(final_dir):
+        if is_intact(final_dir):
+            log.info("split %s is already on disk: reusing it", final_dir)
+        else:
+            source = f"the MNIST files in {bundle_dir}" if recipe.source == "bundle" else "tensorflow-datasets"
+            log.info("building split %s from %s", final_dir.name, source)
+            started = time.perf_counter()
             build_split(recipe, bundle_dir, tfds_data_dir, final_dir)
+            log.info("built split %s in %.1f s", final_dir, time.perf_counter() - started)
     return final_dir / MANIFEST
 
 
+def describe_split(manifest_path: Path) -> str:
+    """One line saying which split this is and what it holds, for the logs."""
+    manifest = json.loads(manifest_path.read_text())
+    recipe, entries = manifest["recipe"], manifest["splits"]
+    return (f"split {manifest_path.parent.name} ({recipe['source']}, validation fraction "
+            f"{recipe['validation_fraction']}, seed {recipe['seed']}): "
+            + ", ".join(f"{entries[name]['count']} {name}" for name in SPLIT_NAMES) + " images")
+
+
 def build_split(recipe: SplitRecipe, bundle_dir: Path, tfds_data_dir: Path, final_dir: Path) -> None:
-    """Verify the source, read MNIST once through tfds, split train/validation by seeded index and
-    write the files into `final_dir` (the caller holds the splits lock)."""
+    """Verify the source, read MNIST once, split train/validation by seeded index and write the files
+    into `final_dir` (the caller holds the splits lock)."""
     if recipe.source == "bundle":
         mnist.verify_bundle(bundle_dir, dict(recipe.source_sha256))
-    arrays = mnist.read_official_splits(bundle_dir if recipe.source == "bundle" else None, tfds_data_dir)
+        arrays = mnist.read_bundle(bundle_dir)
+    else:
+        arrays = mnist.read_tfds(tfds_data_dir)
     train_images, train_labels = arrays["train"]
     train_idx, validation_idx = split_train_validation(len(train_labels), recipe.validation_fraction, recipe.seed)
     splits = {

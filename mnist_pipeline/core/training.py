@@ -19,6 +19,7 @@ from mnist_pipeline.core.faults import crash_point, inject_fault
 from mnist_pipeline.core.files import atomic_path, write_json_atomic
 from mnist_pipeline.core.models import TrainingConfig, build_model
 from mnist_pipeline.core.splits import SplitFiles
+from mnist_pipeline.core.quiet_tensorflow import import_tensorflow
 
 SHUFFLE_BUFFER = 10_000
 
@@ -46,6 +47,7 @@ def input_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, *, s
 def prepare_training(config: TrainingConfig, data: SplitFiles):
     """(compiled model, train pipeline, validation pipeline), seeded by the config: the set-up of
     every training run, shared with the benchmark."""
+    import_tensorflow()
     import keras
 
     keras.utils.set_random_seed(config.seed)
