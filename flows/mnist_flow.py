@@ -14,17 +14,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 if __name__ == "__main__":  # answer the command line before Prefect (1.5 s to import) loads
-    from mnist_pipeline.cli.main import main
+    from mnist_pipeline.cli.main import entry_point
 
-    sys.exit(main(["run", *sys.argv[1:]]))
+    entry_point(["run", *sys.argv[1:]])
 
 from prefect import flow
+from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
+from mnist_pipeline.core import extra_data
 from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.gate import GateSettings
 from mnist_pipeline.core.models import TrainingConfig, training_config
-from mnist_pipeline.core.parameters import PipelineParameters, takes_parameters, validate_parameters
+from mnist_pipeline.core.parameters import DataParameters, PipelineParameters, takes_parameters, validate_parameters
 from mnist_pipeline.core.paths import ArtifactPaths, bundled_mnist_dir
 from mnist_pipeline.core.registry import Registry
 from mnist_pipeline.core.splits import SplitRecipe, is_intact, make_recipe
@@ -43,6 +46,7 @@ class Plan:
     params: PipelineParameters
     paths: ArtifactPaths
     bundle_dir: Path
+    extra_dir: Path | None
     recipe: SplitRecipe
     config: TrainingConfig
     run_dir: Path
@@ -65,16 +69,20 @@ def mnist_pipeline(**values) -> State:
     message; its result is the `RunSummary`.
     """
     plan = make_plan(validate_parameters(values))
+    tag_run(f"preset:{plan.config.preset}")
     split = download_split.with_options(
         result_storage=plan.paths.prefect_results,  # a stable path, so later runs find the cache
         refresh_cache=not is_intact(plan.recipe.split_dir(plan.paths.splits)),  # never trust a damaged cache hit
     )
-    manifest = split(plan.recipe, str(plan.bundle_dir), str(plan.paths.splits), str(plan.paths.tfds_data))
+    manifest = split(plan.recipe, str(plan.bundle_dir), str(plan.paths.splits), str(plan.paths.tfds_data),
+                     plan.extra_dir and str(plan.extra_dir))
     data = preprocess(manifest)
     trained = train(plan.config, data, str(plan.run_dir), str(plan.paths.tensorboard / plan.run_dir.name))
     evaluation = evaluate(trained, data, str(plan.run_dir))
-    decision = register(trained, evaluation, data, str(plan.paths.registry), plan.params.threshold,
-                        {"split_recipe_key": plan.recipe.key, "data_source": plan.params.data_source})
+    decision = register(trained, evaluation, data, str(plan.paths.registry), GateSettings.of(plan.params.model_dump()),
+                        {"split_recipe_key": plan.recipe.key, "data_source": plan.params.data_source,
+                         "data_fingerprint": plan.recipe.data_fingerprint,
+                         "extra_pictures": len(plan.recipe.extra_sha256)})
 
     registry = Registry(plan.paths.registry)
     summary = RunSummary(
@@ -87,22 +95,37 @@ def mnist_pipeline(**values) -> State:
     return Completed(name="Promoted" if decision.promoted else "Rejected", message=decision.reason, data=summary)
 
 
+def tag_run(tag: str) -> None:
+    """Add `tag` to this flow run's tags, for the UI's lists and filters (the preset is a parameter, so
+    neither the deployment nor the caller can set it in advance)."""
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run.get_id(), tags=sorted({*flow_run.get_tags(), tag}))
+
+
 def make_plan(params: PipelineParameters) -> Plan:
     """Resolve the folders (checking the artifacts folder takes files), hash the split's recipe and
     settle the training configuration, before any work is done."""
     paths = ArtifactPaths.resolve(params.artifacts_dir)
     _check_writable(paths.root)
-    bundle_dir = Path(params.bundle_dir).expanduser().resolve() if params.bundle_dir else bundled_mnist_dir()
+    bundle_dir, extra_dir = data_folders(params)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return Plan(
         params=params,
         paths=paths,
         bundle_dir=bundle_dir,
-        recipe=make_recipe(params.data_source, bundle_dir, params.validation_fraction, params.seed),
+        extra_dir=extra_dir,
+        recipe=make_recipe(params.data_source, bundle_dir, params.validation_fraction, params.seed,
+                           extra_data.scan(extra_dir) if extra_dir else None),
         config=training_config(params.preset, params.seed, epochs=params.epochs, batch_size=params.batch_size,
                                learning_rate=params.learning_rate, patience=params.patience),
         run_dir=paths.runs / f"{stamp}-{(flow_run.get_id() or os.getpid())!s:.8}",
     )
+
+
+def data_folders(params: PipelineParameters | DataParameters) -> tuple[Path, Path | None]:
+    """(the MNIST bundle's folder, the extra pictures' folder or None), resolved."""
+    bundle_dir = Path(params.bundle_dir).expanduser().resolve() if params.bundle_dir else bundled_mnist_dir()
+    return bundle_dir, Path(params.extra_data).expanduser().resolve() if params.extra_data else None
 
 
 def _check_writable(directory: Path) -> None:

@@ -25,7 +25,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]  # a checkout: prefect.yaml i
 
 WORK_POOL = "mnist-pool"
 ON_DEMAND = "mnist-training-pipeline/on-demand"
-NIGHTLY = "mnist-training-pipeline/nightly-retrain"
+NIGHTLY_CHECK = "mnist-data-check/nightly-data-check"
+RETRAIN_ON_CHANGE = "mnist-training-pipeline/retrain-on-change"
 
 
 class LocalPrefect:
@@ -74,12 +75,13 @@ class LocalPrefect:
             time.sleep(0.5)
         raise TimeoutError(f"the Prefect server did not answer on {self.api_url} within {timeout:.0f} s")
 
-    def deploy(self) -> None:
-        """Create the work pool (if missing) and every deployment in prefect.yaml."""
+    def deploy(self, prefect_file: Path | None = None) -> None:
+        """Create the work pool (if missing) and every deployment in prefect.yaml (or `prefect_file`,
+        whose entrypoints are relative to the project root too)."""
         pools = self.prefect("work-pool", "ls")
         if WORK_POOL not in pools:
             self.prefect("work-pool", "create", WORK_POOL, "--type", "process")
-        self.prefect("deploy", "--all")
+        self.prefect("deploy", "--all", *(("--prefect-file", str(prefect_file)) if prefect_file else ()))
 
     def start_worker(self) -> None:
         self._spawn("worker", "worker", "start", "--pool", WORK_POOL)

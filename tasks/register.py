@@ -13,6 +13,8 @@ from prefect.runtime import flow_run, task_run
 
 from mnist_pipeline.core.decisions import DecisionRecord
 from mnist_pipeline.core.errors import retry_unless_permanent
+from mnist_pipeline.core.gate import GateSettings
+from mnist_pipeline.core.parameters import PipelineParameters
 from mnist_pipeline.core.registry import Candidate, Registry
 from mnist_pipeline.core.report import render_report
 from mnist_pipeline.core.scoring import Evaluation
@@ -24,10 +26,14 @@ REPORT_KEY = "mnist-training-report"
 
 @task(name="register", retries=3, retry_delay_seconds=1, retry_condition_fn=retry_unless_permanent)
 def register(trained: TrainedModel, evaluation: Evaluation, data: SplitFiles, registry_dir: str,
-             threshold: float, run_params: dict) -> DecisionRecord:
-    """Register exactly once (a retry completes an interrupted registration) and publish the report."""
+             gate: GateSettings | float, run_params: dict) -> DecisionRecord:
+    """Register exactly once (a retry completes an interrupted registration) and publish the report.
+    `gate` is the gate's settings; a bare threshold (as the sweep flow passes) takes the defaults of the
+    others."""
+    if not isinstance(gate, GateSettings):
+        gate = GateSettings.of(PipelineParameters(threshold=gate).model_dump())
     registry = Registry(Path(registry_dir))
-    candidate = Candidate(trained, evaluation, data, threshold, run_params, flow_run.get_id())
+    candidate = Candidate(trained, evaluation, data, gate, run_params, flow_run.get_id())
     decision = registry.register(candidate, attempt=task_run.run_count)
     low, high = evaluation.interval_95
     get_run_logger().info("%s %s: %s (95%% CI %.4f-%.4f)", decision.candidate, decision.verdict,

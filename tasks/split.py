@@ -22,16 +22,19 @@ from mnist_pipeline.core.splits import SplitRecipe, ensure_split
 
 @task(
     name="download-split",
-    # the recipe hashes the bundle's files; splits_root stays in the key because the result is a path
-    # under it (a moved or copied artifacts folder must not get the old folder's manifest path)
-    cache_policy=INPUTS - "bundle_dir" - "tfds_data_dir",
+    # the recipe hashes the files of the bundle and of the extra pictures; splits_root stays in the key
+    # because the result is a path under it (a moved or copied artifacts folder must not get the old
+    # folder's manifest path)
+    cache_policy=INPUTS - "bundle_dir" - "tfds_data_dir" - "extra_dir",
     persist_result=True,
     retries=3,  # transient I/O (a download, a busy disk): back off 2, 4, 8 s, each +-50%
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_unless_permanent,  # a bad checksum fails at once
 )
-def download_split(recipe: SplitRecipe, bundle_dir: str, splits_root: str, tfds_data_dir: str) -> str:
+def download_split(recipe: SplitRecipe, bundle_dir: str, splits_root: str, tfds_data_dir: str,
+                   extra_dir: str | None = None) -> str:
     """The manifest path of `recipe`'s split under `splits_root`, built unless an intact copy is there."""
     inject_fault("download", task_run.run_count)
-    return str(ensure_split(recipe, Path(bundle_dir), Path(splits_root), Path(tfds_data_dir), get_run_logger()))
+    return str(ensure_split(recipe, Path(bundle_dir), Path(splits_root), Path(tfds_data_dir), get_run_logger(),
+                            Path(extra_dir) if extra_dir else None))

@@ -1,23 +1,34 @@
-"""Stage 3, train: fit the preset model, resuming from its last epoch's checkpoint on a retry."""
+"""Stage 3, train: fit the preset model, resuming from its last epoch's checkpoint on a retry.
+
+Training holds a slot of the global concurrency limit `TRAINING_CONCURRENCY_LIMIT` while it runs,
+so a team's server can cap trainings at once across runs, sweeps and machines (`prefect gcl create`).
+Without that limit nothing waits: Prefect logs that the limit does not exist and training goes on.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from prefect import task
+from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
 from prefect.runtime import task_run
 
-from mnist_pipeline.core.errors import retry_unless_permanent
+from mnist_pipeline.core.errors import PermanentError, retry_unless_permanent
 from mnist_pipeline.core.models import TrainingConfig
+from mnist_pipeline.core.quiet_tensorflow import import_tensorflow
 from mnist_pipeline.core.splits import SplitFiles
 from mnist_pipeline.core.training import TrainedModel, fit
 
 PROGRESS_KEY = "mnist-training-progress"
+TRAINING_CONCURRENCY_LIMIT = "mnist-training"
+FAIL_TRAINING_ENV = "MNIST_FAIL_TRAINING_IN"
 
 
 def _progress_reporter(preset: str):
     """A Keras callback that shows "epoch k of n" as a Prefect progress artifact while training runs."""
+    import_tensorflow()
     import keras
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
@@ -43,5 +54,15 @@ def _progress_reporter(preset: str):
 @task(name="train", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_permanent)
 def train(config: TrainingConfig, data: SplitFiles, run_dir: str, tensorboard_dir: str) -> TrainedModel:
     """Train with TensorBoard logs and a progress artifact; a retry resumes from the checkpoint in `run_dir`."""
-    return fit(config, data, Path(run_dir), get_run_logger(), tensorboard_dir=Path(tensorboard_dir),
-               attempt=task_run.run_count, callbacks=(_progress_reporter(config.preset),))
+    _fail_if_targeted(run_dir)
+    with concurrency(TRAINING_CONCURRENCY_LIMIT, occupy=1, strict=False):
+        return fit(config, data, Path(run_dir), get_run_logger(), tensorboard_dir=Path(tensorboard_dir),
+                   attempt=task_run.run_count, callbacks=(_progress_reporter(config.preset),))
+
+
+def _fail_if_targeted(run_dir: str) -> None:
+    """Test aid (off by default): fail every attempt of the training whose run folder's name ends with
+    `$MNIST_FAIL_TRAINING_IN` (e.g. `-c02`, one candidate of a sweep), as a candidate that cannot train."""
+    target = os.environ.get(FAIL_TRAINING_ENV)
+    if target and Path(run_dir).name.endswith(target):
+        raise PermanentError(f"injected fault: training in {run_dir} fails on every attempt ({FAIL_TRAINING_ENV})")

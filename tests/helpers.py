@@ -9,8 +9,9 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 
@@ -64,12 +65,17 @@ def train_and_evaluate(split, run_dir: Path, preset: str, seed: int, **overrides
     return trained, evaluate_model(trained, split, run_dir)
 
 
-def register(registry, run, split, *, threshold: float = 0.3, flow_run_id: str | None = None, attempt: int = 1):
-    """Offer a (TrainedModel, Evaluation) to `registry` as a flow run would; returns the decision."""
+def register(registry, run, split, *, threshold: float = 0.3, per_class_floor: float = 0.0,
+             per_class_margin: float = 1.0, require_significant: bool = False, flow_run_id: str | None = None,
+             attempt: int = 1):
+    """Offer a (TrainedModel, Evaluation) to `registry` as a flow run would; returns the decision. The
+    per-class criteria are off unless given: the tiny synthetic models reach only 50-90%."""
+    from mnist_pipeline.core.gate import GateSettings
     from mnist_pipeline.core.registry import Candidate
 
     trained, evaluation = run
-    candidate = Candidate(trained, evaluation, split, threshold, {"data_source": "bundle"}, flow_run_id)
+    gate = GateSettings(threshold, per_class_floor, per_class_margin, require_significant, significance_alpha=0.05)
+    candidate = Candidate(trained, evaluation, split, gate, {"data_source": "bundle"}, flow_run_id)
     return registry.register(candidate, attempt=attempt)
 
 
@@ -271,3 +277,188 @@ def checked_metrics(run, split) -> dict:
     assert metrics["accuracy"] == pytest.approx(keras_accuracy, abs=1e-6)
     assert metrics["loss"] == pytest.approx(keras_loss, rel=1e-3)
     return metrics
+
+
+# The HTTP service (`mnist-pipeline serve`) ---------------------------------------------------------
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that is free now (the OS picks it)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """`image` (uint8 [h, w]) as the bytes of a grayscale PNG."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def huge_png(width: int, height: int) -> bytes:
+    """A valid grayscale PNG of `width` x `height` black pixels that compresses to little (~100 KB for
+    10,000 x 10,000: 100 MB once decoded, ~1 GB as float grey levels). Written row by row, so making
+    it never holds the pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, row = zlib.compressobj(9), b"\x00" * (width + 1)  # filter byte 0, then the row's pixels
+    pixels = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def bad_service_requests() -> list[tuple[str, str, dict, int, str]]:
+    """Requests the service must refuse: (what, path, httpx request arguments, status, part of the message)."""
+    digit = png_bytes(hand_made_zero())
+    png = {"content-type": "image/png"}
+    return [
+        ("not an image", "/v1/predict", {"content": b"this is not a picture", "headers": png}, 422,
+         "not a picture that can be read"),
+        ("truncated PNG", "/v1/predict", {"content": digit[:len(digit) // 2], "headers": png}, 422, "truncated"),
+        ("10000x10000 pixels", "/v1/predict", {"content": huge_png(10_000, 10_000), "headers": png}, 422,
+         "10000 x 10000 pixels"),
+        ("empty body", "/v1/predict", {"content": b"", "headers": png}, 400, "the request has no body"),
+        ("not JSON", "/v1/predict", {"content": b"{images", "headers": {"content-type": "application/json"}}, 400,
+         "not JSON"),
+        ("no images key", "/v1/predict", {"json": {"pictures": []}}, 422, 'expected a JSON object {"images"'),
+        ("wrong JSON shape", "/v1/predict", {"json": {"images": [[0] * 27] * 28}}, 422, "shape [28, 27]"),
+        ("ragged JSON", "/v1/predict", {"json": {"images": [[0] * 28] * 27 + [[0] * 5]}}, 422, "not all the same shape"),
+        ("values above 255", "/v1/predict", {"json": {"images": [[256] * 28] * 28}}, 422,
+         "expected whole pixel values 0-255"),
+        ("negative values", "/v1/predict", {"json": {"images": [[-1] * 28] * 28}}, 422,
+         "expected whole pixel values 0-255"),
+        ("text values", "/v1/predict", {"json": {"images": [["a"] * 28] * 28}}, 422, "expected pixel values 0-255"),
+        ("wrong content type", "/v1/predict", {"content": b"7", "headers": {"content-type": "text/plain"}}, 415,
+         "cannot classify a text/plain"),
+        ("upload without a file field", "/v1/predict", {"files": {"picture": ("a.png", digit)}}, 422,
+         "field named `file`"),
+        ("label not 0-9", "/v1/corrections", {"files": {"file": ("a.png", digit)}, "data": {"label": "12"}}, 422,
+         "label '12' is not a digit 0-9"),
+        ("no label", "/v1/corrections", {"files": {"file": ("a.png", digit)}}, 422, "label '' is not a digit 0-9"),
+        ("correction not an image", "/v1/corrections", {"files": {"file": ("a.png", b"GIF89")}, "data": {"label": "3"}},
+         422, "not a picture that can be read"),
+    ]
+
+
+def service_ready(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def serving(artifacts: Path, *options: str, log: Path) -> Iterator[str]:
+    """`mnist-pipeline serve` on `artifacts` in a process of its own, on a free port of 127.0.0.1,
+    reading the production pointer every 0.2 s: its base URL, once /readyz answers 200. The process
+    is stopped by its pid when the block ends; its output is in `log`."""
+    port = free_port()
+    command = [str(ENTRY_POINT), "serve", "--artifacts-dir", str(artifacts), "--port", str(port),
+               "--poll-seconds", "0.2", *options]
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
+                                   start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        exited, _ = wait_until(lambda: (process.poll(), service_ready(url)), lambda state: state[0] is not None or state[1],
+                               timeout=240)
+        assert exited is None, f"the service exited with {exited}:\n{log.read_text()[-3000:]}"
+        yield url
+    finally:
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Stop a process a test started, by its id: SIGTERM to its process group (it was started with
+    `start_new_session=True`, so its own children go too), SIGKILL if it has not ended by `timeout`."""
+    import signal
+
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def assert_same_answers(answer: dict, predicted: dict) -> None:
+    """The service's answer carries the version, classes and probabilities of `predict --json --top-k 10`."""
+    assert answer["version"] == predicted["model"]["version"]
+    for mine, theirs in zip(answer["predictions"], predicted["predictions"], strict=True):
+        probabilities = {top["class"]: top["probability"] for top in theirs["top"]}
+        assert mine["class"] == theirs["top"][0]["class"]
+        assert [top["class"] for top in mine["top"]] == [top["class"] for top in theirs["top"][:3]]
+        np.testing.assert_allclose(mine["probabilities"], [probabilities[c] for c in range(10)], atol=2e-6)
+
+
+# A Prefect server with the project's deployments and a worker ----------------------------------------
+
+@contextmanager
+def local_prefect(home: Path, prefect_file: Path | None = None) -> Iterator:
+    """`LocalPrefect` on a free port with PREFECT_HOME `home`: server, work pool, the deployments of
+    prefect.yaml (or `prefect_file`), a worker polling every 2 s. Stopped by process group when the
+    block ends, and checked: nothing they started is left running."""
+    from mnist_pipeline.local_server import LocalPrefect
+
+    local = LocalPrefect(free_port(), prefect_home=home, log_dir=home / "logs",
+                         extra_env={"PREFECT_WORKER_QUERY_SECONDS": "2"})
+    try:
+        local.start_server()
+        local.deploy(prefect_file)
+        local.start_worker()
+        yield local
+    finally:
+        groups = [process.pid for process in local.processes.values()]
+        local.stop()
+    for group in groups:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            continue
+        raise AssertionError(f"process group {group} of the Prefect server or worker is still running")
+
+
+@contextmanager
+def client_of(local) -> Iterator:
+    """A synchronous Prefect client of `local`'s server."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: local.api_url}):
+        with get_client(sync_client=True) as client:
+            yield client
+
+
+# A training set sabotaged for one class ---------------------------------------------------------------
+
+def split_with_shuffled_labels(split, digit: int, splits_root: Path, seed: int = 0):
+    """A copy of the checked `split` in which the train images of class `digit` carry random labels
+    0-9 (validation and test unchanged), written as the pipeline writes a split under `splits_root`:
+    a training set that a careless labeller spoiled for one class."""
+    from mnist_pipeline.core.splits import SPLIT_NAMES, SplitRecipe, check_split, write_split
+
+    arrays = {name: split.load(name) for name in SPLIT_NAMES}
+    images, labels = arrays["train"]
+    spoiled = labels == digit
+    labels = labels.copy()
+    labels[spoiled] = np.random.default_rng(seed).integers(0, NUM_CLASSES, int(spoiled.sum()), dtype=labels.dtype)
+    arrays["train"] = (images, labels)
+    recipe = SplitRecipe(dataset=f"class-{digit}-shuffled", source="test", source_sha256=(), validation_fraction=0.1,
+                         seed=seed, code_sha256=split.data_sha256)
+    split_dir = recipe.split_dir(splits_root)
+    split_dir.parent.mkdir(parents=True, exist_ok=True)
+    write_split(recipe, arrays, split_dir)
+    return check_split(split_dir / "manifest.json")

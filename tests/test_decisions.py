@@ -1,5 +1,6 @@
 """The decision record: one typed, versioned line of the registry's decision log, and the lines
-the registry wrote before it had a schema number (schema 1)."""
+the registry wrote before it had a schema number (schema 1) or before it recorded the gate's
+criteria (schema 2)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,12 @@ def record(**changes) -> DecisionRecord:
     fields = dict(action="promote", candidate="v0002", production_before="v0001", promoted=True,
                   reason="forced past the gate: worse", time="2026-11-29T13:00:00+00:00", candidate_accuracy=0.54,
                   champion_accuracy=0.99, threshold=0.3, forced=True, flow_run_id="run-2", who="alice",
-                  why="smaller model")
+                  why="smaller model",
+                  criteria=[{"name": "threshold", "value": 0.54, "limit": 0.3, "passed": True, "text": "reaches"},
+                            {"name": "not worse than production", "value": 0.54, "limit": 0.99, "passed": False,
+                             "text": "worse"}],
+                  comparison={"production": "v0001", "total": 100, "candidate_correct": 54, "production_correct": 99,
+                              "only_candidate": 0, "only_production": 45, "p_value": 5.7e-14})
     return DecisionRecord(**{**fields, **changes})
 
 
@@ -31,7 +37,7 @@ def test_a_record_reads_back_from_its_line_unchanged():
     assert "\n" not in line
     assert DecisionRecord.from_json(line) == original
     written = json.loads(line)
-    assert written["schema"] == SCHEMA == 2 and written["verdict"] == "promoted"
+    assert written["schema"] == SCHEMA == 3 and written["verdict"] == "promoted"
     assert set(written) == {field.name for field in dataclasses.fields(DecisionRecord)} | {"verdict"}
 
 
@@ -97,6 +103,13 @@ def test_schema_1_lines_are_read(line, action, candidate, production_before):
     assert read.promoted == line["promoted"] and read.reason == line["reason"] and read.time == line["time"]
     assert read.verdict == line["verdict"]
     assert read.who == line.get("who") and read.forced == line.get("forced", False)
+
+
+def test_schema_2_lines_are_read_without_the_gate_criteria():
+    line = {key: value for key, value in record().to_dict().items() if key not in ("criteria", "comparison")}
+    read = DecisionRecord.from_json(json.dumps({**line, "schema": 2}))
+    assert read == dataclasses.replace(record(), criteria=None, comparison=None)
+    assert read.schema == SCHEMA and json.loads(read.to_json())["schema"] == SCHEMA  # written back as schema 3
 
 
 def test_a_schema_1_record_is_written_back_as_the_current_schema():

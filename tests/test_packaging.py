@@ -91,7 +91,7 @@ def test_wheel_holds_one_package_and_the_mnist_files(wheel):
     for name in MNIST_FILES:
         assert f"mnist_pipeline/data/mnist/{name}" in names
     entry_points = zipfile.ZipFile(wheel).read(f"{dist_info}/entry_points.txt").decode()
-    assert "mnist-pipeline = mnist_pipeline.cli.main:main" in entry_points
+    assert "mnist-pipeline = mnist_pipeline.cli.main:entry_point" in entry_points
 
 
 def test_checkout_folder_names_are_not_importable_from_the_wheel(venv, tmp_path):
@@ -131,3 +131,10 @@ def test_installed_command_runs_from_any_directory(venv, tmp_path):
 
     assert package_files(venv) == installed_before, "the run wrote into the installed package"
     assert not checkout_paths() - checkout_before, "the run wrote into the checkout"
+
+
+def test_wheel_holds_the_service_and_its_page(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    for name in ("__init__.py", "app.py", "holder.py", "batching.py", "corrections.py",
+                 "static/index.html", "static/page.js", "static/page.css"):
+        assert f"mnist_pipeline/serve/{name}" in names, sorted(names)

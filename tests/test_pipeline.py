@@ -18,9 +18,10 @@ from uuid import UUID
 
 import pytest
 
-from helpers import (artifact_types, bundle_copy, flip_byte, logs_containing, run_flow_script, settled_task_runs,
-                     wait_until)
+from helpers import (artifact_types, bundle_copy, flip_byte, hand_made_zero, logs_containing, run_flow_script,
+                     settled_task_runs, task_runs, wait_until, write_png)
 from mnist_pipeline.core.errors import ChecksumMismatchError
+from mnist_pipeline.core.extra_data import ExtraDataError
 from mnist_pipeline.core.paths import bundled_mnist_dir
 from mnist_pipeline.core.registry import Registry
 from mnist_pipeline.core.splits import SplitFiles, is_intact
@@ -274,3 +275,28 @@ def test_tfds_source_runs_offline_from_tfds_download_cache(first_run, tmp_path):
     for name in ("train", "validation", "test"):  # the same images, split the same way
         for mine, theirs in zip(from_tfds.load(name), from_bundle.load(name)):
             assert (mine == theirs).all(), name
+
+
+def test_extra_pictures_make_a_new_split_whose_train_part_holds_them(artifacts, client, tmp_path):
+    extra = tmp_path / "extra"
+    (extra / "0").mkdir(parents=True)
+    write_png(extra / "0" / "drawn.png", hand_made_zero())
+    write_png(extra / "0" / "drawn-lower.png", hand_made_zero(15.0))
+    state, summary = run_flow(preset="seed-mlp", epochs=1, extra_data=str(extra), artifacts_dir=str(artifacts))
+    assert state.is_completed(), summary
+    assert stage_states(client, state)["download-split"] == ["Completed"]  # not the cached split without them
+    [manifest] = [path for path in (artifacts / "splits").glob("*/manifest.json")
+                  if json.loads(path.read_text())["recipe"]["extra_sha256"]]
+    counts = {name: entry["count"] for name, entry in json.loads(manifest.read_text())["splits"].items()}
+    assert counts == {"train": 54002, "validation": 6000, "test": 10000}
+    logs_containing(client, state.state_details.flow_run_id, f"added 2 extra training pictures from {extra}",
+                    f"checked split {manifest.parent.name} (bundle + 2 extra pictures, ")
+
+
+def test_bad_extra_data_fails_the_run_before_any_stage(artifacts, client, tmp_path):
+    extra = tmp_path / "extra"
+    (extra / "ten").mkdir(parents=True)
+    state, error = run_flow(preset="seed-mlp", extra_data=str(extra), artifacts_dir=str(artifacts))
+    assert state.is_failed() and isinstance(error, ExtraDataError)
+    assert f"{extra / 'ten'}: not a class folder" in str(error)
+    assert task_runs(client, state.state_details.flow_run_id) == {}  # the plan is checked before any stage

@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import threading
 
+import numpy as np
 import pytest
 from filelock import FileLock, Timeout
 
 from helpers import copy_run, register
 from mnist_pipeline.core.faults import FAIL_ONCE_ENV, InjectedFault
-from mnist_pipeline.core.gate import Scored, gate
+from mnist_pipeline.core.gate import GateSettings, Scored, gate
+from mnist_pipeline.core.parameters import PipelineParameters
 from mnist_pipeline.core.registry import Registry, RegistryError
+from mnist_pipeline.core.scoring import PREDICTIONS, read_predictions
 
 
 @pytest.fixture
@@ -37,10 +40,16 @@ def register_lines(registry: Registry) -> list[tuple[str, str]]:
     ],
 )
 def test_gate(candidate, champion, promoted, reason):
-    champion_score = Scored("v0001", champion, 10000) if champion is not None else None
-    verdict, why = gate(Scored("candidate", candidate, 10000), champion_score, threshold=0.97)
-    assert verdict is promoted
-    assert reason in why
+    """The overall rule with the default settings, on models whose errors fall evenly on the classes."""
+    def scored(version: str, correct: int) -> Scored:
+        labels = np.arange(10000) % 10
+        predicted = np.where(np.arange(10000) < 10000 - correct, (labels + 1) % 10, labels)
+        return Scored(version, labels, predicted)
+
+    champion_score = scored("v0001", champion) if champion is not None else None
+    verdict = gate(scored("candidate", candidate), champion_score, GateSettings.of(PipelineParameters().model_dump()))
+    assert verdict.promoted is promoted
+    assert reason in verdict.reason
 
 
 def test_first_model_above_threshold_becomes_production(tmp_path, tiny_strong, synthetic_split):
@@ -58,6 +67,10 @@ def test_first_model_above_threshold_becomes_production(tmp_path, tiny_strong, s
     assert registry.decisions() == [decision]
     assert decision.verdict == "promoted" and decision.flow_run_id == "run-1" and decision.action == "register"
     assert decision.candidate_accuracy == tiny_strong[1].accuracy and decision.threshold == 0.3
+    labels, predicted = read_predictions(version_dir / PREDICTIONS)  # kept for the gate's later comparisons
+    assert int((labels == predicted).sum()) == tiny_strong[1].correct and len(labels) == tiny_strong[1].total
+    assert [criterion["name"] for criterion in decision.criteria] == ["threshold", "per-class floor"]
+    assert decision.comparison is None
 
 
 def test_registering_the_same_model_twice_adds_nothing(registry, tiny_strong, synthetic_split):
@@ -102,12 +115,31 @@ def test_weaker_challenger_above_threshold_is_rejected(registry, tiny_strong, ti
 def test_champion_is_rescored_when_its_test_split_differs(registry, tiny_strong, synthetic_split):
     metrics_file = registry.version_dir("v0001") / "metrics.json"
     metrics = json.loads(metrics_file.read_text())
-    metrics_file.write_text(json.dumps({**metrics, "test_split_sha256": "from-another-split", "correct": 1}))
+    metrics_file.write_text(json.dumps({**metrics, "test_split_sha256": "from-another-split"}))
+    labels, _ = read_predictions(registry.version_dir("v0001") / PREDICTIONS)
+    np.savez(registry.version_dir("v0001") / PREDICTIONS, label=labels, predicted=(labels + 1) % 10)  # all wrong
     rescored = registry._champion(metrics["test_split_sha256"], lambda: synthetic_split)
     assert rescored.version == "v0001"
-    assert rescored.correct == tiny_strong[1].correct  # measured again, not the recorded 1
+    assert rescored.correct == tiny_strong[1].correct  # measured again, not the stored predictions
     recorded = registry._champion("from-another-split", lambda: pytest.fail("production was re-measured"))
-    assert recorded.correct == 1  # on the split it was measured on, the record is used
+    assert recorded.correct == 0  # on the split it was measured on, the stored predictions are used
+
+
+def test_a_production_version_without_stored_predictions_is_rescored(registry, tiny_strong, synthetic_split):
+    """Versions registered before predictions were kept have none: production is re-tested."""
+    (registry.version_dir("v0001") / PREDICTIONS).unlink()
+    test_split = json.loads((registry.version_dir("v0001") / "metrics.json").read_text())["test_split_sha256"]
+    rescored = registry._champion(test_split, lambda: synthetic_split)
+    labels, predicted = read_predictions(tiny_strong[1].predictions_path)
+    assert np.array_equal(rescored.labels, labels) and np.array_equal(rescored.predicted, predicted)
+
+
+def test_unreadable_stored_predictions_are_named(registry, synthetic_split):
+    stored = registry.version_dir("v0001") / PREDICTIONS
+    stored.write_bytes(stored.read_bytes()[:100])
+    test_split = json.loads((registry.version_dir("v0001") / "metrics.json").read_text())["test_split_sha256"]
+    with pytest.raises(RegistryError, match=f"Predictions file {stored} is unreadable.*delete the file"):
+        registry._champion(test_split, lambda: synthetic_split)
 
 
 def test_damaged_production_pointer_is_reported(tmp_path):

@@ -7,16 +7,14 @@ gives its runs an artifacts folder of its own.
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
 
-from helpers import (STAGES, artifact_types, bundle_copy, flip_byte, logs_containing, settled_task_runs,
-                     task_runs, wait_until)
+from helpers import (STAGES, artifact_types, bundle_copy, client_of, flip_byte, local_prefect, logs_containing,
+                     settled_task_runs, task_runs, wait_until)
 from mnist_pipeline.core.registry import Registry
-from mnist_pipeline.local_server import NIGHTLY, ON_DEMAND, LocalPrefect
+from mnist_pipeline.local_server import NIGHTLY_CHECK, ON_DEMAND
 
 pytestmark = pytest.mark.slow
 
@@ -27,38 +25,16 @@ RETRY_WAITS = {"download-split": (2, 0.5), "preprocess": (1, 0), "train": (2, 0)
                "register": (1, 0)}  # stage: (seconds before its first retry, jitter share)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("server-prefect-home")
-    local = LocalPrefect(free_port(), prefect_home=home, log_dir=home / "logs",
-                         extra_env={"PREFECT_WORKER_QUERY_SECONDS": "2"})
-    try:
-        local.start_server()
-        local.deploy()
-        local.start_worker()
+    with local_prefect(tmp_path_factory.mktemp("server-prefect-home")) as local:
         yield local
-    finally:
-        groups = [process.pid for process in local.processes.values()]
-        local.stop()
-    for group in groups:  # nothing left behind: neither the processes nor anything they started
-        with pytest.raises(ProcessLookupError):
-            os.killpg(group, 0)
 
 
 @pytest.fixture(scope="module")
 def client(server):
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings({PREFECT_API_URL: server.api_url}):
-        with get_client(sync_client=True) as client:
-            yield client
+    with client_of(server) as client:
+        yield client
 
 
 def run_and_wait(client, parameters: dict, env: dict | None = None, timeout: float = 900):
@@ -87,7 +63,7 @@ def retry_waits(client, task_run) -> list[float]:
 def test_scheduled_deployment_has_upcoming_runs(client):
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterState
 
-    deployment = client.read_deployment_by_name(NIGHTLY)
+    deployment = client.read_deployment_by_name(NIGHTLY_CHECK)
     [schedule] = deployment.schedules
     assert schedule.schedule.cron == "0 2 * * *" and schedule.schedule.timezone == "UTC"
     scheduled = wait_until(

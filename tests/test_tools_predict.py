@@ -167,3 +167,27 @@ def test_a_model_that_is_not_the_registered_one_is_not_served(tmp_path, registry
     png = str(write_png(tmp_path / "digit.png", hand_made_zero()))
     with pytest.raises(RegistryError, match="not the one registered as v0001"):
         predict_files([png], registry, None, 3, False, False)
+
+
+def test_a_picture_too_large_is_refused_from_its_header_before_any_decoding(tmp_path):
+    """A 12,000 x 12,000 PNG of ~140 KB would decode into 144 MB of pixels and 1.2 GB of grey levels:
+    refused by its header, in a process that stays small."""
+    import subprocess
+    import sys
+
+    from helpers import huge_png
+
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(huge_png(12_000, 12_000))
+    assert huge.stat().st_size < 200_000
+    with pytest.raises(InputError, match=r"huge.png: the picture is 12000 x 12000 pixels \(144.0 megapixels\).*Scale it down"):
+        load_files([str(huge)], invert=False)
+
+    # the probe's peak memory from /proc (ru_maxrss would count the memory of the test process it was forked from)
+    probe = ("import re, sys; from pathlib import Path; from mnist_pipeline.core.pictures import InputError, read_inputs\n"
+             "try: read_inputs(Path(sys.argv[1]))\nexcept InputError as error: print(error)\n"
+             "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', Path('/proc/self/status').read_text()).group(1)) // 1024)")
+    result = subprocess.run([sys.executable, "-c", probe, str(huge)], capture_output=True, text=True, timeout=300)
+    message, peak_mb = result.stdout.splitlines()
+    assert "12000 x 12000 pixels" in message
+    assert int(peak_mb) < 300, f"reading the header took {peak_mb} MB"

@@ -1,8 +1,10 @@
 """`mnist-pipeline`: run the pipeline, classify images with a registered model, manage the registry.
 
     mnist-pipeline run [--preset mlp ...]          the Prefect flow (`python flows/mnist_flow.py` is the same)
+    mnist-pipeline sweep --learning-rate 1e-3 4e-3 ...   many trainings in parallel on Dask, the best through the gate
     mnist-pipeline predict FILE... [--json]        classify pictures, .npy arrays or IDX files
     mnist-pipeline registry list|show|promote|rollback|check|repair
+    mnist-pipeline serve [--port 8000]             the production model over HTTP, and a page to draw digits on
 
 Prefect and TensorFlow are imported only by the subcommand that needs them, so `--help` and bad
 arguments answer at once. Exit codes: 0 done, 1 failed (the message says why), 2 bad arguments,
@@ -12,12 +14,17 @@ arguments answer at once. Exit codes: 0 done, 1 failed (the message says why), 2
 from __future__ import annotations
 
 import argparse
+import atexit
 import functools
 import getpass
 import os
 import sys
+import threading
 
+from mnist_pipeline.cli import registry_commands
 from mnist_pipeline.cli import run as run_command
+from mnist_pipeline.cli import sweep as sweep_command
+from mnist_pipeline.cli import serve as serve_command
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.mnist import NUM_CLASSES
 from mnist_pipeline.core.registry import version_name
@@ -69,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     run_command.add_arguments(run)
     run.set_defaults(handler=functools.partial(run_command.run, run))
 
+    sweep = commands.add_parser("sweep", help="train several configurations in parallel on Dask; the best "
+                                "(by validation accuracy) goes through the gate", description=sweep_command.DESCRIPTION)
+    sweep_command.add_arguments(sweep)
+    sweep.set_defaults(handler=functools.partial(sweep_command.sweep, sweep))
+
     predict = commands.add_parser(
         "predict", help="classify digit images with the production (or a chosen) model",
         description="Classify handwritten digits. FILEs are pictures (PNG, JPEG, any size or colour mode: laid "
@@ -95,12 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(handler=_registry_show)
     promote = actions.add_parser(
         "promote", help="make a version production, through the gate unless --force",
-        description="Make version N production if it passes the promotion gate (its test accuracy reaches "
-        "the threshold and is not worse than production's on the same test split). The decision, either "
-        f"way, goes to the decision log with who and why. Exits {EXIT_NOT_PROMOTED} when the gate refuses.")
+        description="Make version N production if it passes the promotion gate: its test accuracy reaches "
+        "the threshold, every class reaches the per-class floor, and on the same test images no class falls "
+        "more than the per-class margin below production's and it is not worse than production (with "
+        "--require-significant: significantly better, by an exact McNemar test). Each setting defaults to "
+        "the one N was registered with. The decision, either way, goes to the decision log with who and "
+        f"why. Exits {EXIT_NOT_PROMOTED} when the gate refuses.")
     promote.add_argument("version", type=_version, metavar="N", help="version: N, vN or v000N")
     promote.add_argument("--force", action="store_true", help="promote even if the gate refuses (logged as forced)")
-    promote.add_argument("--threshold", type=float, help="minimum test accuracy (default: the one N was registered with)")
+    registry_commands.add_gate_options(promote)
     _change_options(promote)
     promote.set_defaults(handler=_registry_promote)
     rollback = actions.add_parser("rollback", help="move production back to the previously promoted version",
@@ -120,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
         "production pointer from the decision log. Version folders are never changed or deleted.")
     _artifacts_option(repair)
     repair.set_defaults(handler=_registry_repair)
+
+    serve = commands.add_parser("serve", help="serve the production model over HTTP, with a page to draw digits on",
+                                description=serve_command.DESCRIPTION)
+    serve_command.add_arguments(serve)
+    serve.set_defaults(handler=serve_command.serve)
     return parser
 
 
@@ -155,7 +175,8 @@ def _registry_show(args: argparse.Namespace) -> int:
 def _registry_promote(args: argparse.Namespace) -> int:
     from mnist_pipeline.cli.registry_commands import promote
 
-    text, promoted = promote(_registry(args), args.version, args.threshold, args.force, args.who, args.reason)
+    settings = {name: getattr(args, name) for name in registry_commands.GATE_SETTINGS}
+    text, promoted = promote(_registry(args), args.version, settings, args.force, args.who, args.reason)
     print(text)
     return 0 if promoted else EXIT_NOT_PROMOTED
 
@@ -196,5 +217,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def entry_point(argv: list[str] | None = None) -> None:
+    """`mnist-pipeline` as a program: `main`, then exit without tearing down the interpreter.
+
+    The interpreter's own exit first stops threads (Prefect's threads send the last logs and close
+    their connections to the server) and then runs the exit handlers (Prefect's stops its temporary
+    server); after those, nothing is left to do but free memory, and TensorFlow's teardown alone
+    takes over a second. So: the same two steps, then exit. Everything the pipeline writes is
+    closed by then (atomic writes).
+    """
+    code = main(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    threading._shutdown()  # what Python's exit does first: thread exit hooks, then join the threads
+    atexit._run_exitfuncs()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()

@@ -5,8 +5,16 @@ The state changes themselves are `Registry.promote` and `Registry.rollback` (cor
 
 from __future__ import annotations
 
+import argparse
+from dataclasses import fields
+
 from mnist_pipeline.core.decisions import DecisionRecord
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.gate import GateSettings
+from mnist_pipeline.core.parameters import PipelineParameters, validate_parameters
 from mnist_pipeline.core.registry import Registry
+
+GATE_SETTINGS = tuple(field.name for field in fields(GateSettings))
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -88,10 +96,31 @@ def _describe(record: DecisionRecord) -> str:
     return text
 
 
-def promote(registry: Registry, version: str, threshold: float | None, force: bool, who: str,
-            why: str) -> tuple[str, bool]:
-    """(what happened, promoted?)."""
-    record = registry.promote(version, who, why, threshold=threshold, force=force)
+def add_gate_options(parser: argparse.ArgumentParser) -> None:
+    """One option per gate setting (--threshold, --per-class-floor, ...), allowing what the run's
+    parameter of that name allows; unset, N's own setting applies."""
+    for name in GATE_SETTINGS:
+        field = PipelineParameters.model_fields[name]
+        option, help_text = "--" + name.replace("_", "-"), f"{field.description} (default: the one N was registered with)"
+        if field.annotation is bool:
+            parser.add_argument(option, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            parser.add_argument(option, type=_checked(name), metavar=name.upper(), help=help_text)
+
+
+def _checked(name: str):
+    """An argparse type: the text as the pipeline parameter `name`, within its bounds."""
+    def value(text: str) -> float:
+        try:
+            return getattr(validate_parameters({name: text}), name)
+        except PipelineError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return value
+
+
+def promote(registry: Registry, version: str, settings: dict, force: bool, who: str, why: str) -> tuple[str, bool]:
+    """(what happened, promoted?). `settings`: the gate settings given (None: the version's own)."""
+    record = registry.promote(version, who, why, force=force, **settings)
     if record.promoted:
         text = f"{version} is now production (was {record.production_before or 'none'}): {record.reason}"
     else:

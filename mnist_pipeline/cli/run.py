@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, field in PipelineParameters.model_fields.items():
         help_text = field.description if field.default is None else f"{field.description} (default: {field.default})"
         choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else None
+        if field.annotation is bool:  # a switch: --name turns it on, --no-name off
+            parser.add_argument("--" + name.replace("_", "-"), dest=name, default=field.default,
+                                action=argparse.BooleanOptionalAction, help=help_text.replace("%", "%%"))
+            continue
         parser.add_argument(
             "--" + name.replace("_", "-"), dest=name, default=field.default, type=_value_type(field.annotation),
             choices=choices, help=help_text.replace("%", "%%"),

@@ -2,7 +2,8 @@
 
 Each registration's gate verdict, manual promotion, rollback and repair is one `DecisionRecord`,
 written as one JSON line (`to_json`) and read back (`from_json`) here and nowhere else. Lines of
-schema 1 (before the record had a schema number) are read too.
+schema 1 (before the record had a schema number) and schema 2 (before the gate recorded each
+criterion) are read too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-SCHEMA = 2
+SCHEMA = 3
 Action = Literal["register", "promote", "rollback", "repair"]
 
 
@@ -42,6 +43,11 @@ class DecisionRecord:
     flow_run_id: str | None = None
     who: str | None = None
     why: str | None = None
+    # The gate's criteria, each {name, value, limit, passed, text} (core/gate.py's `Criterion`), and
+    # the comparison with production on the same test images (`Comparison`: images right, the
+    # discordant counts and the exact McNemar p-value); None where no gate ran or before schema 3.
+    criteria: list[dict[str, Any]] | None = None
+    comparison: dict[str, Any] | None = None
     schema: int = SCHEMA
 
     @property
@@ -65,13 +71,14 @@ class DecisionRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DecisionRecord":
-        """A record from its dict, of this schema or of schema 1; raises KeyError/TypeError if it is
-        neither."""
+        """A record from its dict, of this schema or an earlier one; raises KeyError/TypeError if it is
+        none of them. An earlier record is read into this schema's fields (schema 2 lacks only the
+        gate's criteria), so it is written back as this schema."""
         data = dict(data)
         if data.setdefault("schema", 1) == 1:
             data.setdefault("action", "register")
             data["production_before"] = data.pop("champion", None) if data["action"] == "register" else data.get("previous")
-            data["schema"] = SCHEMA  # read into this schema's fields, so written back as this schema
+        data["schema"] = max(data["schema"], SCHEMA)
         known = {field.name for field in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import Annotated, Callable, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from mnist_pipeline.core.errors import PermanentError
 
@@ -33,12 +33,32 @@ class PipelineParameters(BaseModel):
     seed: int = Field(42, ge=0, le=2**31 - 1, description="seed of the validation split and of training")
     validation_fraction: float = Field(0.1, gt=0, le=0.5, description="share of train held out for validation")
     threshold: float = Field(0.97, gt=0, le=1, description="minimum test accuracy for promotion to production")
+    per_class_floor: float = Field(
+        0.95, ge=0, le=1, description="minimum test accuracy of every class (digit) for promotion")
+    per_class_margin: float = Field(
+        0.01, ge=0, le=1, description="most a class's test accuracy may fall below production's on it for promotion")
+    require_significant: bool = Field(
+        False, description="promote only a candidate significantly better than production (exact McNemar test on "
+        "the test images only one of them gets right); otherwise not worse is enough")
+    significance_alpha: float = Field(
+        0.05, gt=0, lt=1, description="significance level of the McNemar test against production")
     data_source: Literal["bundle", "tfds"] = Field(
         "bundle", description="bundle: the MNIST files shipped with the package (offline); tfds: tensorflow-datasets' download")
     bundle_dir: Optional[str] = Field(
         None, description="folder of the four MNIST IDX .gz files (default: the copy shipped with the package)")
+    extra_data: Optional[str] = Field(
+        None, description="folder of extra labelled pictures for training: one sub-folder per class, 0 to 9, "
+        "of PNG/JPEG pictures (default: none)")
     artifacts_dir: Optional[str] = Field(
         None, description="where splits, runs and the registry go (default: $MNIST_ARTIFACTS_DIR or ./artifacts)")
+
+
+DATA_FIELDS = ("data_source", "bundle_dir", "extra_data", "artifacts_dir")
+# The parameters that say which data a run trains on (and where its registry is): the change check's.
+DataParameters = create_model(
+    "DataParameters", __config__=ConfigDict(extra="forbid", frozen=True),
+    **{name: (PipelineParameters.model_fields[name].annotation, PipelineParameters.model_fields[name])
+       for name in DATA_FIELDS})
 
 
 def allowed(field_name: str) -> str:
@@ -52,34 +72,37 @@ def allowed(field_name: str) -> str:
     return " and ".join(bounds)
 
 
-def validate_parameters(values: dict) -> PipelineParameters:
-    """Build the parameters, or raise one error naming each bad parameter and what it allows."""
+def validate_parameters(values: dict, model: type[BaseModel] = PipelineParameters) -> BaseModel:
+    """Build the parameters (of `model`: a sweep's parameters reuse these fields), or raise one error
+    naming each bad parameter and what it allows."""
     try:
-        return PipelineParameters(**values)
+        return model(**values)
     except ValidationError as error:
         problems = []
         for item in error.errors():
             name = ".".join(str(part) for part in item["loc"]) or "parameters"
-            limits = allowed(name) if name in PipelineParameters.model_fields else ""
+            field = str(item["loc"][0]) if item["loc"] else ""  # a list's item, e.g. learning_rate.1, allows what its field does
+            limits = allowed(field) if field in PipelineParameters.model_fields else ""
             hint = f" (allowed: {limits})" if limits else ""
             problems.append(f"{name}={item.get('input')!r}: {item['msg']}{hint}")
         raise InvalidParameterError("Invalid parameter " + "; ".join(problems)) from None
 
 
-def signature() -> inspect.Signature:
-    """`PipelineParameters` as a keyword-only function signature: each field's type annotated with
+def signature(model: type[BaseModel] = PipelineParameters) -> inspect.Signature:
+    """`model`'s fields as a keyword-only function signature: each field's type annotated with
     its constraints and description, and its default."""
     return inspect.Signature([
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=field.default,
                           annotation=Annotated[field.annotation, *field.metadata, Field(description=field.description)])
-        for name, field in PipelineParameters.model_fields.items()
+        for name, field in model.model_fields.items()
     ])
 
 
-def takes_parameters(function: Callable) -> Callable:
-    """Give `function(**values)` the signature of `PipelineParameters`, and an `Args:` section in its
-    docstring with each parameter's description (Prefect reads both for the parameter schema)."""
-    function.__signature__ = signature().replace(return_annotation=inspect.signature(function).return_annotation)
-    arguments = "\n".join(f"    {name}: {field.description}" for name, field in PipelineParameters.model_fields.items())
+def takes_parameters(function: Callable, model: type[BaseModel] = PipelineParameters) -> Callable:
+    """Give `function(**values)` the signature of `model` (`PipelineParameters` unless another is
+    given), and an `Args:` section in its docstring with each parameter's description (Prefect reads
+    both for the parameter schema)."""
+    function.__signature__ = signature(model).replace(return_annotation=inspect.signature(function).return_annotation)
+    arguments = "\n".join(f"    {name}: {field.description}" for name, field in model.model_fields.items())
     function.__doc__ = f"{inspect.cleandoc(function.__doc__ or '')}\n\nArgs:\n{arguments}\n"
     return function

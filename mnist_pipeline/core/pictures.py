@@ -8,12 +8,19 @@
   their pixel values are taken as they are.
 
 `invert=True` is for dark digits on a light background: every input is inverted (255 - pixel).
+
+A picture's size is read from its header before any pixel is decoded: a small, highly compressed
+file can announce 12,000 x 12,000 pixels, which would decode into gigabytes. The command line and the
+HTTP service (`mnist_pipeline.serve`) both read pictures through `read_picture`, so they lay out and
+refuse the same pictures.
 """
 
 from __future__ import annotations
 
 import gzip
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -27,6 +34,9 @@ INK_LEVEL = 0.1  # pixels above this share of the brightest count as the digit (
 MARGIN = 4  # pixels around the digit's box (at 28x28 scale) kept when it is cut out
 MIN_CONTRAST = 8  # grey levels above the background below which a picture counts as blank
 SIZE_TOLERANCE = 1  # a box within a pixel of 20 is MNIST-sized already: resampling would only blur it
+# Pictures up to 16.8 megapixels are decoded (a 12-megapixel phone photo fits; 4096 x 4096 is the
+# largest square): laid out as float64 grey levels, that is at most ~135 MB a copy.
+MAX_PICTURE_PIXELS = 4096 * 4096
 
 NPY_MAGIC = b"\x93NUMPY"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -56,8 +66,8 @@ def read_inputs(path: Path, invert: bool = False) -> np.ndarray:
     """The images in one file as uint8 [n, 28, 28] (n = 1 for a picture)."""
     kind = file_kind(path)
     if kind == "picture":
-        return _read_picture(path, invert)[np.newaxis]
-    images = _as_images(path, _read_npy(path) if kind == "npy" else _read_idx(path))
+        return read_picture(path, invert)[np.newaxis]
+    images = as_images(_read_npy(path) if kind == "npy" else _read_idx(path), path)
     return 255 - images if invert else images
 
 
@@ -97,8 +107,8 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype, offset=header).reshape(shape)
 
 
-def _as_images(path: Path, array: np.ndarray) -> np.ndarray:
-    """Check an array's shape and values and return it as uint8 [n, 28, 28]."""
+def as_images(array: np.ndarray, path: Path | str) -> np.ndarray:
+    """Check an array's shape and values and return it as uint8 [n, 28, 28]; `path` names it in errors."""
     shape = list(array.shape)
     if array.shape == IMAGE_SHAPE:
         array = array[np.newaxis]
@@ -125,27 +135,51 @@ def _as_images(path: Path, array: np.ndarray) -> np.ndarray:
     return array.astype(np.uint8)
 
 
-def _read_picture(path: Path, invert: bool) -> np.ndarray:
+@dataclass(frozen=True)
+class Wording:
+    """How the caller's users name what they may give and how they ask for inversion, for messages."""
+
+    readable: str = "an image, .npy array or IDX file"
+    accepted: str = "PNG or JPEG pictures, .npy arrays or MNIST IDX files"
+    invert_option: str = "--invert"
+
+
+def read_picture(source: Path | BinaryIO, invert: bool = False, name: Path | str | None = None,
+                 wording: Wording = Wording()) -> np.ndarray:
+    """A picture (a file, or an open binary stream such as an upload) laid out as an MNIST digit:
+    uint8 [28, 28]. `name` names it in errors (default: the path)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    name = source if name is None else name
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
+            _check_size(image.size, name)  # from the header: nothing is decoded yet
             image.load()
             gray = _grayscale(ImageOps.exif_transpose(image), background=255 if invert else 0)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        detail = "no picture format Pillow knows" if isinstance(error, UnidentifiedImageError) else str(error)
         raise InputError(
-            f"{path}: not an image, .npy array or IDX file that can be read ({error}). Give PNG or "
-            "JPEG pictures, .npy arrays or MNIST IDX files."
+            f"{name}: not {wording.readable} that can be read ({detail}). Give {wording.accepted}."
         ) from error
     if invert:
         gray = 255.0 - gray
     if np.median(gray) > 127:  # mostly light: the background is light, so the digit is dark
-        fix = "leave out --invert" if invert else "pass --invert"
+        fix = f"leave out {wording.invert_option}" if invert else f"pass {wording.invert_option}"
         raise InputError(
-            f"{path}: the picture {'is, once inverted,' if invert else 'is'} a dark digit on a light background; "
+            f"{name}: the picture {'is, once inverted,' if invert else 'is'} a dark digit on a light background; "
             f"the model reads light digits on a dark background (as MNIST's): {fix}"
         )
-    return mnist_layout(gray, path)
+    return mnist_layout(gray, name)
+
+
+def _check_size(size: tuple[int, int], name: Path | str) -> None:
+    width, height = size
+    if width * height > MAX_PICTURE_PIXELS:
+        raise InputError(
+            f"{name}: the picture is {width} x {height} pixels ({width * height / 1e6:.1f} megapixels); "
+            f"pictures of up to {MAX_PICTURE_PIXELS / 1e6:.1f} megapixels are read (4096 x 4096). Scale it "
+            "down first: a digit needs no more than a few hundred pixels a side."
+        )
 
 
 def _grayscale(image, background: int) -> np.ndarray:

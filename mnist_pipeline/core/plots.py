@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -51,4 +52,25 @@ def plot_confusion_matrix(confusion: list[list[int]], path: Path) -> None:
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     axis.set_title("Confusion matrix (test split)")
+    _save_figure(figure, path)
+
+
+def png_data_uri(path: Path) -> str:
+    """A PNG as a `data:` URI: the one way a web page (the Prefect UI's markdown artifacts) can show an
+    image from the worker's disk, which browsers never load through `file://` links."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def plot_sweep(records: list[dict], selected: str, path: Path) -> None:
+    """Validation accuracy per sweep candidate, the selected one highlighted, failed ones labelled."""
+    names = [r["candidate"] for r in records]
+    accuracies = [r["validation_accuracy"] or 0.0 for r in records]
+    figure, axis = _pyplot().subplots(figsize=(max(4, 0.8 * len(names) + 2), 3.5))
+    bars = axis.bar(names, accuracies, color=["tab:orange" if n == selected else "tab:blue" for n in names])
+    axis.bar_label(bars, labels=[f"{r['validation_accuracy']:.4f}" if r["validation_accuracy"] is not None
+                                 else "failed" for r in records], fontsize=8)
+    low = min((a for a in accuracies if a), default=0.0)
+    axis.set_ylim(max(0.0, low - 0.05), 1.0)
+    axis.set_ylabel("validation accuracy")
+    axis.set_title(f"Sweep candidates (selected: {selected})")
     _save_figure(figure, path)

@@ -1,8 +1,8 @@
 """The model registry on disk: numbered versions, a production pointer and a decision log.
 
     registry/
-      versions/v0001/   model.keras, metrics.json, params.json, plots, model_card.md, version.json,
-                        saved_model/
+      versions/v0001/   model.keras, metrics.json, predictions.npz, params.json, plots, model_card.md,
+                        version.json, saved_model/
       production.json   which version serves (replaced atomically)
       decisions.jsonl   one `DecisionRecord` per line: gate verdicts, promotions, rollbacks, repairs
       .lock             held by every operation that changes anything
@@ -11,15 +11,22 @@ The registry owns its protocol: `register`, `promote`, `rollback` and `repair` e
 first complete a registration that a dying process left half done, then decide and record. A version
 folder is assembled under a temporary name and renamed into place, so a version either exists whole
 or not at all; its decision is stored inside it before production moves, so it can be completed.
+
+The gate (core/gate.py) compares a candidate with production image by image, so each version keeps
+its predictions on its test split (`predictions.npz`). Production is re-tested on the candidate's
+test split when it was tested on another one, or has no stored predictions (versions registered
+before they were kept).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import shutil
 import uuid
+import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -31,9 +38,10 @@ from mnist_pipeline.core.errors import PermanentError
 from mnist_pipeline.core.export import export_saved_model
 from mnist_pipeline.core.faults import crash_point, inject_fault
 from mnist_pipeline.core.files import append_line_durably, fsync_dir, sha256_file, write_json_atomic, write_text_atomic
-from mnist_pipeline.core.gate import Scored, gate
+from mnist_pipeline.core.gate import GateSettings, Scored, Verdict, gate
+from mnist_pipeline.core.parameters import PipelineParameters
 from mnist_pipeline.core.report import render_model_card
-from mnist_pipeline.core.scoring import Evaluation, score_model
+from mnist_pipeline.core.scoring import PREDICTIONS, Evaluation, probabilities_on_test_split, read_predictions
 from mnist_pipeline.core.splits import SplitFiles
 from mnist_pipeline.core.training import TrainedModel
 
@@ -69,7 +77,7 @@ class Candidate:
     trained: TrainedModel
     evaluation: Evaluation
     data: SplitFiles
-    threshold: float
+    gate: GateSettings
     run_params: dict
     flow_run_id: str | None = None
 
@@ -203,11 +211,11 @@ class Registry:
             self._apply(record)
         return record
 
-    def promote(self, version: str, who: str, why: str, *, threshold: float | None = None,
-                force: bool = False) -> DecisionRecord:
-        """Make `version` production if it passes the gate it met at registration (`threshold`
-        defaults to the one it was registered with), or past the gate with `force`; the decision is
-        logged either way. A damaged model is never made production, not even forced."""
+    def promote(self, version: str, who: str, why: str, *, force: bool = False, **settings) -> DecisionRecord:
+        """Make `version` production if it passes the gate with the settings it was registered with
+        (any of `GateSettings`' fields given here and not None replace them, e.g. `threshold=0.98`),
+        or past the gate with `force`; the decision is logged either way. A damaged model is never
+        made production, not even forced."""
         with self.lock:
             self._complete_pending()
             self.require(version)
@@ -216,20 +224,23 @@ class Registry:
             if version == current:
                 raise RegistryError(f"{version} is already the production model; nothing to promote")
             metrics = self.read_json(version, "metrics.json")
-            limit = threshold if threshold is not None else self.read_json(version, "params.json")["threshold"]
-            candidate = Scored(version, metrics["correct"], metrics["total"])
+            limits = replace(self._registered_settings(version),
+                             **{name: value for name, value in settings.items() if value is not None})
             try:
-                champion = self._champion(metrics["test_split_sha256"], lambda: self._split_of(version))
-                passed, reason = gate(candidate, champion, limit)
+                split = functools.partial(self._split_of, version)  # found only if a model must be re-tested
+                candidate = self._scored(version, metrics["test_split_sha256"], split)
+                verdict = gate(candidate, self._champion(metrics["test_split_sha256"], split), limits)
             except RegistryError as error:
                 if not force:
                     raise
-                champion, passed, reason = None, False, f"the gate could not be applied: {error}"
+                verdict = Verdict(False, f"the gate could not be applied: {error}", (), None)
+            passed = verdict.promoted
             record = DecisionRecord(
                 action="promote", candidate=version, production_before=current, promoted=passed or force,
-                reason=reason if passed or not force else f"forced past the gate: {reason}", time=now_iso(),
-                candidate_accuracy=candidate.accuracy, champion_accuracy=champion.accuracy if champion else None,
-                threshold=limit, forced=force and not passed, who=who, why=why,
+                reason=verdict.reason if passed or not force else f"forced past the gate: {verdict.reason}",
+                time=now_iso(), candidate_accuracy=metrics["correct"] / metrics["total"],
+                champion_accuracy=_production_accuracy(verdict), threshold=limits.threshold, forced=force and not passed,
+                who=who, why=why, **verdict.record_fields(),
             )
             if record.promoted:
                 self._set_production(version, f"promoted by {who}: {why}")
@@ -313,15 +324,30 @@ class Registry:
         return None
 
     def _champion(self, test_split_sha256: str, split: Callable[[], SplitFiles]) -> Scored | None:
-        """Production's score on the given test split: as recorded if it was measured on that split,
-        else measured now on `split()`."""
+        """Production's predictions on the test split of that hash (see `_scored`), or None before the
+        first promotion."""
         version = self.production()
-        if version is None:
-            return None
-        metrics = self.read_json(version, "metrics.json")
-        if metrics.get("test_split_sha256") != test_split_sha256:
-            metrics = score_model(self.model_path(version), split())
-        return Scored(version, metrics["correct"], metrics["total"])
+        return None if version is None else self._scored(version, test_split_sha256, split)
+
+    def _scored(self, version: str, test_split_sha256: str, split: Callable[[], SplitFiles]) -> Scored:
+        """`version`'s predictions on the test split of that hash: as stored if it was tested on that
+        split, else made now by its model on `split()`."""
+        stored = self.version_dir(version) / PREDICTIONS
+        if self.read_json(version, "metrics.json").get("test_split_sha256") == test_split_sha256 and stored.is_file():
+            try:
+                return Scored(version, *read_predictions(stored))
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+                raise RegistryError(
+                    f"Predictions file {stored} is unreadable ({error}). Restore the version folder from a "
+                    f"backup, or delete the file to have {version} re-tested on its test split."
+                ) from error
+        labels, probabilities = probabilities_on_test_split(self.model_path(version), split())
+        return Scored(version, labels, probabilities.argmax(axis=1))
+
+    def _registered_settings(self, version: str) -> GateSettings:
+        """The gate settings `version` was registered with; those it was registered without (it
+        predates them) are today's defaults."""
+        return GateSettings.of({**PipelineParameters().model_dump(), **self.read_json(version, "params.json")})
 
     def _split_of(self, version: str) -> SplitFiles:
         """The data split `version` was trained and tested on, found under `splits_dir` by its hash."""
@@ -330,8 +356,9 @@ class Registry:
             if sha256_file(manifest) == data_sha256:
                 return SplitFiles(str(manifest), data_sha256)
         raise RegistryError(
-            f"{version} and production were tested on different test splits, and {version}'s split "
-            f"(manifest SHA-256 {data_sha256[:12]}...) is not under {self.splits_dir} to re-test production "
+            f"The gate compares {version} and production on the same test images, but they were tested on "
+            f"different test splits (or one was registered before test predictions were kept), and {version}'s "
+            f"split (manifest SHA-256 {data_sha256[:12]}...) is not under {self.splits_dir} to re-test them "
             "on it. Rebuild it by running the pipeline with the seed and validation fraction in "
             f"`mnist-pipeline registry show {version}`, or pass --force to promote without the gate."
         )
@@ -340,14 +367,14 @@ class Registry:
         """Gate the candidate against production, then write it whole as the next version."""
         trained, evaluation = candidate.trained, candidate.evaluation
         metrics = _read_json(Path(evaluation.metrics_path))
+        scored = Scored("candidate", *read_predictions(Path(evaluation.predictions_path)))
         champion = self._champion(metrics["test_split_sha256"], lambda: candidate.data)
-        promoted, reason = gate(Scored("candidate", evaluation.correct, evaluation.total), champion,
-                                candidate.threshold)
+        verdict = gate(scored, champion, candidate.gate)
         decision = DecisionRecord(
             action="register", candidate=None, production_before=champion.version if champion else None,
-            promoted=promoted, reason=reason, time=now_iso(), candidate_accuracy=evaluation.accuracy,
-            champion_accuracy=champion.accuracy if champion else None, threshold=candidate.threshold,
-            flow_run_id=candidate.flow_run_id,
+            promoted=verdict.promoted, reason=verdict.reason, time=now_iso(), candidate_accuracy=evaluation.accuracy,
+            champion_accuracy=_production_accuracy(verdict), threshold=candidate.gate.threshold,
+            flow_run_id=candidate.flow_run_id, **verdict.record_fields(),
         )
         record = {
             "created": decision.time,
@@ -362,11 +389,12 @@ class Registry:
             "flow_run_id": candidate.flow_run_id,
             "versions": _framework_versions(),
         }
-        params = {"training": asdict(trained.config), "threshold": candidate.threshold, **candidate.run_params}
+        params = {"training": asdict(trained.config), **candidate.gate.to_dict(), **candidate.run_params}
         files = {"model.keras": Path(trained.model_path), "metrics.json": Path(evaluation.metrics_path),
-                 "history.json": Path(trained.history_path), **{Path(p).name: Path(p) for p in evaluation.plot_paths}}
+                 PREDICTIONS: Path(evaluation.predictions_path), "history.json": Path(trained.history_path),
+                 **{Path(p).name: Path(p) for p in evaluation.plot_paths}}
         texts = {"params.json": json.dumps(params, indent=2, sort_keys=True) + "\n",
-                 "model_card.md": render_model_card(record, params, metrics)}
+                 "model_card.md": render_model_card(record, params, metrics, decision)}
         return self._write_version(files, texts, record, decision, trained.model_path)
 
     def _write_version(self, files: dict[str, Path], texts: dict[str, str], record: dict,
@@ -485,6 +513,12 @@ class Registry:
         # A repair follows the log, so it is not itself a move in production's history (promoted=False).
         self._log(DecisionRecord(action="repair", candidate=version, production_before=before, promoted=False,
                                  reason=reason, time=now_iso()))
+
+
+def _production_accuracy(verdict: Verdict) -> float | None:
+    """Production's accuracy on the candidate's test split, if the gate compared the two."""
+    comparison = verdict.comparison
+    return comparison.production_correct / comparison.total if comparison else None
 
 
 def _framework_versions() -> dict[str, str]:

@@ -35,6 +35,38 @@ def _per_class_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _criterion_value(criterion: dict) -> str:
+    return f"{criterion['value']:.4g}" if criterion["name"] == "significantly better" else f"{criterion['value']:.4f}"
+
+
+def _gate_section(decision: DecisionRecord) -> str:
+    """Each criterion of the gate with its value, limit and verdict, and the image-by-image comparison
+    with production: a "better" accuracy over a few discordant images is shown for what it is."""
+    if not decision.criteria:  # a record written before the gate recorded its criteria, or a forced promotion
+        return ""
+    lines = ["## Gate criteria", "", "| criterion | value | limit | verdict | detail |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {c['name']} | {_criterion_value(c)} | {c['limit']:.4g} | {'pass' if c['passed'] else '**fail**'} | "
+              f"{c['text']} |" for c in decision.criteria]
+    comparison = decision.comparison
+    if comparison:
+        both_right = comparison["candidate_correct"] - comparison["only_candidate"]
+        both_wrong = comparison["total"] - comparison["candidate_correct"] - comparison["only_production"]
+        lines += ["", f"Compared with production {comparison['production']} on the same {comparison['total']} test images:",
+                  "", "| images | count |", "| --- | --- |",
+                  f"| right by both | {both_right} |",
+                  f"| right by the candidate only | {comparison['only_candidate']} |",
+                  f"| right by {comparison['production']} only | {comparison['only_production']} |",
+                  f"| wrong by both | {both_wrong} |",
+                  f"| exact McNemar p-value (two-sided) | {comparison['p_value']:.4g} |"]
+    return "\n".join(lines) + "\n"
+
+
+def _gate_summary(decision: DecisionRecord) -> str:
+    """The gate's criteria in one line each, for the model card."""
+    return "".join(f"\n  - {c['name']}: {_criterion_value(c)} (limit {c['limit']:.4g}): {'pass' if c['passed'] else 'fail'}"
+                   for c in decision.criteria or [])
+
+
 def _embedded_card(version_dir: Path) -> str:
     """The version's model card one heading level down, to sit inside the report."""
     card = (version_dir / MODEL_CARD).read_text()
@@ -60,6 +92,7 @@ def render_report(decision: DecisionRecord, metrics: dict, version_dir: Path, pr
 | threshold | {decision.threshold:.4f} |
 | production before | {champion} |
 
+{_gate_section(decision)}
 ## Plots
 {plots}
 
@@ -73,7 +106,7 @@ def render_report(decision: DecisionRecord, metrics: dict, version_dir: Path, pr
 """
 
 
-def render_model_card(record: dict, params: dict, metrics: dict) -> str:
+def render_model_card(record: dict, params: dict, metrics: dict, decision: DecisionRecord) -> str:
     training = params["training"]
     return f"""# Model card: MNIST digit classifier ({record['preset']})
 
@@ -84,7 +117,8 @@ def render_model_card(record: dict, params: dict, metrics: dict) -> str:
   learning rate {training['learning_rate']}, early stopping patience {training['patience']}, seed {training['seed']}.
 - **Data**: MNIST (the official train/test split), split manifest SHA-256 `{record['data_sha256']}`.
 - **Test accuracy**: {_interval(metrics)}.
-- **Status at registration**: {record['status']}.
+- **Status at registration**: {record['status']}: {decision.reason}.
+- **Gate at registration**:{_gate_summary(decision)}
 - **Frameworks**: TensorFlow {record['versions']['tensorflow']}, Keras {record['versions']['keras']}.
 - **Files**: `model.keras` (Keras), `saved_model/` (TensorFlow Serving: signature `serving_default` takes
   `image`, uint8 [n, 28, 28], returns `output_0`, probabilities [n, 10]); plots `training_curves.png`

@@ -1,5 +1,7 @@
 """Scoring a model on the test split: loss, accuracy with its 95% Wilson interval, per-class
-accuracy and the confusion matrix, written as `metrics.json` beside the run's plots."""
+accuracy and the confusion matrix, written as `metrics.json` beside the run's plots; and the class
+predicted for each test image, with its label, in `predictions.npz`, which the gate compares image by
+image with production's (core/gate.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.core.files import sha256_file, write_json_atomic
+from mnist_pipeline.core.files import atomic_path, sha256_file, write_json_atomic
 from mnist_pipeline.core.mnist import NUM_CLASSES
 from mnist_pipeline.core.models import load_model, predict_probabilities
 from mnist_pipeline.core.plots import plot_confusion_matrix, plot_training_curves
 from mnist_pipeline.core.splits import SplitFiles
 from mnist_pipeline.core.stats import wilson_interval
 from mnist_pipeline.core.training import TrainedModel
+
+PREDICTIONS = "predictions.npz"
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,7 @@ class Evaluation:
     total: int
     interval_95: tuple[float, float]
     plot_paths: tuple[str, ...]
+    predictions_path: str
 
 
 def score(probabilities: np.ndarray, labels: np.ndarray) -> dict:
@@ -53,26 +58,41 @@ def score(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
-def score_model(model_path: str | Path, data: SplitFiles) -> dict:
-    """`score` of the `.keras` model at `model_path` on `data`'s test split."""
+def probabilities_on_test_split(model_path: str | Path, data: SplitFiles) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, class probabilities) of the `.keras` model at `model_path` on `data`'s test split."""
     images, labels = data.load("test")
-    return score(predict_probabilities(load_model(model_path), images), labels)
+    return labels, predict_probabilities(load_model(model_path), images)
+
+
+def write_predictions(path: Path, labels: np.ndarray, probabilities: np.ndarray) -> None:
+    """Each test image's label and predicted class (uint8), atomically (no pickles: plain arrays)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, label=labels.astype(np.uint8), predicted=probabilities.argmax(axis=1).astype(np.uint8))
+
+
+def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, predicted classes) as `write_predictions` wrote them."""
+    with np.load(path, allow_pickle=False) as stored:
+        return stored["label"], stored["predicted"]
 
 
 def evaluate_model(trained: TrainedModel, data: SplitFiles, run_dir: Path) -> Evaluation:
-    """Score the trained model on the test split; write `metrics.json` and the plots into `run_dir`."""
-    metrics = score_model(trained.model_path, data)
+    """Score the trained model on the test split; write `metrics.json`, the predictions and the plots
+    into `run_dir`."""
+    labels, probabilities = probabilities_on_test_split(trained.model_path, data)
+    metrics = score(probabilities, labels)
     metrics.update(
         test_split_sha256=sha256_file(data.path("test")),
         data_sha256=data.data_sha256,
         model_sha256=sha256_file(Path(trained.model_path)),
     )
-    metrics_path = run_dir / "metrics.json"
+    metrics_path, predictions_path = run_dir / "metrics.json", run_dir / PREDICTIONS
     write_json_atomic(metrics_path, metrics)
+    write_predictions(predictions_path, labels, probabilities)
     curves, confusion = run_dir / "training_curves.png", run_dir / "confusion_matrix.png"
     plot_training_curves(Path(trained.history_path), curves)
     plot_confusion_matrix(metrics["confusion_matrix"], confusion)
     return Evaluation(
         str(metrics_path), metrics["accuracy"], metrics["correct"], metrics["total"],
-        tuple(metrics["accuracy_interval_95"]), (str(curves), str(confusion)),
+        tuple(metrics["accuracy_interval_95"]), (str(curves), str(confusion)), str(predictions_path),
     )

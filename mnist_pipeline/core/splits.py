@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from mnist_pipeline.core import mnist
+from mnist_pipeline.core import extra_data, mnist
+from mnist_pipeline.core.extra_data import ExtraPictures
 from mnist_pipeline.core.errors import SplitValidationError
 from mnist_pipeline.core.files import fsync_dir, sha256_file, write_json_atomic
 
@@ -39,6 +40,7 @@ class SplitRecipe:
     validation_fraction: float
     seed: int
     code_sha256: str
+    extra_sha256: tuple[tuple[str, str], ...] = ()  # the extra training pictures (core/extra_data.py)
 
     @property
     def key(self) -> str:
@@ -47,20 +49,39 @@ class SplitRecipe:
     def split_dir(self, splits_root: Path) -> Path:
         return splits_root / f"mnist-{self.key[:16]}"
 
+    @property
+    def data_fingerprint(self) -> str:
+        return data_fingerprint(self.source_sha256, self.extra_sha256)
 
-def make_recipe(source: str, bundle_dir: Path, validation_fraction: float, seed: int) -> SplitRecipe:
-    """Hash the inputs of the split. Fails at once, naming the path, when a bundle file is missing."""
+
+def data_fingerprint(source_sha256: tuple, extra_sha256: tuple) -> str:
+    """The hash of the data alone (dataset, source files, extra pictures): what the change check
+    compares with the production model's, so a new picture means a retraining but a new seed or a
+    change of this module's code does not."""
+    data = {"dataset": mnist.DATASET, "source_sha256": source_sha256, "extra_sha256": extra_sha256}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def source_checksums(source: str, bundle_dir: Path) -> tuple[tuple[str, str], ...]:
+    """(file name, SHA-256) of MNIST's source files. Fails at once, naming the path, when a bundle file
+    is missing."""
     if source == "bundle":
-        checksums = tuple((name, sha256_file(mnist.bundle_file(bundle_dir, name))) for name in mnist.BUNDLE_FILES)
-    else:  # tfds verifies its download against these registered checksums
-        checksums = tuple(sorted((name, sha) for name, (_, sha) in mnist.registered_files().items()))
+        return tuple((name, sha256_file(mnist.bundle_file(bundle_dir, name))) for name in mnist.BUNDLE_FILES)
+    # tfds verifies its download against these registered checksums
+    return tuple(sorted((name, sha) for name, (_, sha) in mnist.registered_files().items()))
+
+
+def make_recipe(source: str, bundle_dir: Path, validation_fraction: float, seed: int,
+                extra: ExtraPictures | None = None) -> SplitRecipe:
+    """Hash the inputs of the split. Fails at once, naming the path, when a bundle file is missing."""
     return SplitRecipe(
         dataset=mnist.DATASET,
         source=source,
-        source_sha256=checksums,
+        source_sha256=source_checksums(source, bundle_dir),
         validation_fraction=validation_fraction,
         seed=seed,
         code_sha256=sha256_file(Path(__file__)),
+        extra_sha256=extra.fingerprint() if extra else (),
     )
 
 
@@ -84,7 +105,8 @@ def is_intact(split_dir: Path) -> bool:
 
 
 def ensure_split(recipe: SplitRecipe, bundle_dir: Path, splits_root: Path, tfds_data_dir: Path,
-                 log: logging.Logger | logging.LoggerAdapter = logging.getLogger(__name__)) -> Path:
+                 log: logging.Logger | logging.LoggerAdapter = logging.getLogger(__name__),
+                 extra_dir: Path | None = None) -> Path:
     """The manifest of `recipe`'s split under `splits_root`, built unless an intact copy is there.
 
     Concurrent callers wait on one lock: one builds the split, the others reuse it.
@@ -98,7 +120,7 @@ def ensure_split(recipe: SplitRecipe, bundle_dir: Path, splits_root: Path, tfds_
             source = f"the MNIST files in {bundle_dir}" if recipe.source == "bundle" else "tensorflow-datasets"
             log.info("building split %s from %s", final_dir.name, source)
             started = time.perf_counter()
-            build_split(recipe, bundle_dir, tfds_data_dir, final_dir)
+            build_split(recipe, bundle_dir, tfds_data_dir, final_dir, extra_dir, log)
             log.info("built split %s in %.1f s", final_dir, time.perf_counter() - started)
     return final_dir / MANIFEST
 
@@ -107,14 +129,17 @@ def describe_split(manifest_path: Path) -> str:
     """One line saying which split this is and what it holds, for the logs."""
     manifest = json.loads(manifest_path.read_text())
     recipe, entries = manifest["recipe"], manifest["splits"]
-    return (f"split {manifest_path.parent.name} ({recipe['source']}, validation fraction "
-            f"{recipe['validation_fraction']}, seed {recipe['seed']}): "
+    extra = len(recipe.get("extra_sha256", ()))
+    return (f"split {manifest_path.parent.name} ({recipe['source']}{f' + {extra} extra pictures' if extra else ''}, "
+            f"validation fraction {recipe['validation_fraction']}, seed {recipe['seed']}): "
             + ", ".join(f"{entries[name]['count']} {name}" for name in SPLIT_NAMES) + " images")
 
 
-def build_split(recipe: SplitRecipe, bundle_dir: Path, tfds_data_dir: Path, final_dir: Path) -> None:
-    """Verify the source, read MNIST once, split train/validation by seeded index and write the files
-    into `final_dir` (the caller holds the splits lock)."""
+def build_split(recipe: SplitRecipe, bundle_dir: Path, tfds_data_dir: Path, final_dir: Path,
+                extra_dir: Path | None = None, log: logging.Logger | logging.LoggerAdapter = logging.getLogger(__name__),
+                ) -> None:
+    """Verify the source, read MNIST once, split train/validation by seeded index, add the extra
+    pictures to train, and write the files into `final_dir` (the caller holds the splits lock)."""
     if recipe.source == "bundle":
         mnist.verify_bundle(bundle_dir, dict(recipe.source_sha256))
         arrays = mnist.read_bundle(bundle_dir)
@@ -123,11 +148,27 @@ def build_split(recipe: SplitRecipe, bundle_dir: Path, tfds_data_dir: Path, fina
     train_images, train_labels = arrays["train"]
     train_idx, validation_idx = split_train_validation(len(train_labels), recipe.validation_fraction, recipe.seed)
     splits = {
-        "train": (train_images[train_idx], train_labels[train_idx]),
+        "train": _with_extra((train_images[train_idx], train_labels[train_idx]), recipe, extra_dir, log),
         "validation": (train_images[validation_idx], train_labels[validation_idx]),
         "test": arrays["test"],
     }
     write_split(recipe, splits, final_dir)
+
+
+def _with_extra(train: tuple[np.ndarray, np.ndarray], recipe: SplitRecipe, extra_dir: Path | None,
+                log: logging.Logger | logging.LoggerAdapter) -> tuple[np.ndarray, np.ndarray]:
+    """The train split with the recipe's extra pictures appended (never validation or test: the test
+    split stays MNIST's own, so accuracies stay comparable)."""
+    if not recipe.extra_sha256:
+        return train
+    extra = extra_data.scan(extra_dir)
+    if extra.fingerprint() != recipe.extra_sha256:
+        raise extra_data.ExtraDataError(
+            f"extra data in {extra_dir} changed while the run was starting; run again to use what is there now")
+    images, labels = extra.load()
+    log.info("added %d extra training pictures from %s%s", len(labels), extra_dir,
+             f" (skipped {len(extra.skipped)}: {', '.join(extra.skipped)})" if extra.skipped else "")
+    return np.concatenate([train[0], images]), np.concatenate([train[1], labels])
 
 
 def write_split(recipe: SplitRecipe, arrays: dict[str, tuple[np.ndarray, np.ndarray]], final_dir: Path) -> None:

@@ -1,0 +1,160 @@
+"""A sweep as one Prefect flow: several trainings of one preset at once on Dask, the best through the gate.
+
+    download/split -> preprocess -> train x N (Dask, in parallel) -> select on validation -> evaluate -> register
+
+Run it: `mnist-pipeline sweep --help` (or `python flows/sweep_flow.py`: the same). The candidates
+share one split, read by path; each trains in a Dask worker process of its own, on a local cluster
+sized to the machine or on an existing cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+if __name__ == "__main__":  # answer the command line before Prefect loads
+    from mnist_pipeline.cli.main import entry_point
+
+    entry_point(["sweep", *sys.argv[1:]])
+
+from prefect import flow, get_client, unmapped
+from prefect.artifacts import create_markdown_artifact
+from prefect.logging import get_run_logger
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Completed, State
+from prefect_dask import DaskTaskRunner
+
+from mnist_pipeline.core.files import write_json_atomic
+from mnist_pipeline.core.parameters import PipelineParameters, takes_parameters, validate_parameters
+from mnist_pipeline.core.plots import plot_sweep, png_data_uri
+from mnist_pipeline.core.registry import Registry
+from mnist_pipeline.core.splits import SplitFiles, is_intact
+from mnist_pipeline.core.summary import RunSummary
+from mnist_pipeline.core.sweep import SWEPT, SweepParameters, SweepSummary, Trial, candidate_configs, \
+    check_dask_cluster, render_sweep_report, select
+from mnist_pipeline.flows.mnist_flow import Plan, make_plan, run_name
+from mnist_pipeline.tasks.evaluate import evaluate
+from mnist_pipeline.tasks.preprocess import preprocess
+from mnist_pipeline.tasks.register import register
+from mnist_pipeline.tasks.split import download_split
+from mnist_pipeline.tasks.train import train
+
+SWEEP_REPORT_KEY = "mnist-sweep-report"
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep decides before its first stage: the shared run plan, the candidates, the cluster."""
+
+    base: Plan  # folders, split recipe; its run folder's name is the stem of the candidates' folders
+    trials: list[Trial]
+    task_runner: DaskTaskRunner
+
+    @property
+    def sweep_dir(self) -> Path:
+        return self.base.run_dir.with_name(f"{self.base.run_dir.name}-sweep")
+
+
+@flow(name="mnist-sweep", flow_run_name=lambda: f"sweep-{run_name()}", log_prints=True)
+@functools.partial(takes_parameters, model=SweepParameters)
+def mnist_sweep(**values) -> State:
+    """Train several configurations of one preset in parallel on Dask; evaluate the one with the best
+    validation accuracy on the test split and offer it to the promotion gate.
+
+    The run ends in a `Completed` state named `Promoted` or `Rejected`; its result is the `SweepSummary`.
+    """
+    plan = make_sweep_plan(validate_parameters(values, SweepParameters))
+    paths = plan.base.paths
+    split = download_split.with_options(result_storage=paths.prefect_results,
+                                        refresh_cache=not is_intact(plan.base.recipe.split_dir(paths.splits)))
+    data = preprocess(split(plan.base.recipe, str(plan.base.bundle_dir), str(paths.splits), str(paths.tfds_data)))
+    with workers_share_this_api():
+        trials = train_candidates.with_options(task_runner=plan.task_runner)(plan.trials, data, str(paths.tensorboard))
+    selected = select(trials)
+    evaluation = evaluate(selected.trained, data, selected.run_dir)
+    decision = register(selected.trained, evaluation, data, str(paths.registry), plan.base.params.threshold,
+                        {"split_recipe_key": plan.base.recipe.key, "data_source": plan.base.params.data_source,
+                         "sweep": plan.sweep_dir.name, "candidate": selected.name})
+
+    registry = Registry(paths.registry)
+    summary = SweepSummary(
+        candidates=[trial.record() for trial in trials], selected=selected.name, sweep_dir=str(plan.sweep_dir),
+        run=RunSummary(
+            version=decision.candidate, preset=selected.config.preset, accuracy=evaluation.accuracy,
+            accuracy_interval_95=evaluation.interval_95, promoted=decision.promoted, reason=decision.reason,
+            production=registry.production(), epochs_run=selected.trained.epochs_run,
+            train_seconds=selected.trained.train_seconds, version_dir=str(registry.version_dir(decision.candidate)),
+            run_dir=selected.run_dir, decision_log=str(registry.decision_log)),
+    )
+    publish_report(summary)
+    return Completed(name="Promoted" if decision.promoted else "Rejected", message=decision.reason, data=summary)
+
+
+@flow(name="mnist-sweep-candidates", flow_run_name="candidates")
+def train_candidates(trials: list[Trial], data: SplitFiles, tensorboard_root: str) -> list[Trial]:
+    """Train every candidate on the Dask cluster, as many at once as it has worker processes. A subflow
+    because a flow's task runner is fixed when it starts, and which cluster to use is a parameter."""
+    futures = train.map([trial.config for trial in trials], unmapped(data), [trial.run_dir for trial in trials],
+                        [str(Path(tensorboard_root) / Path(trial.run_dir).name) for trial in trials])
+    futures.wait()
+    finished = []
+    for trial, future in zip(trials, futures):
+        if future.state.is_completed():
+            finished.append(replace(trial, trained=future.result()))
+        else:  # recorded as failed; the sweep goes on with the others
+            get_run_logger().warning("candidate %s failed: %s", trial.name, future.state.message)
+            finished.append(replace(trial, error=future.state.message or future.state.name))
+    return finished
+
+
+def make_sweep_plan(params) -> SweepPlan:
+    """Expand and check the grid, resolve the folders, and find or size the cluster, before any work."""
+    configs = candidate_configs(params)
+    base = make_plan(PipelineParameters(**params.model_dump(include=set(PipelineParameters.model_fields) - set(SWEPT))))
+    trials = [Trial(f"c{i:02d}", config, str(base.run_dir.with_name(f"{base.run_dir.name}-c{i:02d}")))
+              for i, config in enumerate(configs, start=1)]
+    return SweepPlan(base, trials, dask_task_runner(params.dask_address, params.max_parallel, len(trials)))
+
+
+def dask_task_runner(address: str | None, max_parallel: int | None, candidates: int) -> DaskTaskRunner:
+    """The cluster at `address` (checked to answer and have workers), else a local cluster: one process
+    per candidate training at once (up to the cores, or `max_parallel`), each running one task at a
+    time with TensorFlow's thread pools sized to its share of the cores, and a share of the memory.
+    Keras is not thread-safe, and one process per training keeps TensorFlow's memory growth contained."""
+    if address:
+        check_dask_cluster(address)
+        return DaskTaskRunner(address=address)
+    cores = len(os.sched_getaffinity(0))
+    workers = min(max_parallel or cores, candidates)
+    threads = str(max(1, cores // workers))
+    return DaskTaskRunner(cluster_kwargs={
+        "n_workers": workers, "threads_per_worker": 1, "processes": True,
+        "memory_limit": "auto",  # the machine's memory divided among the workers
+        "env": {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads},
+        "dashboard_address": None,
+    })
+
+
+def workers_share_this_api():
+    """Dask workers are other processes: with no Prefect API configured, each would start a temporary
+    server of its own, whose records no one sees and which knows no concurrency limit. Hand them this
+    flow's server (its settings travel with every task Dask runs)."""
+    if PREFECT_API_URL.value():
+        return contextlib.nullcontext()
+    with get_client(sync_client=True) as client:
+        return temporary_settings({PREFECT_API_URL: str(client.api_url).rstrip("/")})
+
+
+def publish_report(summary: SweepSummary) -> None:
+    """`sweep.json` and the validation accuracy plot in the sweep's folder, and the sweep report artifact."""
+    sweep_dir = Path(summary.sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(sweep_dir / "sweep.json", {"selected": summary.selected, "candidates": summary.candidates})
+    plot = sweep_dir / "validation_accuracy.png"
+    plot_sweep(summary.candidates, summary.selected, plot)
+    create_markdown_artifact(key=SWEEP_REPORT_KEY, markdown=render_sweep_report(summary, png_data_uri(plot)),
+                             description=f"MNIST sweep: {summary.selected} of {len(summary.candidates)} selected")

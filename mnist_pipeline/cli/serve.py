@@ -1,0 +1,106 @@
+"""`mnist-pipeline serve`: the production model over HTTP (uvicorn), with the drawing page at `/`.
+
+The options are checked here, before FastAPI, uvicorn or TensorFlow load; the service itself is
+`mnist_pipeline.serve`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from mnist_pipeline.core.errors import PipelineError
+
+DESCRIPTION = (
+    "Serve the registry's production model over HTTP: POST /v1/predict (pictures or 28x28 arrays), "
+    "GET /v1/model, /healthz, /readyz, the API's documentation at /docs and a page to draw digits on at /. "
+    "The service follows production: when a run, `registry promote` or `registry rollback` moves it, the "
+    "new model is verified and swapped in without stopping."
+)
+
+
+def _number(low: float, high: float, kind=int):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is outside {low:g}-{high:g}")
+        return value
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=_number(1, 65535), default=8000, help="port (default: %(default)s)")
+    parser.add_argument("--artifacts-dir", help="the pipeline's artifacts folder, whose registry/ is served "
+                        "(default: $MNIST_ARTIFACTS_DIR or artifacts/)")
+    parser.add_argument("--corrections-dir", help="where the page's corrections go, as <label>/<time>-<id>.png "
+                        "(default: corrections/ in the artifacts folder)")
+    parser.add_argument("--corrections-max-mb", type=_number(1, 1_000_000), default=100,
+                        help="size cap of the corrections folder, in MB (default: %(default)s)")
+    parser.add_argument("--max-upload-mb", type=_number(1, 1000), default=10,
+                        help="largest request body, in MB (default: %(default)s)")
+    parser.add_argument("--max-batch", type=_number(1, 4096), default=64,
+                        help="images per model call when requests are batched together; 1 turns micro-batching "
+                        "off (default: %(default)s)")
+    parser.add_argument("--batch-window-ms", type=_number(0, 10_000, float), default=2.0,
+                        help="how long a batch waits for more requests before it runs (default: %(default)s)")
+    parser.add_argument("--queue-size", type=_number(1, 100_000), default=256,
+                        help="requests admitted at once; more are answered 503 at once (default: %(default)s)")
+    parser.add_argument("--poll-seconds", type=_number(0.05, 3600, float), default=2.0,
+                        help="how often the production pointer is read (default: %(default)s)")
+    parser.add_argument("--access-log", action="store_true", help="log every request (off by default: at "
+                        "a thousand requests a second it costs more than it tells)")
+
+
+def _quiet_logs() -> None:
+    """The service's log lines formatted as uvicorn's; without two warnings that are expected here:
+    Pillow's about pictures over 89 megapixels (the service refuses them from 16.8, saying so), and
+    TensorFlow's about retracing (each new model's warm-up traces its predict function on purpose)."""
+    import warnings
+
+    from PIL import Image
+    from uvicorn.logging import DefaultFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
+    logger = logging.getLogger("mnist_pipeline.serve")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from mnist_pipeline.core.paths import ArtifactPaths
+    from mnist_pipeline.serve.app import ServeSettings, create_app
+
+    paths = ArtifactPaths.resolve(args.artifacts_dir)
+    corrections = Path(args.corrections_dir).expanduser().resolve() if args.corrections_dir else None
+    settings = ServeSettings(
+        registry=paths.registry,
+        corrections=corrections or paths.root / "corrections",
+        corrections_max_bytes=args.corrections_max_mb * 1_000_000,
+        max_upload_bytes=args.max_upload_mb * 1_000_000,
+        max_batch=args.max_batch,
+        batch_window_seconds=args.batch_window_ms / 1000,
+        max_pending=args.queue_size,
+        poll_seconds=args.poll_seconds,
+    )
+    _quiet_logs()
+    logging.getLogger("mnist_pipeline.serve").info(
+        "serving the production model of %s; corrections go to %s", settings.registry, settings.corrections)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info",
+                                           access_log=args.access_log, timeout_graceful_shutdown=10))
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits (code 3) when it cannot start, having logged why, e.g. the port is taken
+        raise PipelineError(f"the service could not start on {args.host}:{args.port} (see the error above); if "
+                            "another program uses the port, pick another with --port") from None
+    return 0

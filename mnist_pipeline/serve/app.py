@@ -1,0 +1,273 @@
+"""The HTTP service: FastAPI routes over the production model, micro-batched, and the drawing page.
+
+    POST /v1/predict       pictures (multipart `file` fields, or one picture as the body) or JSON
+                           {"images": [...]} of 28x28 pixel arrays -> classes, probabilities, version
+    POST /v1/corrections   multipart `file` (a drawing) + `label` (0-9) -> stored for training
+    GET  /v1/model         the model served: version, accuracy, interval, since; a refused new model
+    GET  /healthz          the process answers;  GET /readyz: a verified model is loaded
+    GET  /                 the page (static/), to draw digits on;  GET /docs: the OpenAPI page
+
+Pictures are laid out by `core.pictures.read_picture`, as `mnist-pipeline predict` lays them out,
+and so are refused for the same reasons (with the size read from the header before decoding). The
+body is read up to `max_upload_bytes` and no further; nothing a request sends is used as a path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from mnist_pipeline.cli.predict import top_classes
+from mnist_pipeline.core.pictures import InputError, Wording, as_images, read_picture
+from mnist_pipeline.core.registry import Registry
+from mnist_pipeline.serve.batching import MicroBatcher, ServiceBusy
+from mnist_pipeline.serve.corrections import CorrectionsFull, CorrectionStore
+from mnist_pipeline.serve.holder import ModelHolder
+
+STATIC = Path(__file__).parent / "static"
+MAX_IMAGES_PER_REQUEST = 256
+TOP_K = 3
+DIGITS = tuple("0123456789")
+INLINE_BYTES = 16_384  # pictures up to this size are laid out on the event loop (~0.3 ms)
+WORDING = Wording(readable="a picture", accepted="PNG or JPEG pictures", invert_option="?invert=true")
+IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    registry: Path
+    corrections: Path
+    corrections_max_bytes: int = 100_000_000
+    max_upload_bytes: int = 10_000_000
+    max_batch: int = 64  # images a model call; 1 turns micro-batching off
+    batch_window_seconds: float = 0.002
+    max_pending: int = 256  # requests admitted at once; more get 503
+    poll_seconds: float = 2.0
+
+
+# What the API answers (for its OpenAPI page) ----------------------------------------------------
+
+class Top(BaseModel):
+    class_: int = Field(alias="class")
+    probability: float
+
+
+class ImagePrediction(BaseModel):
+    index: int
+    class_: int = Field(alias="class", description="the most probable class")
+    top: list[Top] = Field(description=f"the {TOP_K} most probable classes, best first")
+    probabilities: list[float] = Field(description="the probability of each class 0-9")
+
+
+class PredictResponse(BaseModel):
+    version: str
+    predictions: list[ImagePrediction]
+
+
+class JsonImages(BaseModel):
+    """Raw pixel values 0-255, white digit on black, as MNIST: one [28, 28] image or a batch
+    ([n, 28, 28], [n, 28, 28, 1] or [n, 784])."""
+
+    images: list
+
+
+PREDICT_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"},
+                 "description": f"one or more pictures (at most {MAX_IMAGES_PER_REQUEST})"}}}},
+    "image/png": {"schema": {"type": "string", "format": "binary"}},
+    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+    "application/json": {"schema": JsonImages.model_json_schema()},
+}}}
+CORRECTION_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file", "label"], "properties": {
+        "file": {"type": "string", "format": "binary", "description": "the drawing the model got wrong"},
+        "label": {"type": "integer", "minimum": 0, "maximum": 9, "description": "the digit it really is"}}}}}}}
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    holder = ModelHolder(Registry(settings.registry), settings.poll_seconds)
+    batcher = MicroBatcher(lambda images: _predict(holder, images), settings.max_batch,
+                           settings.batch_window_seconds, settings.max_pending)
+    corrections = CorrectionStore(settings.corrections, settings.corrections_max_bytes)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        holder.start()
+        worker = asyncio.create_task(batcher.run())
+        yield
+        worker.cancel()
+        await run_in_threadpool(holder.stop)
+
+    app = FastAPI(title="MNIST digit classifier", lifespan=lifespan,
+                  description="The model registry's production model, followed as production moves.")
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(InputError)
+    async def bad_input(request: Request, error: InputError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=422)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/healthz", summary="The process answers")
+    async def healthz() -> dict:
+        return {"status": "ok", "pending_requests": batcher.pending}
+
+    @app.get("/readyz", summary="A verified model is loaded (503 until then)")
+    async def readyz() -> JSONResponse:
+        if holder.current is None:
+            return JSONResponse({"ready": False, "reason": _not_ready(holder)}, status_code=503)
+        return JSONResponse({"ready": True, "version": holder.current.version})
+
+    @app.get("/v1/model", summary="The model served, and any newer one refused")
+    async def model() -> dict:
+        refused = holder.refused
+        return {
+            "serving": holder.current.info if holder.current else None,
+            "refused": {"version": refused.version, "reason": refused.reason, "time": refused.time} if refused else None,
+            "problem": holder.problem,
+            "batching": {"max_batch": settings.max_batch, "window_ms": settings.batch_window_seconds * 1000,
+                         "max_pending": settings.max_pending},
+        }
+
+    @app.post("/v1/predict", response_model=PredictResponse, response_model_by_alias=True,
+              openapi_extra=PREDICT_BODY, summary="Classify digits: pictures or 28x28 pixel arrays",
+              responses={413: {"description": "body too large"}, 415: {"description": "not a picture or JSON"},
+                         422: {"description": "a picture or array that cannot be classified"},
+                         503: {"description": "no model loaded yet, or too many requests waiting"}})
+    async def predict(request: Request, invert: bool = False) -> dict:
+        """`invert=true` for dark digits on a light background."""
+        if holder.current is None:
+            raise HTTPException(503, f"not ready: {_not_ready(holder)}")
+        images = await _request_images(request, settings.max_upload_bytes, invert)
+        try:
+            version, probabilities = await batcher.predict(images)
+        except ServiceBusy as error:
+            raise HTTPException(503, str(error), headers={"Retry-After": "1"}) from None
+        return {"version": version, "predictions": [
+            {"index": i, "class": int(np.argmax(row)), "probabilities": [round(float(p), 6) for p in row],
+             "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}
+            for i, (row, top) in enumerate(zip(probabilities, top_classes(probabilities, TOP_K)))]}
+
+    @app.post("/v1/corrections", status_code=201, openapi_extra=CORRECTION_BODY,
+              summary="Store a drawing the model got wrong, with its right label, for training")
+    async def correct(request: Request) -> dict:
+        form = await _form(request, settings.max_upload_bytes)
+        label = str(form.get("label", ""))
+        if label not in DIGITS:
+            raise HTTPException(422, f"label {label[:20]!r} is not a digit 0-9: send the digit the drawing shows")
+        [image] = await _pictures(form.getlist("file")[:1], invert=False)
+        try:
+            path = await run_in_threadpool(corrections.save, image, int(label))
+        except CorrectionsFull as error:
+            raise HTTPException(507, str(error)) from None
+        return {"label": int(label), "stored": str(path.relative_to(corrections.root))}
+
+    return app
+
+
+def _predict(holder: ModelHolder, images: np.ndarray) -> tuple[str, np.ndarray]:
+    served = holder.current  # taken once: a swap during this call changes nothing for this batch
+    return served.version, served.predict(images)
+
+
+def _not_ready(holder: ModelHolder) -> str:
+    refused = holder.refused
+    return holder.problem or (f"{refused.version} was refused: {refused.reason}" if refused else "loading")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it passes `limit` bytes, declared or not."""
+    declared = request.headers.get("content-length", "")
+    too_large = f"the request body is larger than the service's limit of {limit / 1e6:g} MB"
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"{too_large} ({int(declared) / 1e6:g} MB)")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, too_large)
+    if not body:
+        raise HTTPException(400, "the request has no body: send pictures as multipart/form-data `file` fields, "
+                                 "one picture as the body (Content-Type image/png or image/jpeg), or JSON "
+                                 '{"images": [...]} of 28x28 pixel arrays')
+    return bytes(body)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _form(request: Request, limit: int):
+    """A multipart form read within `limit` bytes (Starlette would spool an upload of any size)."""
+    if _media_type(request) != "multipart/form-data":
+        raise HTTPException(415, f"expected multipart/form-data, got {_media_type(request) or 'no Content-Type'}")
+    body = await _read_body(request, limit)
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return await Request(request.scope, receive).form(max_files=MAX_IMAGES_PER_REQUEST, max_fields=10)
+
+
+async def _request_images(request: Request, limit: int, invert: bool) -> np.ndarray:
+    """The images a predict request sends, as uint8 [n, 28, 28]."""
+    kind = _media_type(request)
+    if kind == "multipart/form-data":
+        return await _pictures((await _form(request, limit)).getlist("file"), invert)
+    if kind in IMAGE_MEDIA_TYPES:
+        body = await _read_body(request, limit)
+        if len(body) <= INLINE_BYTES:  # a small picture is laid out faster than a thread is handed it
+            return _laid_out([body], invert)
+        return await run_in_threadpool(_laid_out, [body], invert)
+    if kind == "application/json":
+        return await run_in_threadpool(_json_images, await _read_body(request, limit), invert)
+    raise HTTPException(415, f"cannot classify a {kind or 'body without Content-Type'}: send pictures "
+                             f"(multipart/form-data `file` fields, or {', '.join(IMAGE_MEDIA_TYPES)}) or "
+                             "application/json")
+
+
+async def _pictures(uploads: list, invert: bool) -> np.ndarray:
+    files = [upload for upload in uploads if hasattr(upload, "read")]
+    if not files:
+        raise HTTPException(422, "no picture: send it as a multipart/form-data field named `file`")
+    return await run_in_threadpool(_laid_out, [await upload.read() for upload in files], invert)
+
+
+def _laid_out(pictures: list[bytes], invert: bool) -> np.ndarray:
+    if len(pictures) > MAX_IMAGES_PER_REQUEST:
+        raise HTTPException(422, f"{len(pictures)} pictures in one request; send at most {MAX_IMAGES_PER_REQUEST}")
+    names = [f"picture {i + 1}" for i in range(len(pictures))]
+    return np.stack([read_picture(io.BytesIO(data), invert, name, WORDING) for name, data in zip(names, pictures)])
+
+
+def _json_images(body: bytes, invert: bool) -> np.ndarray:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise HTTPException(400, f"the body is not JSON ({error})") from None
+    if not isinstance(payload, dict) or "images" not in payload:
+        raise HTTPException(422, 'expected a JSON object {"images": [...]}: one 28x28 array of pixel values 0-255, '
+                                 "or a list of them")
+    try:
+        array = np.asarray(payload["images"])
+    except ValueError:
+        raise HTTPException(422, "images: the arrays are not all the same shape; each image must be 28 rows "
+                                 "of 28 pixel values") from None
+    images = as_images(array, "images")
+    if len(images) > MAX_IMAGES_PER_REQUEST:
+        raise HTTPException(422, f"{len(images)} images in one request; send at most {MAX_IMAGES_PER_REQUEST}")
+    return 255 - images if invert else images
