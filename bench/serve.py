@@ -175,6 +175,11 @@ def _row(label: str, result: LoadResult) -> str:
             f"{result.other_cores:.2f} |")
 
 
+def _span(values: list[float], form: str) -> str:
+    low, high = format(min(values), form), format(max(values), form)
+    return low if low == high else f"{low}-{high}"
+
+
 def report(rounds: list[dict[str, LoadResult]], predict_seconds: list[float], model: dict, args,
            load_before: float) -> str:
     batched = [results[next(iter(MODES))] for results in rounds]
@@ -204,17 +209,20 @@ def report(rounds: list[dict[str, LoadResult]], predict_seconds: list[float], mo
         f"Target (cnn, 2 cores, batching on): >= {TARGET_RPS} requests/s and p99 <= {TARGET_P99_MS} ms: met in "
         f"{sum(met)} of {len(rounds)} rounds; median {statistics.median(r.per_second for r in batched):.0f} "
         f"requests/s, p99 {statistics.median(r.percentile(0.99) for r in batched):.1f} ms"
-        + (f"; in the rounds where other processes used under 0.25 cores: "
-           f"{min(r.per_second for r in quiet):.0f}-{max(r.per_second for r in quiet):.0f} requests/s, p99 "
-           f"{min(r.percentile(0.99) for r in quiet):.1f}-{max(r.percentile(0.99) for r in quiet):.1f} ms." if quiet
+        + (f"; in the {len(quiet)} round(s) where other processes used under 0.25 cores: "
+           f"{_span([r.per_second for r in quiet], '.0f')} requests/s, p99 "
+           f"{_span([r.percentile(0.99) for r in quiet], '.1f')} ms." if quiet
            else "; other processes used at least 0.25 cores in every round."),
         "",
-        "What bounds it: requests are handled by one Python thread, uvicorn's event loop (HTTP parsing, routing, "
-        "laying out each picture, the JSON answer), which holds the GIL; the model runs in a second thread and "
-        "releases it while TensorFlow computes. The service's busiest thread near 100% of a core is that ceiling; "
-        "well below it, other processes were taking the cores. Batching off, every request waits for a model call "
-        "of its own, one at a time. `predict` is bounded by starting a process that imports TensorFlow and loads "
-        "the model, for each picture.",
+        "What bounds it: one Python interpreter. Every request passes through one thread, uvicorn's event loop "
+        "(HTTP parsing in pure Python, routing, laying out the picture, the JSON answer), and the model thread "
+        "needs the same GIL for the Python side of each call (TensorFlow releases it only while it computes). "
+        "So the service cannot use much more than one core of Python, whatever the cores' number (its CPU and "
+        "its busiest thread's share are in the table), and what other processes take from the two cores comes "
+        "straight off the figures. Past that: several service processes (uvicorn workers, each with its own "
+        "model and batcher) or a faster HTTP layer (httptools, uvloop: not installed here). Batching off, every "
+        "request waits for a model call of its own, one at a time. `predict` is bounded by starting a process "
+        "that imports TensorFlow and loads the model, for each picture.",
         "",
         f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), load average "
         f"{load_before:.2f} before the run; Python {platform.python_version()}, TensorFlow {version('tensorflow')}, "

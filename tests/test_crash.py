@@ -27,7 +27,8 @@ CRASHES = [
 
 
 def run_flow(artifacts: Path, api_url: str, crash_at: str | None = None):
-    return run_flow_script("--preset", "mlp", "--epochs", "1", "--threshold", "0.9", "--artifacts-dir", str(artifacts),
+    return run_flow_script("--preset", "mlp", "--epochs", "1", "--threshold", "0.9", "--per-class-floor", "0.8",
+                           "--artifacts-dir", str(artifacts),
                            env={"PREFECT_API_URL": api_url, **({"MNIST_CRASH_AT": crash_at} if crash_at else {})},
                            timeout=900)
 

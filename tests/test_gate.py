@@ -84,6 +84,9 @@ def test_a_drop_of_exactly_the_margin_passes():
     verdict = gate(scored("candidate", of_class(5, 20)), PRODUCTION, DEFAULTS)  # class 5: 0.98 vs 0.99
     assert verdict.promoted, verdict.reason
     assert "largest drop: class 5, 0.0100" in criterion(verdict, "per-class margin").text
+    better_everywhere = gate(scored("candidate", []), PRODUCTION, DEFAULTS)
+    assert criterion(better_everywhere, "per-class margin").value == pytest.approx(-0.01)
+    assert "0.0100 below production v0001's (none is below it)" in better_everywhere.reason
 
 
 # The comparison with production on the same images ------------------------------------------------
@@ -188,7 +191,8 @@ def test_the_report_and_the_model_card_show_the_gate(registry):
     comparison = decision.comparison
     assert "| criterion | value | limit | verdict | detail |" in report
     assert f"| threshold | {decision.candidate_accuracy:.4f} | 0.3 | pass |" in report
-    assert f"| not worse than production | {decision.candidate_accuracy:.4f} | {decision.champion_accuracy:.4g} | **fail** |" in report
+    worse = f"| not worse than production | {decision.candidate_accuracy:.4f} | {decision.champion_accuracy:.4g} |"
+    assert f"{worse} **fail** |" in report
     assert f"| right by the candidate only | {comparison['only_candidate']} |" in report
     assert f"| right by v0001 only | {comparison['only_production']} |" in report
     assert f"| exact McNemar p-value (two-sided) | {comparison['p_value']:.4g} |" in report
@@ -214,14 +218,19 @@ def test_a_rerun_of_production_is_rejected_when_significance_is_required(registr
     assert registry.production() == "v0003"
 
 
-def test_promote_takes_a_per_class_floor(registry, tiny_strong, capsys):
-    registry.promote("v0002", "alice", "so that v0001 is the challenger", force=True)
-    floor = min(row["accuracy"] for row in registry.read_json("v0001", "metrics.json")["per_class"])
-    artifacts = ["--artifacts-dir", str(registry.root.parent)]
-    assert main(["registry", "promote", "1", "--per-class-floor", str(floor + 0.001), "--reason", "x", *artifacts]) == 3
-    assert "below the per-class floor" in capsys.readouterr().out
-    assert registry.decisions()[-1].criteria[1]["limit"] == pytest.approx(floor + 0.001)
-    assert main(["registry", "promote", "1", "--per-class-floor", str(floor), "--reason", "x", *artifacts]) == 0
+def test_promote_takes_the_gate_settings_as_options(tmp_path, tiny_weak, synthetic_split, capsys):
+    registry = Registry(tmp_path / "registry")
+    assert not register(registry, tiny_weak, synthetic_split, threshold=0.9).promoted  # no production model
+    per_class = registry.read_json("v0001", "metrics.json")["per_class"]
+    lowest = min(row["accuracy"] for row in per_class)
+    weakest = [row["class"] for row in per_class if row["accuracy"] == lowest]
+    promote = ["registry", "promote", "1", "--threshold", "0.3", "--reason", "x", "--artifacts-dir", str(tmp_path)]
+
+    assert main([*promote, "--per-class-floor", str(lowest + 0.001)]) == EXIT_NOT_PROMOTED
+    assert f"{weakest[0]} ({lowest:.4f})" in capsys.readouterr().out and registry.production() is None
+    refused = registry.decisions()[-1]
+    assert refused.threshold == 0.3 and refused.criteria[1]["limit"] == lowest + 0.001
+    assert main([*promote, "--per-class-floor", str(lowest)]) == 0
     assert registry.production() == "v0001"
 
 
@@ -230,16 +239,18 @@ def test_promote_takes_a_per_class_floor(registry, tiny_strong, capsys):
 def test_a_model_trained_with_one_class_shuffled_is_rejected_by_the_per_class_floor(synthetic_split, tiny_strong,
                                                                                     tmp_path):
     """The same training as `tiny_strong`, on a copy of its split whose train images of class 3 carry
-    random labels: the overall accuracy still passes the threshold, class 3 does not pass the floor."""
+    random labels: the overall accuracy still passes the (fast tier's) threshold, class 3 does not pass
+    the default floor, which the unsabotaged model passes."""
     sabotaged_split = split_with_shuffled_labels(synthetic_split, 3, tmp_path / "splits")
     sabotaged = train_and_evaluate(sabotaged_split, tmp_path / "sabotaged", "seed-mlp", seed=1, epochs=3,
                                    batch_size=32)
-    settings = {"threshold": 0.3, "per_class_floor": 0.6}
+    settings = {"threshold": 0.3, "per_class_floor": DEFAULTS.per_class_floor}
     honest = register(Registry(tmp_path / "control"), tiny_strong, synthetic_split, **settings)
     assert honest.promoted, honest.reason  # the unsabotaged model passes the same floor
 
     decision = register(Registry(tmp_path / "registry"), sabotaged, sabotaged_split, **settings)
     assert not decision.promoted
-    assert decision.reason.startswith("test accuracy of class 3 (") and "below the per-class floor 0.6000" in decision.reason
+    assert decision.reason.startswith("test accuracy of class 3 (")
+    assert decision.reason.endswith(") is below the per-class floor 0.9500")  # class 3 alone, and nothing else
     assert [c["name"] for c in decision.criteria if not c["passed"]] == ["per-class floor"]
     assert sabotaged[1].accuracy >= 0.3

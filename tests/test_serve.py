@@ -117,6 +117,7 @@ def test_invert_reads_dark_digits_on_light_backgrounds(service):
     assert inverted.json()["predictions"] == plain.json()["predictions"]
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, about the 10000x10000 one
 @pytest.mark.parametrize("what, path, request_args, status, message",
                          bad_service_requests(), ids=[case[0] for case in bad_service_requests()])
 def test_bad_input_gets_a_4xx_saying_what_is_wrong_and_the_service_keeps_serving(

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import socket
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from helpers import run_cli
+from helpers import free_port, run_cli, stop_process, wait_until
 from mnist_pipeline.core.models import PRESETS
 from mnist_pipeline.core.parameters import InvalidParameterError, validate_parameters
 from mnist_pipeline.core.sweep import MAX_CANDIDATES, SweepFailedError, SweepParameters, SweepSummary, Trial, \
@@ -171,12 +175,31 @@ def test_bad_sweep_arguments_exit_2_naming_the_problem(args, message, tmp_path):
 
 
 def test_unreachable_dask_scheduler_exits_1_before_any_work(tmp_path):
-    from helpers import free_port
-
     address = f"tcp://127.0.0.1:{free_port()}"
     result = run_cli("sweep", "--preset", "seed-mlp", "--learning-rate", "0.001", "0.002", "--dask-address", address,
                      "--artifacts-dir", str(tmp_path / "artifacts"), timeout=300)
     assert result.returncode == 1, result.stderr
     assert result.stderr.splitlines()[-1].startswith(f"error: Cannot reach the Dask scheduler at {address}")
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_dask_scheduler_without_workers_exits_1_before_any_work(tmp_path):
+    def answers(port: int) -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    port = free_port()
+    with open(tmp_path / "scheduler.log", "wb") as log:
+        scheduler = subprocess.Popen([str(Path(sys.executable).parent / "dask"), "scheduler", "--host", "127.0.0.1",
+                                      "--port", str(port), "--no-dashboard"], stdout=log, stderr=subprocess.STDOUT,
+                                     cwd=tmp_path, env=os.environ, start_new_session=True)
+    try:
+        wait_until(lambda: answers(port), bool, timeout=120)
+        result = run_cli("sweep", "--preset", "seed-mlp", "--learning-rate", "0.001", "0.002", "--dask-address",
+                         f"tcp://127.0.0.1:{port}", "--artifacts-dir", str(tmp_path / "artifacts"), timeout=300)
+    finally:
+        stop_process(scheduler)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"error: The Dask scheduler at tcp://127.0.0.1:{port} has no workers")
     assert not (tmp_path / "artifacts").exists()

@@ -116,7 +116,7 @@ def check_selection(summary: dict) -> None:
 
 
 def check_registered_through_the_gate(artifacts: Path, summary: dict) -> None:
-    """Only the selected candidate became a registry version, decided by the gate (first model: the threshold)."""
+    """Only the selected candidate became a registry version, on the gate's decision about its test evaluation."""
     registry = Registry(artifacts / "registry")
     assert registry.versions() == ["v0001"] == [summary["run"]["version"]]
     params = registry.read_json("v0001", "params.json")
@@ -125,8 +125,12 @@ def check_registered_through_the_gate(artifacts: Path, summary: dict) -> None:
     assert (params["training"]["learning_rate"], params["training"]["batch_size"]) == (
         selected["learning_rate"], selected["batch_size"])
     [decision] = registry.decisions()
+    metrics = json.loads((Path(selected["run_dir"]) / "metrics.json").read_text())
     assert decision.candidate == "v0001" and decision.threshold == 0.97
-    assert decision.promoted == (decision.candidate_accuracy >= 0.97) == summary["run"]["promoted"]
+    assert decision.candidate_accuracy == metrics["accuracy"] == summary["run"]["accuracy"]
+    assert decision.promoted == summary["run"]["promoted"] and decision.reason == summary["run"]["reason"]
+    if decision.candidate_accuracy < decision.threshold:  # whatever else the gate checks, this it refuses
+        assert not decision.promoted
     assert registry.production() == ("v0001" if decision.promoted else None)
 
 

@@ -169,6 +169,7 @@ def test_a_model_that_is_not_the_registered_one_is_not_served(tmp_path, registry
         predict_files([png], registry, None, 3, False, False)
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, from the header too
 def test_a_picture_too_large_is_refused_from_its_header_before_any_decoding(tmp_path):
     """A 12,000 x 12,000 PNG of ~140 KB would decode into 144 MB of pixels and 1.2 GB of grey levels:
     refused by its header, in a process that stays small."""

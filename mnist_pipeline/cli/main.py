@@ -76,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_command.add_arguments(run)
     run.set_defaults(handler=functools.partial(run_command.run, run))
 
-    sweep = commands.add_parser("sweep", help="train several configurations in parallel on Dask; the best "
-                                "(by validation accuracy) goes through the gate", description=sweep_command.DESCRIPTION)
+    sweep = commands.add_parser("sweep", help="train several configurations on Dask at once; gate the best one",
+                                description=sweep_command.DESCRIPTION)
     sweep_command.add_arguments(sweep)
     sweep.set_defaults(handler=functools.partial(sweep_command.sweep, sweep))
 

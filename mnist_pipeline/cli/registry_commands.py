@@ -101,7 +101,8 @@ def add_gate_options(parser: argparse.ArgumentParser) -> None:
     parameter of that name allows; unset, N's own setting applies."""
     for name in GATE_SETTINGS:
         field = PipelineParameters.model_fields[name]
-        option, help_text = "--" + name.replace("_", "-"), f"{field.description} (default: the one N was registered with)"
+        option = "--" + name.replace("_", "-")
+        help_text = f"{field.description} (default: the one N was registered with)"
         if field.annotation is bool:
             parser.add_argument(option, action=argparse.BooleanOptionalAction, help=help_text)
         else:

@@ -179,8 +179,9 @@ def _margin(candidate: Scored, production: Scored, margin: float) -> Criterion:
                 f"{', '.join(f'{c} ({mine[c]:.4f} vs {theirs[c]:.4f})' for c in over)} is more than the per-class "
                 f"margin {margin:.4f} below production {production.version}'s")
     else:
+        worst = f"largest drop: class {largest}, {drops[largest]:.4f}" if drops[largest] > 0 else "none is below it"
         text = (f"no class is more than the per-class margin {margin:.4f} below production {production.version}'s "
-                f"(largest drop: class {largest}, {max(drops[largest], 0.0):.4f})")
+                f"({worst})")
     return Criterion("per-class margin", drops[largest], margin, not over, text)
 
 

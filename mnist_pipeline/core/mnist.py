@@ -7,6 +7,7 @@ and `tfds`, tensorflow-datasets' own download and preparation.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -76,21 +77,31 @@ def verify_bundle(bundle_dir: Path, checksums: dict[str, str]) -> None:
             )
 
 
+def canonical_order(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The examples sorted by a hash of (image, label): an order that does not depend on where they
+    were read from (the IDX files keep their own order, tfds shuffles examples as it prepares them),
+    so both sources give the same split for the same seed."""
+    keys = [hashlib.blake2b(image.tobytes() + bytes([label]), digest_size=8).digest()
+            for image, label in zip(images, labels)]
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    return images[order], labels[order]
+
+
 def read_bundle(bundle_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{"train"|"test": (images uint8 [n, 28, 28], labels uint8 [n])} parsed from the (verified) IDX
-    files in `bundle_dir`, in the files' order. Parsing them takes a second; having tfds prepare
+    files in `bundle_dir`, in canonical order. Parsing them takes a second; having tfds prepare
     TFRecords from them and reading those back took twenty."""
     arrays = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
         images = read_idx(bundle_dir / f"{prefix}-images-idx3-ubyte.gz")
         labels = read_idx(bundle_dir / f"{prefix}-labels-idx1-ubyte.gz")
-        arrays[split] = (images.astype(np.uint8).reshape(-1, *IMAGE_SHAPE), labels.astype(np.uint8))
+        arrays[split] = canonical_order(images.astype(np.uint8).reshape(-1, *IMAGE_SHAPE), labels.astype(np.uint8))
     return arrays
 
 
 def read_tfds(tfds_data_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{"train"|"test": (images uint8 [n, 28, 28], labels uint8 [n])}, downloaded and prepared by tfds
-    (which checks the download against its registered checksums) and read once."""
+    (which checks the download against its registered checksums) and read once, in canonical order."""
     import_tensorflow()
     import tensorflow_datasets as tfds
 
@@ -100,5 +111,5 @@ def read_tfds(tfds_data_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     arrays = {}
     for split in ("train", "test"):
         data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
-        arrays[split] = (data["image"].reshape(-1, *IMAGE_SHAPE), data["label"].astype(np.uint8))
+        arrays[split] = canonical_order(data["image"].reshape(-1, *IMAGE_SHAPE), data["label"].astype(np.uint8))
     return arrays

@@ -239,8 +239,8 @@ class Registry:
                 action="promote", candidate=version, production_before=current, promoted=passed or force,
                 reason=verdict.reason if passed or not force else f"forced past the gate: {verdict.reason}",
                 time=now_iso(), candidate_accuracy=metrics["correct"] / metrics["total"],
-                champion_accuracy=_production_accuracy(verdict), threshold=limits.threshold, forced=force and not passed,
-                who=who, why=why, **verdict.record_fields(),
+                champion_accuracy=_production_accuracy(verdict), threshold=limits.threshold,
+                forced=force and not passed, who=who, why=why, **verdict.record_fields(),
             )
             if record.promoted:
                 self._set_production(version, f"promoted by {who}: {why}")

@@ -44,15 +44,16 @@ def _gate_section(decision: DecisionRecord) -> str:
     with production: a "better" accuracy over a few discordant images is shown for what it is."""
     if not decision.criteria:  # a record written before the gate recorded its criteria, or a forced promotion
         return ""
-    lines = ["## Gate criteria", "", "| criterion | value | limit | verdict | detail |", "| --- | --- | --- | --- | --- |"]
+    lines = ["## Gate criteria", "", "| criterion | value | limit | verdict | detail |",
+             "| --- | --- | --- | --- | --- |"]
     lines += [f"| {c['name']} | {_criterion_value(c)} | {c['limit']:.4g} | {'pass' if c['passed'] else '**fail**'} | "
               f"{c['text']} |" for c in decision.criteria]
     comparison = decision.comparison
     if comparison:
         both_right = comparison["candidate_correct"] - comparison["only_candidate"]
         both_wrong = comparison["total"] - comparison["candidate_correct"] - comparison["only_production"]
-        lines += ["", f"Compared with production {comparison['production']} on the same {comparison['total']} test images:",
-                  "", "| images | count |", "| --- | --- |",
+        lines += ["", f"Compared with production {comparison['production']} on the same {comparison['total']} test "
+                  "images:", "", "| images | count |", "| --- | --- |",
                   f"| right by both | {both_right} |",
                   f"| right by the candidate only | {comparison['only_candidate']} |",
                   f"| right by {comparison['production']} only | {comparison['only_production']} |",
@@ -63,8 +64,8 @@ def _gate_section(decision: DecisionRecord) -> str:
 
 def _gate_summary(decision: DecisionRecord) -> str:
     """The gate's criteria in one line each, for the model card."""
-    return "".join(f"\n  - {c['name']}: {_criterion_value(c)} (limit {c['limit']:.4g}): {'pass' if c['passed'] else 'fail'}"
-                   for c in decision.criteria or [])
+    return "".join(f"\n  - {c['name']}: {_criterion_value(c)} (limit {c['limit']:.4g}): "
+                   f"{'pass' if c['passed'] else 'fail'}" for c in decision.criteria or [])
 
 
 def _embedded_card(version_dir: Path) -> str:
@@ -117,12 +118,13 @@ def render_model_card(record: dict, params: dict, metrics: dict, decision: Decis
   learning rate {training['learning_rate']}, early stopping patience {training['patience']}, seed {training['seed']}.
 - **Data**: MNIST (the official train/test split), split manifest SHA-256 `{record['data_sha256']}`.
 - **Test accuracy**: {_interval(metrics)}.
-- **Status at registration**: {record['status']}: {decision.reason}.
+- **Status at registration**: {record['status']}.
 - **Gate at registration**:{_gate_summary(decision)}
 - **Frameworks**: TensorFlow {record['versions']['tensorflow']}, Keras {record['versions']['keras']}.
 - **Files**: `model.keras` (Keras), `saved_model/` (TensorFlow Serving: signature `serving_default` takes
   `image`, uint8 [n, 28, 28], returns `output_0`, probabilities [n, 10]); plots `training_curves.png`
-  and `confusion_matrix.png`.
+  and `confusion_matrix.png`; `predictions.npz` (each test image's label and predicted class, which the
+  gate compares with a later candidate's).
 
 Limitations: trained on centred, size-normalised handwritten digits; accuracy on other kinds of
 images (photos, other scripts, unnormalised crops) is unknown.

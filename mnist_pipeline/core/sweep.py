@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import socket
 import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -95,7 +96,9 @@ def check_dask_cluster(address: str) -> None:
     """Fail at once, with what to do, when the Dask scheduler does not answer or has no workers to train on."""
     from distributed import Client
 
+    host, port = address.split("://", 1)[1].rsplit(":", 1)
     try:
+        socket.create_connection((host, int(port)), timeout=10).close()  # a refused connection fails at once
         with Client(address, timeout="10s", set_as_default=False) as client:
             workers = client.scheduler_info()["workers"]
     except (OSError, TimeoutError) as error:
