@@ -17,7 +17,6 @@ refuse the same pictures.
 
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -25,6 +24,7 @@ from typing import BinaryIO
 import numpy as np
 
 from mnist_pipeline.core.errors import PermanentError
+from mnist_pipeline.core.idx import GZIP_MAGIC, IdxError, is_idx, read_idx
 from mnist_pipeline.core.mnist import IMAGE_SHAPE
 
 DIGIT_BOX = 20  # MNIST fits each digit's bounding box into 20x20 ...
@@ -39,8 +39,6 @@ SIZE_TOLERANCE = 1  # a box within a pixel of 20 is MNIST-sized already: resampl
 MAX_PICTURE_PIXELS = 4096 * 4096
 
 NPY_MAGIC = b"\x93NUMPY"
-GZIP_MAGIC = b"\x1f\x8b"
-IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 ACCEPTED_SHAPES = "[28, 28], [n, 28, 28], [n, 28, 28, 1] or [n, 784]"
 
 
@@ -57,7 +55,7 @@ def file_kind(path: Path) -> str:
         raise InputError(f"{path}: cannot read it ({error.strerror})") from error
     if head.startswith(NPY_MAGIC):
         return "npy"
-    if head.startswith(GZIP_MAGIC) or _is_idx(head):
+    if head.startswith(GZIP_MAGIC) or is_idx(head):
         return "idx"
     return "picture"
 
@@ -78,33 +76,11 @@ def _read_npy(path: Path) -> np.ndarray:
         raise InputError(f"{path}: not a readable .npy array of pixel values ({error})") from error
 
 
-def _is_idx(head: bytes) -> bool:
-    return len(head) >= 4 and head[:2] == b"\x00\x00" and head[2] in IDX_DTYPES and head[3] >= 1
-
-
 def _read_idx(path: Path) -> np.ndarray:
-    """An IDX file (http://yann.lecun.com/exdb/mnist/ format), optionally gzipped."""
-    raw = path.read_bytes()
-    if raw.startswith(GZIP_MAGIC):
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as error:
-            raise InputError(f"{path}: a damaged gzip file ({error})") from error
-    if not _is_idx(raw[:4]):
-        raise InputError(f"{path}: not an IDX file (gzip holding something else)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise InputError(f"{path}: IDX header is cut short")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(IDX_DTYPES[raw[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise InputError(
-            f"{path}: IDX header announces shape {list(shape)} ({expected} bytes of data) but the file "
-            f"holds {len(raw) - header} bytes; the file is truncated or damaged"
-        )
-    return np.frombuffer(raw, dtype, offset=header).reshape(shape)
+    try:
+        return read_idx(path)
+    except IdxError as error:
+        raise InputError(str(error)) from error
 
 
 def as_images(array: np.ndarray, path: Path | str) -> np.ndarray:
