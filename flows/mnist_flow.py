@@ -51,6 +51,16 @@ class Plan:
     config: TrainingConfig
     run_dir: Path
 
+    @property
+    def gate(self) -> GateSettings:
+        return GateSettings.of(self.params.model_dump())
+
+    @property
+    def run_params(self) -> dict:
+        """What the registry keeps of this run besides the training configuration and the gate."""
+        return {"split_recipe_key": self.recipe.key, "data_source": self.params.data_source,
+                "data_fingerprint": self.recipe.data_fingerprint, "extra_pictures": len(self.recipe.extra_sha256)}
+
 
 def run_name() -> str:
     """What ran, and when: e.g. `cnn-seed42-20261129T071835Z` (shown in Prefect's lists of runs)."""
@@ -65,7 +75,8 @@ def run_name() -> str:
 def mnist_pipeline(**values) -> State:
     """Train an MNIST classifier and promote it to production if it passes the gate.
 
-    The run ends in a `Completed` state named `Promoted` or `Rejected`, with the gate's reason as its
+    The run ends in a `Completed` state named `Promoted`, `Rejected` or `Unchanged` (the training
+    was taken from the cache, or gave a registered model again), with the gate's reason as its
     message; its result is the `RunSummary`.
     """
     plan = make_plan(validate_parameters(values))
@@ -77,12 +88,10 @@ def mnist_pipeline(**values) -> State:
     manifest = split(plan.recipe, str(plan.bundle_dir), str(plan.paths.splits), str(plan.paths.tfds_data),
                      plan.extra_dir and str(plan.extra_dir))
     data = preprocess(manifest)
-    trained = train(plan.config, data, str(plan.run_dir), str(plan.paths.tensorboard / plan.run_dir.name))
+    trained = train.with_options(result_storage=plan.paths.prefect_results, refresh_cache=plan.params.force_retrain)(
+        plan.config, data, str(plan.run_dir), str(plan.paths.tensorboard / plan.run_dir.name))
     evaluation = evaluate(trained, data, str(plan.run_dir))
-    decision = register(trained, evaluation, data, str(plan.paths.registry), GateSettings.of(plan.params.model_dump()),
-                        {"split_recipe_key": plan.recipe.key, "data_source": plan.params.data_source,
-                         "data_fingerprint": plan.recipe.data_fingerprint,
-                         "extra_pictures": len(plan.recipe.extra_sha256)})
+    decision = register(trained, evaluation, data, str(plan.paths.registry), plan.gate, plan.run_params)
 
     registry = Registry(plan.paths.registry)
     summary = RunSummary(
@@ -90,9 +99,9 @@ def mnist_pipeline(**values) -> State:
         accuracy_interval_95=evaluation.interval_95, promoted=decision.promoted, reason=decision.reason,
         production=registry.production(), epochs_run=trained.epochs_run, train_seconds=trained.train_seconds,
         version_dir=str(registry.version_dir(decision.candidate)), run_dir=str(plan.run_dir),
-        decision_log=str(registry.decision_log),
+        decision_log=str(registry.decision_log), verdict=decision.verdict,
     )
-    return Completed(name="Promoted" if decision.promoted else "Rejected", message=decision.reason, data=summary)
+    return Completed(name=decision.verdict.capitalize(), message=decision.reason, data=summary)
 
 
 def tag_run(tag: str) -> None:

@@ -1,5 +1,8 @@
 """Stage 3, train: fit the preset model, resuming from its last epoch's checkpoint on a retry.
 
+Cached on everything that decides the model (`core.training.training_key`): a run whose inputs
+did not change takes the model trained before, and the registry records it as unchanged.
+
 Training holds a slot of the global concurrency limit `TRAINING_CONCURRENCY_LIMIT` while it runs,
 so a team's server can cap trainings at once across runs, sweeps and machines (`prefect gcl create`).
 Without that limit nothing waits: Prefect logs that the limit does not exist and training goes on.
@@ -19,7 +22,7 @@ from mnist_pipeline.core.errors import PermanentError, retry_unless_permanent
 from mnist_pipeline.core.models import TrainingConfig
 from mnist_pipeline.core.quiet_tensorflow import import_tensorflow
 from mnist_pipeline.core.splits import SplitFiles
-from mnist_pipeline.core.training import TrainedModel, fit
+from mnist_pipeline.core.training import TrainedModel, fit, training_key
 
 PROGRESS_KEY = "mnist-training-progress"
 TRAINING_CONCURRENCY_LIMIT = "mnist-training"
@@ -51,7 +54,13 @@ def _progress_reporter(preset: str):
     return ProgressReporter()
 
 
-@task(name="train", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_permanent)
+def _inputs_key(context, parameters: dict) -> str:
+    """Prefect's cache key of a training: `training_key` of its inputs (the run's own folders aside)."""
+    return training_key(parameters["config"], parameters["data"].data_sha256, Path(parameters["run_dir"]).parent)
+
+
+@task(name="train", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_permanent,
+      cache_key_fn=_inputs_key, persist_result=True)  # same inputs: the model trained before, `Cached`
 def train(config: TrainingConfig, data: SplitFiles, run_dir: str, tensorboard_dir: str) -> TrainedModel:
     """Train with TensorBoard logs and a progress artifact; a retry resumes from the checkpoint in `run_dir`."""
     _fail_if_targeted(run_dir)

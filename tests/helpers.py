@@ -171,12 +171,15 @@ def artifact_types(client, flow_run_id) -> dict[str, str]:
     return {artifact.key: artifact.type for artifact in found}
 
 
-def copy_run(run, destination: Path):
+def copy_run(run, destination: Path, *, same_weights: bool = False):
     """`run` (a TrainedModel, Evaluation pair) copied to the run folder `destination`: the same model
-    from another run, which the registry takes as a new version."""
+    file from another run. Without `same_weights`, its weights' hash is left out (as a TrainedModel
+    from before weights were hashed): the registry cannot tell it from another model and takes it as
+    a new version. With it, the registry recognises the copy as unchanged."""
     from dataclasses import replace
 
     trained, evaluation = run
+    trained = trained if same_weights else replace(trained, weights_sha256="")
     source = Path(trained.model_path).parent
     shutil.copytree(source, destination)
 

@@ -26,9 +26,9 @@ CRASHES = [
 ]
 
 
-def run_flow(artifacts: Path, api_url: str, crash_at: str | None = None):
+def run_flow(artifacts: Path, api_url: str, crash_at: str | None = None, *options: str):
     return run_flow_script("--preset", "mlp", "--epochs", "1", "--threshold", "0.9", "--per-class-floor", "0.8",
-                           "--artifacts-dir", str(artifacts),
+                           "--artifacts-dir", str(artifacts), *options,
                            env={"PREFECT_API_URL": api_url, **({"MNIST_CRASH_AT": crash_at} if crash_at else {})},
                            timeout=900)
 
@@ -85,7 +85,8 @@ def test_each_crash_leaves_only_whole_files(crashed_artifacts):
 
 def test_next_run_completes_and_finishes_the_interrupted_registration(crashed_artifacts, prefect_api_url, tmp_path):
     artifacts = Path(shutil.copytree(crashed_artifacts[0], tmp_path / "artifacts"))
-    result = run_flow(artifacts, prefect_api_url)
+    # another learning rate: a model of its own (the same inputs would give v0001's model again, unchanged)
+    result = run_flow(artifacts, prefect_api_url, None, "--learning-rate", "2e-3")
     assert result.returncode == 0, result.stderr[-3000:]
     registry = Registry(artifacts / "registry")
     assert registry.versions() == ["v0001", "v0002"]

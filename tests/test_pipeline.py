@@ -22,6 +22,7 @@ from helpers import (artifact_types, bundle_copy, flip_byte, hand_made_zero, log
                      settled_task_runs, task_runs, wait_until, write_png)
 from mnist_pipeline.core.errors import ChecksumMismatchError
 from mnist_pipeline.core.extra_data import ExtraDataError
+from mnist_pipeline.core.files import sha256_file
 from mnist_pipeline.core.paths import bundled_mnist_dir
 from mnist_pipeline.core.registry import Registry
 from mnist_pipeline.core.splits import SplitFiles, is_intact
@@ -158,7 +159,8 @@ def test_second_run_in_a_folder_takes_the_split_from_the_cache_and_a_high_thresh
     split_inode = split_dir(artifacts).stat().st_ino
     state, _ = run_flow(preset="seed-mlp", epochs=1, artifacts_dir=str(artifacts))  # this folder's first run
     assert state.is_completed()
-    state, summary = run_flow(preset="seed-mlp", epochs=1, threshold=0.999, artifacts_dir=str(artifacts))
+    state, summary = run_flow(preset="seed-mlp", epochs=1, learning_rate=2e-3, threshold=0.999,
+                              artifacts_dir=str(artifacts))
     assert state.is_completed()  # a rejection is an outcome, not a failure
     assert stage_states(client, state)["download-split"] == ["Cached"]
     assert split_dir(artifacts).stat().st_ino == split_inode  # never rebuilt
@@ -172,7 +174,7 @@ def test_second_run_in_a_folder_takes_the_split_from_the_cache_and_a_high_thresh
     assert registry.read_version(summary.version)["status"] == "rejected"
 
 
-def test_a_moved_artifacts_folder_runs_from_its_own_split(artifacts, tmp_path):
+def test_a_moved_artifacts_folder_runs_from_its_own_split(artifacts, client, tmp_path):
     state, _ = run_flow(preset="seed-mlp", epochs=1, artifacts_dir=str(artifacts))  # caches the split here
     assert state.is_completed()
     split_inode = split_dir(artifacts).stat().st_ino
@@ -182,7 +184,34 @@ def test_a_moved_artifacts_folder_runs_from_its_own_split(artifacts, tmp_path):
     assert state.is_completed(), summary  # not sent to the split's old place by the cache
     assert split_dir(moved).stat().st_ino == split_inode  # and not rebuilt either
     assert Path(summary.run_dir).parent == moved / "runs"
-    assert Registry(moved / "registry").versions() == ["v0001", "v0002", "v0003"]
+    # nor to the old place's model: trained again here, which gives the same weights as v0002
+    assert stage_states(client, state, ("train",))["train"] == ["Completed"]
+    assert (state.name, summary.version) == ("Unchanged", "v0002")
+    assert Registry(moved / "registry").versions() == ["v0001", "v0002"]
+
+
+def test_an_identical_rerun_takes_the_cached_model_and_adds_no_version(artifacts, client):
+    """Issue 12: nothing changed, nothing new: the train stage is `Cached`, the registry records the
+    run as unchanged (identical to the version it registered), production does not move."""
+    first_state, first = run_flow(preset="seed-mlp", epochs=1, artifacts_dir=str(artifacts))
+    assert first_state.is_completed() and first.version == "v0002" and not first.promoted
+    registry = Registry(artifacts / "registry")
+    lines = len(registry.decisions())
+
+    state, again = run_flow(preset="seed-mlp", epochs=1, artifacts_dir=str(artifacts))
+    assert stage_states(client, state, ("train",))["train"] == ["Cached"]
+    assert (state.name, state.message, again.version, again.promoted) == ("Unchanged", again.reason, "v0002", False)
+    assert again.reason.startswith("identical to v0002 (the same weights") and again.production == "v0001"
+    last = registry.decisions()[-1]
+    assert (last.action, last.verdict, last.candidate, last.flow_run_id) == (
+        "unchanged", "unchanged", "v0002", str(state.state_details.flow_run_id))
+    assert registry.versions() == ["v0001", "v0002"] and len(registry.decisions()) == lines + 1
+
+    state, forced = run_flow(preset="seed-mlp", epochs=1, force_retrain=True, artifacts_dir=str(artifacts))
+    assert stage_states(client, state, ("train",))["train"] == ["Completed"]  # trained again, really
+    assert sha256_file(Path(forced.run_dir) / "model.keras") != registry.read_version("v0002")["model_sha256"]
+    assert (state.name, forced.version) == ("Unchanged", "v0002")  # other file bytes, the same weights
+    assert registry.versions() == ["v0001", "v0002"] and registry.production() == "v0001"
 
 
 def test_weaker_challenger_above_threshold_is_rejected(artifacts, first_run):

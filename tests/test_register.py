@@ -81,14 +81,21 @@ def test_registering_the_same_model_twice_adds_nothing(registry, tiny_strong, sy
     assert registry.production() == "v0001"
 
 
-def test_the_same_model_from_another_run_is_a_new_version_and_a_tie_promotes(registry, tiny_strong,
-                                                                            synthetic_split, tmp_path):
-    decision = register(registry, copy_run(tiny_strong, tmp_path / "rerun"), synthetic_split)
-    assert decision.candidate == "v0003" and decision.promoted, decision
-    assert "not worse than production v0001" in decision.reason
-    assert decision.candidate_accuracy == decision.champion_accuracy
-    assert registry.production() == "v0003"
-    assert register_lines(registry) == [("v0001", "promoted"), ("v0002", "rejected"), ("v0003", "promoted")]
+def test_the_same_model_from_another_run_is_unchanged_not_a_new_version(registry, tiny_strong, synthetic_split,
+                                                                       tmp_path):
+    """Issue 12: a rerun that trains the same weights again (its .keras file's bytes differ) adds no
+    version and does not move production; the decision says which version it is."""
+    before = registry.decision_log.read_text()
+    rerun = copy_run(tiny_strong, tmp_path / "rerun", same_weights=True)
+    decision = register(registry, rerun, synthetic_split, flow_run_id="run-3")
+    assert (decision.action, decision.verdict, decision.candidate, decision.promoted) == (
+        "unchanged", "unchanged", "v0001", False)
+    assert decision.reason.startswith("identical to v0001 (the same weights, trained on the same data)")
+    assert registry.versions() == ["v0001", "v0002"] and registry.production() == "v0001"
+    assert registry.decision_log.read_text().startswith(before)
+    again = register(registry, rerun, synthetic_split, flow_run_id="run-3")
+    assert again == decision and len(registry.decisions()) == 3  # a retry of that registration logs nothing more
+    assert registry.check() == []
 
 
 def test_rejected_candidate_is_kept_and_production_stays(tmp_path, tiny_weak, synthetic_split):

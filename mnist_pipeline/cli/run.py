@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
     parser.add_argument(
         "--fail-if-not-promoted", action="store_true",
-        help=f"exit with code {EXIT_NOT_PROMOTED} when the gate rejects the model (default: exit 0)",
+        help=f"exit with code {EXIT_NOT_PROMOTED} when the gate rejects the model (default: exit 0; a run whose "
+             "model is identical to a registered one is not rejected)",
     )
     parser.add_argument("--summary-json", metavar="FILE", help="also write the run's summary as JSON to FILE")
 
@@ -68,7 +69,8 @@ def format_summary(summary: RunSummary) -> str:
     return "\n".join([
         f"MNIST pipeline finished: model {summary.version} ({summary.preset})",
         f"  test accuracy : {summary.accuracy:.4f} (95% CI {low:.4f}-{high:.4f})",
-        f"  promoted      : {'yes' if summary.promoted else 'no'}: {summary.reason}",
+        f"  promoted      : {'yes' if summary.promoted else 'no'}: {summary.reason}"
+        if summary.verdict != "unchanged" else f"  unchanged     : {summary.reason}",
         f"  production    : {summary.production or 'none'}",
         f"  model files   : {summary.version_dir}",
         f"  run files     : {summary.run_dir}",
@@ -77,7 +79,7 @@ def format_summary(summary: RunSummary) -> str:
 
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """Run the flow; print its summary; 0 promoted, 0/3 rejected, 1 on failure."""
+    """Run the flow; print its summary; 0 promoted or unchanged, 0/3 rejected, 1 on failure."""
     params = validated(parser, args)
     # The pipeline runs offline: keep Prefect's temporary server from trying to send telemetry, and
     # give it more than Prefect's default 20 s to start on a busy 2-core machine.
@@ -96,7 +98,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     print(format_summary(summary))
     if args.summary_json:
         Path(args.summary_json).write_text(summary.to_json() + "\n")
-    return EXIT_NOT_PROMOTED if not summary.promoted and args.fail_if_not_promoted else 0
+    return EXIT_NOT_PROMOTED if summary.verdict == "rejected" and args.fail_if_not_promoted else 0
 
 
 class _WithoutTracebacksOf(logging.Filter):

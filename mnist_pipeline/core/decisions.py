@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 SCHEMA = 3
-Action = Literal["register", "promote", "rollback", "repair"]
+Action = Literal["register", "unchanged", "promote", "rollback", "repair"]
 
 
 def now_iso() -> str:
@@ -52,11 +52,13 @@ class DecisionRecord:
 
     @property
     def verdict(self) -> str:
-        """promoted, rejected, rolled back or repaired: the one place this word is chosen."""
+        """promoted, rejected, unchanged, rolled back or repaired: the one place this word is chosen."""
         if self.action == "rollback":
             return "rolled back"
         if self.action == "repair":
             return "repaired"
+        if self.action == "unchanged":
+            return "unchanged"
         return "promoted" if self.promoted else "rejected"
 
     @property

@@ -42,6 +42,9 @@ class PipelineParameters(BaseModel):
         "the test images only one of them gets right); otherwise not worse is enough")
     significance_alpha: float = Field(
         0.05, gt=0, lt=1, description="significance level of the McNemar test against production")
+    force_retrain: bool = Field(
+        False, description="train even when a model with the same inputs (data, configuration, seed, code, "
+        "framework versions) was trained before, instead of taking it from the cache")
     data_source: Literal["bundle", "tfds"] = Field(
         "bundle", description="bundle: the MNIST files shipped with the package (offline); tfds: tensorflow-datasets' download")
     bundle_dir: Optional[str] = Field(

@@ -203,6 +203,8 @@ class Registry:
         with self.lock:
             self._complete_pending()
             version = self._find(model_sha256, candidate.source_run)
+            if identical := self._identical(candidate, version):
+                return self._unchanged(candidate, identical)
             if version is None:
                 version = self._add_version(candidate, model_sha256)
                 crash_point("register:added")  # the version exists; production has not moved; nothing is logged
@@ -315,6 +317,34 @@ class Registry:
 
     # Internals (callers hold the lock) -----------------------------------------------------------
 
+    def _identical(self, candidate: Candidate, found: str | None) -> str | None:
+        """The version this candidate is a copy of, when it comes from another flow run: the same model
+        file (a training taken from Prefect's cache), or the same weights trained on the same data."""
+        if found is not None:  # registered from this model file already: by this run (a retry) or another
+            return found if self.read_version(found).get("flow_run_id") != candidate.flow_run_id else None
+        weights = candidate.trained.weights_sha256
+        for version in self.versions() if weights else ():
+            record = self.read_version(version)
+            if record.get("weights_sha256") == weights and record.get("data_sha256") == candidate.data.data_sha256:
+                return version
+        return None
+
+    def _unchanged(self, candidate: Candidate, identical: str) -> DecisionRecord:
+        """Record that a run produced no new model (once per flow run, however often it retries)."""
+        for logged in reversed(self.decisions()):
+            if (logged.action, logged.candidate, logged.flow_run_id) == ("unchanged", identical, candidate.flow_run_id):
+                return logged
+        production = self.production()
+        record = DecisionRecord(
+            action="unchanged", candidate=identical, production_before=production, promoted=False,
+            reason=f"identical to {identical} (the same weights, trained on the same data): no new version; "
+                   f"production stays {production or 'unset'}",
+            time=now_iso(), candidate_accuracy=candidate.evaluation.accuracy, threshold=candidate.gate.threshold,
+            flow_run_id=candidate.flow_run_id,
+        )
+        self._log(record)
+        return record
+
     def _find(self, model_sha256: str, source_run: str) -> str | None:
         """The version already registered from this run's model (a retried registration), if any."""
         for version in self.versions():
@@ -380,6 +410,7 @@ class Registry:
             "created": decision.time,
             "status": decision.verdict,
             "model_sha256": model_sha256,
+            "weights_sha256": trained.weights_sha256,
             "source_run": candidate.source_run,
             "preset": trained.config.preset,
             "test_accuracy": evaluation.accuracy,

@@ -75,9 +75,9 @@ def _embedded_card(version_dir: Path) -> str:
 
 
 def render_report(decision: DecisionRecord, metrics: dict, version_dir: Path, preset: str) -> str:
-    champion = (
-        f"{decision.production_before} ({decision.champion_accuracy:.4f})" if decision.production_before else "none yet"
-    )
+    champion = decision.production_before or "none yet"
+    if decision.champion_accuracy is not None:  # an unchanged run is not compared with production
+        champion += f" ({decision.champion_accuracy:.4f})"
     plots = "\n\n".join(f"### {title}\n![{title}]({png_data_uri(version_dir / name)})" for title, name in PLOTS)
     files = "\n".join(f"- `{path}`" for path in sorted(version_dir.iterdir()))
     return f"""# MNIST training report: {decision.candidate} ({preset})

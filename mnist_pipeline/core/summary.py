@@ -20,6 +20,7 @@ class RunSummary:
     version_dir: str
     run_dir: str
     decision_log: str
+    verdict: str = ""  # promoted, rejected or unchanged (the registry's word; empty in summaries before it)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

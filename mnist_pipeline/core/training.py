@@ -7,19 +7,20 @@ best weights); this module wires them and saves the result atomically.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mnist_pipeline.core.faults import crash_point, inject_fault
-from mnist_pipeline.core.files import atomic_path, write_json_atomic
+from mnist_pipeline.core.files import atomic_path, sha256_file, write_json_atomic
 from mnist_pipeline.core.models import TrainingConfig, build_model
-from mnist_pipeline.core.splits import SplitFiles
 from mnist_pipeline.core.quiet_tensorflow import import_tensorflow
+from mnist_pipeline.core.splits import SplitFiles
 
 SHUFFLE_BUFFER = 10_000
 
@@ -32,6 +33,33 @@ class TrainedModel:
     epochs_run: int
     best_epoch: int
     train_seconds: float
+    weights_sha256: str = ""  # the trained weights' values: equal weights are the same model, whatever the file's bytes
+
+
+def training_key(config: TrainingConfig, data_sha256: str, runs_root: Path) -> str:
+    """The hash of everything that decides the trained model: the configuration (seed included),
+    the data (the split's hash), the code that builds and trains it, and TensorFlow's and Keras'
+    versions. With `runs_root`, the folder the model is kept in: another artifacts folder's model is
+    not this one's. The training stage is cached on this key."""
+    from importlib.metadata import version
+
+    from mnist_pipeline.core import models
+
+    inputs = {
+        "config": asdict(config), "data_sha256": data_sha256, "runs_root": str(runs_root),
+        "code": [sha256_file(Path(module)) for module in (__file__, models.__file__)],
+        "frameworks": {name: version(name) for name in ("tensorflow", "keras")},
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def weights_sha256(model) -> str:
+    """SHA-256 of a Keras model's weight values, in order (the `.keras` file's bytes also hold
+    metadata such as the time it was saved, so two identical models rarely have identical files)."""
+    digest = hashlib.sha256()
+    for weights in model.get_weights():
+        digest.update(np.ascontiguousarray(weights).tobytes())
+    return digest.hexdigest()
 
 
 def input_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle_seed: int | None = None):
@@ -160,4 +188,5 @@ def fit(config: TrainingConfig, data: SplitFiles, run_dir: Path, log, *, tensorb
     write_json_atomic(history_path, history)
     epochs_run = len(history["val_loss"])
     log.info("trained %s: %d epochs in %.1f s, best epoch %d", config.preset, epochs_run, train_seconds, best_epoch)
-    return TrainedModel(str(model_path), str(history_path), config, epochs_run, best_epoch, train_seconds)
+    return TrainedModel(str(model_path), str(history_path), config, epochs_run, best_epoch, train_seconds,
+                        weights_sha256(model))
