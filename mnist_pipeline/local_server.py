@@ -29,6 +29,18 @@ NIGHTLY_CHECK = "mnist-data-check/nightly-data-check"
 RETRAIN_ON_CHANGE = "mnist-training-pipeline/retrain-on-change"
 
 
+def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Stop a process started with `start_new_session=True`, by its id: SIGTERM to its process group
+    (its own children go too), SIGKILL if it has not ended by `timeout`."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 class LocalPrefect:
     """A Prefect server and a worker as child processes, each in its own process group."""
 
@@ -99,14 +111,8 @@ class LocalPrefect:
         """Stop the worker, then the server: SIGTERM to each process group, SIGKILL if it lingers."""
         for name in ("worker", "server"):
             process = self.processes.pop(name, None)
-            if process is None or process.poll() is not None:
-                continue
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            if process is not None:
+                stop_process_group(process, timeout)
 
     def __enter__(self) -> "LocalPrefect":
         return self

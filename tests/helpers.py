@@ -384,17 +384,10 @@ def serving(artifacts: Path, *options: str, log: Path) -> Iterator[str]:
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
-    """Stop a process a test started, by its id: SIGTERM to its process group (it was started with
-    `start_new_session=True`, so its own children go too), SIGKILL if it has not ended by `timeout`."""
-    import signal
+    """Stop a process a test started (with `start_new_session=True`) by its id, its children too."""
+    from mnist_pipeline.local_server import stop_process_group
 
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    stop_process_group(process, timeout)
 
 
 def assert_same_answers(answer: dict, predicted: dict) -> None:
