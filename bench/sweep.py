@@ -8,6 +8,8 @@ cluster, evaluation and registration of the selected candidate); B the same comm
 `--max-parallel 1`, whose one worker process trains the four one after another with both cores, so
 A/B measures what the parallelism buys with everything else equal; C is only the four `fit` calls
 after importing TensorFlow, no Prefect and no Dask, to show what the machinery around them costs.
+A and B are repeated with the tutorial's smaller model, which one training cannot keep 2 cores busy
+with: the contrast shows what bounds the speedup.
 Every case starts from a split built beforehand (the sweeps find it in their cache). Where a
 sweep's time goes is read from its log: start-up until the candidates' subflow begins, the subflow
 (cluster start, workers' imports, trainings, cluster close), and what follows it.
@@ -32,6 +34,8 @@ from bench.measure import Measurement, run_case  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 GRID = ["--preset", "mlp", "--learning-rate", "0.002", "0.004", "--batch-size", "256", "512"]
+# the tutorial's small model (784-50-50-10, batches of 100-200): one training of it cannot keep 2 cores busy
+SMALL_GRID = ["--preset", "seed-mlp", "--learning-rate", "0.001", "0.002", "--batch-size", "100", "200"]
 WORKERS = 2
 ENTRY = str(Path(sys.executable).parent / "mnist-pipeline")
 LOG_TIME = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) \|")
@@ -84,11 +88,12 @@ def sweep_phases(measurement: Measurement) -> dict[str, float]:
             "evaluate, register, report, exit": measurement.wall_seconds - (ended - start)}
 
 
-def sweep_case(work: Path, env: dict, workers: int) -> dict:
+def sweep_case(work: Path, env: dict, workers: int, grid: list[str] = GRID) -> dict:
     """`mnist-pipeline sweep` on a local cluster of `workers` processes: wall time, phases, candidates, output."""
-    artifacts, summary_json = work / f"artifacts-{workers}", work / f"summary-{workers}.json"
+    name = f"{grid[1]}-{workers}"
+    artifacts, summary_json = work / f"artifacts-{name}", work / f"summary-{name}.json"
     shutil.copytree(work / "artifacts", artifacts)  # the built split, found in the cache
-    measurement = run_case([ENTRY, "sweep", *GRID, "--max-parallel", str(workers), "--artifacts-dir", str(artifacts),
+    measurement = run_case([ENTRY, "sweep", *grid, "--max-parallel", str(workers), "--artifacts-dir", str(artifacts),
                             "--summary-json", str(summary_json)], env, str(work))
     summary = json.loads(summary_json.read_text())
     return {"wall_seconds": measurement.wall_seconds, "phases": sweep_phases(measurement),
@@ -111,12 +116,13 @@ def main() -> int:
     # warm Prefect's database and the file cache the same way for every case: one tiny sweep first
     run_case([ENTRY, "sweep", *GRID, "--epochs", "1", "--artifacts-dir", str(work / "warm")], env, str(work))
     parallel, one_worker = sweep_case(work, env, WORKERS), sweep_case(work, env, 1)
+    small = {"parallel": sweep_case(work, env, WORKERS, SMALL_GRID), "one_worker": sweep_case(work, env, 1, SMALL_GRID)}
     plain = run_case([sys.executable, __file__, "--sequential", str(manifest)],
                      {**env, "TF_NUM_INTRAOP_THREADS": str(WORKERS), "TF_NUM_INTEROP_THREADS": str(WORKERS)},
                      str(PROJECT_ROOT))
     results = {
         "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cores": len(os.sched_getaffinity(0)),
-        "parallel": parallel, "one_worker": one_worker,
+        "parallel": parallel, "one_worker": one_worker, "small": small,
         "plain": {"wall_seconds": plain.wall_seconds, "load_before": plain.load_before,
                   "other_cores": plain.other_cores, **json.loads(plain.stdout.strip().splitlines()[-1])},
     }
@@ -165,6 +171,8 @@ and {fits[2]:.1f} s in C (after {plain['import_seconds']:.1f} s importing Tensor
 | --- | --- | --- | --- | --- | --- | --- |
 {rows}
 
+{_small(results['small'])}
+
 Selected: {parallel['selected']} in A, {one['selected']} in B. Peak memory (all processes): A
 {parallel['peak_tree_rss_bytes'] / 2**30:.1f} GiB, B {one['peak_tree_rss_bytes'] / 2**30:.1f} GiB. Sweep A printed:
 
@@ -172,6 +180,19 @@ Selected: {parallel['selected']} in A, {one['selected']} in B. Peak memory (all 
 {parallel['output'].rstrip()}
 ```
 """
+
+
+def _small(small: dict) -> str:
+    """The same comparison for a model too small to keep 2 cores busy with one training."""
+    a, b = small["parallel"], small["one_worker"]
+    fits = [sum(c["train_seconds"] for c in case["candidates"]) for case in (a, b)]
+    subflow = "candidates subflow"
+    return f"""The same two sweeps of the tutorial's model, `{' '.join(SMALL_GRID)}` (5 epochs): {WORKERS} workers
+{a['wall_seconds']:.1f} s, 1 worker {b['wall_seconds']:.1f} s: **{b['wall_seconds'] / a['wall_seconds']:.2f}x** end to end,
+**{b['phases'][subflow] / a['phases'][subflow]:.2f}x** in the candidates subflow ({a['phases'][subflow]:.1f} s vs
+{b['phases'][subflow]:.1f} s). Its four `fit` calls took {fits[0]:.1f} s on 1 thread each and {fits[1]:.1f} s on 2
+threads. (Load at start
+{a['load_before']:.2f} and {b['load_before']:.2f}; other processes' CPU {a['other_cores']:.2f} and {b['other_cores']:.2f} cores.)"""
 
 
 if __name__ == "__main__":

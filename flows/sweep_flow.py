@@ -65,20 +65,22 @@ def mnist_sweep(**values) -> State:
     """Train several configurations of one preset in parallel on Dask; evaluate the one with the best
     validation accuracy on the test split and offer it to the promotion gate.
 
-    The run ends in a `Completed` state named `Promoted` or `Rejected`; its result is the `SweepSummary`.
+    The run ends in a `Completed` state named `Promoted`, `Rejected` or `Unchanged` (as a single run's);
+    its result is the `SweepSummary`.
     """
     plan = make_sweep_plan(validate_parameters(values, SweepParameters))
-    paths = plan.base.paths
+    base, paths = plan.base, plan.base.paths
     split = download_split.with_options(result_storage=paths.prefect_results,
-                                        refresh_cache=not is_intact(plan.base.recipe.split_dir(paths.splits)))
-    data = preprocess(split(plan.base.recipe, str(plan.base.bundle_dir), str(paths.splits), str(paths.tfds_data)))
+                                        refresh_cache=not is_intact(base.recipe.split_dir(paths.splits)))
+    data = preprocess(split(base.recipe, str(base.bundle_dir), str(paths.splits), str(paths.tfds_data),
+                            base.extra_dir and str(base.extra_dir)))
     with workers_share_this_api():
-        trials = train_candidates.with_options(task_runner=plan.task_runner)(plan.trials, data, str(paths.tensorboard))
+        trials = train_candidates.with_options(task_runner=plan.task_runner)(
+            plan.trials, data, str(paths.tensorboard), paths.prefect_results, base.params.force_retrain)
     selected = select(trials)
     evaluation = evaluate(selected.trained, data, selected.run_dir)
-    decision = register(selected.trained, evaluation, data, str(paths.registry), plan.base.params.threshold,
-                        {"split_recipe_key": plan.base.recipe.key, "data_source": plan.base.params.data_source,
-                         "sweep": plan.sweep_dir.name, "candidate": selected.name})
+    decision = register(selected.trained, evaluation, data, str(paths.registry), base.gate,
+                        {**base.run_params, "sweep": plan.sweep_dir.name, "candidate": selected.name})
 
     registry = Registry(paths.registry)
     summary = SweepSummary(
@@ -88,26 +90,30 @@ def mnist_sweep(**values) -> State:
             accuracy_interval_95=evaluation.interval_95, promoted=decision.promoted, reason=decision.reason,
             production=registry.production(), epochs_run=selected.trained.epochs_run,
             train_seconds=selected.trained.train_seconds, version_dir=str(registry.version_dir(decision.candidate)),
-            run_dir=selected.run_dir, decision_log=str(registry.decision_log)),
+            run_dir=selected.run_dir, decision_log=str(registry.decision_log), verdict=decision.verdict),
     )
     publish_report(summary)
-    return Completed(name="Promoted" if decision.promoted else "Rejected", message=decision.reason, data=summary)
+    return Completed(name=decision.verdict.capitalize(), message=decision.reason, data=summary)
 
 
 @flow(name="mnist-sweep-candidates", flow_run_name="candidates")
-def train_candidates(trials: list[Trial], data: SplitFiles, tensorboard_root: str) -> list[Trial]:
-    """Train every candidate on the Dask cluster, as many at once as it has worker processes. A subflow
+def train_candidates(trials: list[Trial], data: SplitFiles, tensorboard_root: str, results_dir: Path,
+                     force_retrain: bool) -> list[Trial]:
+    """Train every candidate on the Dask cluster, as many at once as it has worker processes (a candidate
+    trained before, on the same data and code, comes from the cache as in a single run). A subflow
     because a flow's task runner is fixed when it starts, and which cluster to use is a parameter."""
-    futures = train.map([trial.config for trial in trials], unmapped(data), [trial.run_dir for trial in trials],
-                        [str(Path(tensorboard_root) / Path(trial.run_dir).name) for trial in trials])
+    futures = train.with_options(result_storage=results_dir, refresh_cache=force_retrain).map(
+        [trial.config for trial in trials], unmapped(data), [trial.run_dir for trial in trials],
+        [str(Path(tensorboard_root) / Path(trial.run_dir).name) for trial in trials])
     futures.wait()
     finished = []
     for trial, future in zip(trials, futures):
         if future.state.is_completed():
             finished.append(replace(trial, trained=future.result()))
         else:  # recorded as failed; the sweep goes on with the others
-            get_run_logger().warning("candidate %s failed: %s", trial.name, future.state.message)
-            finished.append(replace(trial, error=future.state.message or future.state.name))
+            error = future.state.message or future.state.name
+            get_run_logger().warning("candidate %s failed: %s", trial.name, error)
+            finished.append(replace(trial, error=error))
     return finished
 
 

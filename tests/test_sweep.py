@@ -135,7 +135,7 @@ def test_report_lists_every_candidate_marks_the_selected_and_shows_the_plot_inli
     trials = [trial(tmp_path, "c01", [0.951]), trial(tmp_path, "c02", None), trial(tmp_path, "c03", [0.962])]
     records = [t.record() for t in trials]
     run = RunSummary("v0001", "mlp", 0.96, (0.95, 0.97), False, "below the threshold", None, 1, 10.0,
-                     "/v/v0001", trials[2].run_dir, "/v/decisions.jsonl")
+                     "/v/v0001", trials[2].run_dir, "/v/decisions.jsonl", verdict="rejected")
     summary = SweepSummary(records, "c03", run, str(tmp_path / "sweep"))
     plot = tmp_path / "validation_accuracy.png"
     plot_sweep(records, "c03", plot)

@@ -122,6 +122,7 @@ def check_registered_through_the_gate(artifacts: Path, summary: dict) -> None:
     params = registry.read_json("v0001", "params.json")
     selected = next(r for r in summary["candidates"] if r["candidate"] == summary["selected"])
     assert params["candidate"] == summary["selected"] and params["sweep"] == Path(summary["sweep_dir"]).name
+    assert params["data_source"] == "bundle" and params["split_recipe_key"]  # as a single run records them
     assert (params["training"]["learning_rate"], params["training"]["batch_size"]) == (
         selected["learning_rate"], selected["batch_size"])
     [decision] = registry.decisions()

@@ -137,9 +137,11 @@ class Trial:
         return history["val_accuracy"][self.trained.best_epoch - 1]
 
     def record(self) -> dict:
-        """What the sweep report and `sweep.json` show of this candidate."""
+        """What the sweep report and `sweep.json` show of this candidate (its model's folder: an earlier
+        run's when the training came from the cache)."""
         return {
-            "candidate": self.name, "run_dir": self.run_dir, "status": self.status,
+            "candidate": self.name, "status": self.status,
+            "run_dir": str(Path(self.trained.model_path).parent) if self.trained else self.run_dir,
             **{name: getattr(self.config, name) for name in SWEPT},
             "validation_accuracy": self.validation_accuracy,
             "epochs_run": self.trained.epochs_run if self.trained else None,
@@ -192,7 +194,7 @@ def render_sweep_report(summary: SweepSummary, plot_uri: str) -> str:
     return f"""# MNIST sweep: {len(summary.candidates)} candidates of {run.preset}, {summary.selected} selected
 
 {summary.selected} has the highest validation accuracy (ties go to the shortest training); only it was
-evaluated on the test split and offered to the gate: **{'promoted' if run.promoted else 'rejected'}**
+evaluated on the test split and offered to the gate: **{run.verdict}**
 as {run.version} ({run.reason}). {f"Failed: {', '.join(failed)}." if failed else "No candidate failed."}
 
 {candidates_table(summary.candidates, summary.selected)}
