@@ -110,5 +110,8 @@ def compute(runs: dict[str, list[dict]], accuracy_floor: float) -> list[Figure]:
         Figure("Default run (cnn, warm, temporary server)", "training seconds (train stage's own figure)", "s",
                _pick(default, "train_seconds")),
         Figure("Default run (cnn, warm, temporary server)", "test accuracy", "", _pick(default, "test_accuracy"), ">= 0.992"),
+        Figure("7. Continuous training", "unchanged rerun (training cached) / default run: wall time", "x",
+               _ratios(runs["default-rerun"], default), "<= 0.15"),
+        Figure("7. Continuous training", "unchanged rerun: wall time", "s", _pick(runs["default-rerun"], "wall_seconds")),
     ]
     return figures

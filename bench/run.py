@@ -87,12 +87,15 @@ class Bench:
         result = json.loads(measurement.stdout.strip().splitlines()[-1])
         self._record(case, measurement, test_accuracy=result["test_accuracy"], train_seconds=result["train_seconds"])
 
-    def flow(self, case: str, artifacts: Path, preset: str, api_url: str | None = None) -> None:
+    def flow(self, case: str, artifacts: Path, preset: str, api_url: str | None = None, train: bool = True) -> None:
+        """One run of the flow. It trains (`--force-retrain`), as the tutorial does, unless `train` is
+        False: then an unchanged rerun takes the model from the training cache."""
         env = {**self.env, **({"PREFECT_API_URL": api_url} if api_url else {})}
         summary_file = self.work / f"summary-{case}.json"
         summary_file.unlink(missing_ok=True)
         measurement = run_case([sys.executable, "flows/mnist_flow.py", "--preset", preset, "--artifacts-dir",
-                                str(artifacts), "--summary-json", str(summary_file), *self._epochs_args()],
+                                str(artifacts), "--summary-json", str(summary_file), *self._epochs_args(),
+                                *(["--force-retrain"] if train else [])],
                                env, str(PROJECT_ROOT))
         if not summary_file.is_file():
             raise CaseFailed(f"the flow run ({case}) wrote no summary:\n{(measurement.stdout + measurement.stderr)[-3000:]}")
@@ -174,12 +177,13 @@ def run_all(bench: Bench, repeats: int) -> None:
         for preset in ("cnn", "mlp"):
             bench.time_to_accuracy(preset, manifest)
         bench.flow("default-run", work / "artifacts-temp-0", "cnn")
+        bench.flow("default-rerun", work / "artifacts-temp-0", "cnn", train=False)  # nothing changed: cached
 
     _log("reading the temporary-server runs' stage times (a server on the same Prefect home)")
     with LocalPrefect(_free_port(), prefect_home=bench.temp_home, log_dir=work / "reader-logs",
                       extra_env={"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}) as reader:
         reader.start_server()
-        bench.add_stage_times(reader.api_url, ["flow-temp-cold", "flow-temp-warm", "default-run"])
+        bench.add_stage_times(reader.api_url, ["flow-temp-cold", "flow-temp-warm", "default-run", "default-rerun"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -126,7 +126,8 @@ def make_plan(params: PipelineParameters) -> Plan:
         recipe=make_recipe(params.data_source, bundle_dir, params.validation_fraction, params.seed,
                            extra_data.scan(extra_dir) if extra_dir else None),
         config=training_config(params.preset, params.seed, epochs=params.epochs, batch_size=params.batch_size,
-                               learning_rate=params.learning_rate, patience=params.patience),
+                               learning_rate=params.learning_rate, patience=params.patience, width=params.width,
+                               dropout=params.dropout),
         run_dir=paths.runs / f"{stamp}-{(flow_run.get_id() or os.getpid())!s:.8}",
     )
 

@@ -3,9 +3,10 @@
 Cached on everything that decides the model (`core.training.training_key`): a run whose inputs
 did not change takes the model trained before, and the registry records it as unchanged.
 
-Training holds a slot of the global concurrency limit `TRAINING_CONCURRENCY_LIMIT` while it runs,
-so a team's server can cap trainings at once across runs, sweeps and machines (`prefect gcl create`).
-Without that limit nothing waits: Prefect logs that the limit does not exist and training goes on.
+Every training carries the tag `mnist-training`: a team's server caps trainings at once across runs,
+sweeps and machines with Prefect's tag concurrency limit (`prefect concurrency-limit create
+mnist-training N`, kept by the server as the global limit `tag:mnist-training`). Without the limit
+nothing waits, and nothing is logged about it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import os
 from pathlib import Path
 
 from prefect import task
-from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
 from prefect.runtime import task_run
 
@@ -25,7 +25,8 @@ from mnist_pipeline.core.splits import SplitFiles
 from mnist_pipeline.core.training import TrainedModel, fit, training_key
 
 PROGRESS_KEY = "mnist-training-progress"
-TRAINING_CONCURRENCY_LIMIT = "mnist-training"
+TRAINING_TAG = "mnist-training"
+TRAINING_CONCURRENCY_LIMIT = f"tag:{TRAINING_TAG}"  # the server's name of the tag's limit
 FAIL_TRAINING_ENV = "MNIST_FAIL_TRAINING_IN"
 
 
@@ -59,14 +60,13 @@ def _inputs_key(context, parameters: dict) -> str:
     return training_key(parameters["config"], parameters["data"].data_sha256, Path(parameters["run_dir"]).parent)
 
 
-@task(name="train", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_permanent,
+@task(name="train", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_permanent, tags=[TRAINING_TAG],
       cache_key_fn=_inputs_key, persist_result=True)  # same inputs: the model trained before, `Cached`
 def train(config: TrainingConfig, data: SplitFiles, run_dir: str, tensorboard_dir: str) -> TrainedModel:
     """Train with TensorBoard logs and a progress artifact; a retry resumes from the checkpoint in `run_dir`."""
     _fail_if_targeted(run_dir)
-    with concurrency(TRAINING_CONCURRENCY_LIMIT, occupy=1, strict=False):
-        return fit(config, data, Path(run_dir), get_run_logger(), tensorboard_dir=Path(tensorboard_dir),
-                   attempt=task_run.run_count, callbacks=(_progress_reporter(config.preset),))
+    return fit(config, data, Path(run_dir), get_run_logger(), tensorboard_dir=Path(tensorboard_dir),
+               attempt=task_run.run_count, callbacks=(_progress_reporter(config.preset),))
 
 
 def _fail_if_targeted(run_dir: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_pipeline.core.models import PRESETS, build_model, training_config
+from mnist_pipeline.core.models import PRESETS, ConfigError, build_model, training_config
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -39,3 +39,17 @@ def test_overrides_replace_preset_defaults_only_when_given():
     config = training_config("cnn", seed=5, epochs=3, batch_size=None)
     assert config.epochs == 3 and config.seed == 5
     assert config.batch_size == PRESETS["cnn"].defaults.batch_size
+
+
+@pytest.mark.parametrize("preset, width, dropout, units", [
+    ("mlp", 64, 0.5, [64, 32, 10]), ("cnn", 32, 0.1, [32, 10]), ("seed-mlp", 20, None, [20, 20, 10])])
+def test_width_and_dropout_shape_the_model(preset, width, dropout, units):
+    model = build_model(training_config(preset, seed=0, width=width, dropout=dropout))
+    assert [layer.units for layer in model.layers if layer.__class__.__name__ == "Dense"] == units
+    rates = [layer.rate for layer in model.layers if layer.__class__.__name__ == "Dropout"]
+    assert rates == ([dropout] if dropout is not None else [])
+
+
+def test_a_dropout_rate_for_a_preset_without_dropout_is_refused():
+    with pytest.raises(ConfigError, match="seed-mlp has no dropout layer"):
+        training_config("seed-mlp", seed=0, dropout=0.2)

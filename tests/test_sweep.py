@@ -37,6 +37,13 @@ def test_grid_is_every_combination_with_the_preset_filling_what_is_not_swept():
     assert {(c.preset, c.epochs, c.patience, c.seed) for c in configs} == {("mlp", PRESETS["mlp"].defaults.epochs, 1, 7)}
 
 
+def test_width_and_dropout_are_swept_where_the_preset_has_them():
+    configs = candidate_configs(sweep(preset="mlp", width=[128, 256], dropout=[0.1, 0.3]))
+    assert [(c.width, c.dropout) for c in configs] == [(128, 0.1), (128, 0.3), (256, 0.1), (256, 0.3)]
+    configs = candidate_configs(sweep(preset="seed-mlp", width=[32, 64]))
+    assert [(c.width, c.dropout) for c in configs] == [(32, None), (64, None)]
+
+
 def test_random_sample_is_seeded_distinct_and_in_grid_order():
     params = dict(preset="seed-mlp", learning_rate=[1e-4, 1e-3, 1e-2], batch_size=[50, 100, 200], epochs=[1, 2])
     grid = candidate_configs(sweep(**params))
@@ -54,7 +61,8 @@ def test_random_sample_is_seeded_distinct_and_in_grid_order():
     (dict(learning_rate=[1e-3, 2e-3, 1e-3]), "learning_rate lists 0.001 more than once"),
     (dict(learning_rate=[1e-3, 2e-3], samples=3), "samples=3 but the grid has only 2 combinations"),
     (dict(learning_rate=[i / 1000 for i in range(1, 14)], batch_size=[32, 64, 128, 256, 512]),
-     f"the grid has 65 combinations (13 x 5 x 1), more than {MAX_CANDIDATES}"),
+     f"the grid has 65 combinations (13 learning_rate x 5 batch_size), more than {MAX_CANDIDATES}"),
+    (dict(preset="seed-mlp", dropout=[0.1, 0.2]), "seed-mlp has no dropout layer"),
     (dict(learning_rate=[1e-3, 2e-3], max_parallel=2, dask_address="tcp://127.0.0.1:8786"),
      "give one or the other"),
 ])

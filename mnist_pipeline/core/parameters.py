@@ -11,9 +11,10 @@ from __future__ import annotations
 import inspect
 from typing import Annotated, Callable, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator
 
 from mnist_pipeline.core.errors import PermanentError
+from mnist_pipeline.core.models import ConfigError, training_config
 
 
 class InvalidParameterError(PermanentError):
@@ -30,6 +31,10 @@ class PipelineParameters(BaseModel):
     learning_rate: Optional[float] = Field(None, gt=0, le=1, description="Adam learning rate (default: the preset's)")
     patience: Optional[int] = Field(
         None, ge=0, le=1000, description="early-stopping patience in epochs (default: the preset's)")
+    width: Optional[int] = Field(
+        None, ge=1, le=4096, description="units of the first dense layer; the mlp's second has half (default: the preset's)")
+    dropout: Optional[float] = Field(
+        None, ge=0, lt=1, description="dropout rate, for the presets with a dropout layer: cnn, mlp (default: the preset's)")
     seed: int = Field(42, ge=0, le=2**31 - 1, description="seed of the validation split and of training")
     validation_fraction: float = Field(0.1, gt=0, le=0.5, description="share of train held out for validation")
     threshold: float = Field(0.97, gt=0, le=1, description="minimum test accuracy for promotion to production")
@@ -54,6 +59,16 @@ class PipelineParameters(BaseModel):
         "of PNG/JPEG pictures (default: none)")
     artifacts_dir: Optional[str] = Field(
         None, description="where splits, runs and the registry go (default: $MNIST_ARTIFACTS_DIR or ./artifacts)")
+
+    @field_validator("dropout")
+    @classmethod
+    def _dropout_needs_a_dropout_layer(cls, dropout: float | None, info: ValidationInfo) -> float | None:
+        if dropout is not None and "preset" in info.data:
+            try:
+                training_config(info.data["preset"], 0, dropout=dropout)
+            except ConfigError as error:
+                raise ValueError(str(error)) from None
+        return dropout
 
 
 DATA_FIELDS = ("data_source", "bundle_dir", "extra_data", "artifacts_dir")

@@ -22,12 +22,12 @@ from typing import Annotated, Optional
 from pydantic import ConfigDict, Field, create_model
 
 from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.models import PRESETS, TrainingConfig, training_config
+from mnist_pipeline.core.models import ConfigError, PRESETS, TrainingConfig, training_config
 from mnist_pipeline.core.parameters import InvalidParameterError, PipelineParameters
 from mnist_pipeline.core.summary import RunSummary
 from mnist_pipeline.core.training import TrainedModel
 
-SWEPT = ("learning_rate", "batch_size", "epochs")  # what TrainingConfig lets a preset vary
+SWEPT = ("learning_rate", "batch_size", "epochs", "width", "dropout")  # what TrainingConfig lets a preset vary
 MAX_CANDIDATES = 64
 
 
@@ -68,7 +68,7 @@ def candidate_configs(params) -> list[TrainingConfig]:
             raise InvalidParameterError(f"Invalid sweep: {name} lists {', '.join(map(str, repeated))} more than "
                                         "once; each value is tried once, so give it once")
     combinations = list(itertools.product(*grid.values()))
-    size = " x ".join(str(len(values)) for values in grid.values())
+    size = " x ".join(f"{len(values)} {name}" for name, values in grid.items() if len(values) > 1) or "nothing swept"
     if len(combinations) == 1:
         raise InvalidParameterError(
             f"Invalid sweep: nothing to compare, the grid has one combination ({size}); give "
@@ -88,8 +88,11 @@ def candidate_configs(params) -> list[TrainingConfig]:
         raise InvalidParameterError(
             "Invalid sweep: max_parallel sizes the local cluster, but dask_address names an existing one, whose "
             "workers decide how many candidates train at once; give one or the other")
-    return [training_config(params.preset, params.seed, patience=params.patience, **dict(zip(SWEPT, combination)))
-            for combination in combinations]
+    try:
+        return [training_config(params.preset, params.seed, patience=params.patience, **dict(zip(SWEPT, combination)))
+                for combination in combinations]
+    except ConfigError as error:
+        raise InvalidParameterError(f"Invalid sweep: {error}") from None
 
 
 def check_dask_cluster(address: str) -> None:
@@ -163,13 +166,15 @@ def select(trials: list[Trial]) -> Trial:
 
 def candidates_table(records: list[dict], selected: str) -> str:
     """The candidates as a markdown table (also readable as plain text), the selected one marked."""
-    lines = ["| candidate | learning rate | batch size | max epochs | validation accuracy | epochs run | "
-             "training s | status |", "| --- " * 8 + "|"]
+    lines = ["| candidate | learning rate | batch size | max epochs | width | dropout | validation accuracy | "
+             "epochs run | training s | status |", "| --- " * 10 + "|"]
     for r in records:
         mark = " (selected)" if r["candidate"] == selected else ""
         accuracy = f"{r['validation_accuracy']:.4f}" if r["validation_accuracy"] is not None else "-"
+        dropout = f"{r['dropout']:g}" if r["dropout"] is not None else "-"
         lines.append(f"| {r['candidate']}{mark} | {r['learning_rate']:g} | {r['batch_size']} | {r['epochs']} | "
-                     f"{accuracy} | {r['epochs_run'] or '-'} | {r['train_seconds'] or '-'} | {r['status']} |")
+                     f"{r['width']} | {dropout} | {accuracy} | {r['epochs_run'] or '-'} | {r['train_seconds'] or '-'} | "
+                     f"{r['status']} |")
     return "\n".join(lines)
 
 
