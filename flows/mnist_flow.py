@@ -90,7 +90,7 @@ def mnist_pipeline(**values) -> State:
     data = preprocess(manifest)
     trained = train.with_options(result_storage=plan.paths.prefect_results, refresh_cache=plan.params.force_retrain)(
         plan.config, data, str(plan.run_dir), str(plan.paths.tensorboard / plan.run_dir.name))
-    evaluation = evaluate(trained, data, str(plan.run_dir))
+    evaluation = evaluate.with_options(result_storage=plan.paths.prefect_results)(trained, data, str(plan.run_dir))
     decision = register(trained, evaluation, data, str(plan.paths.registry), plan.gate, plan.run_params)
 
     registry = Registry(plan.paths.registry)

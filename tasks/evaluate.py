@@ -13,14 +13,21 @@ from prefect.runtime import task_run
 from mnist_pipeline.core.errors import retry_unless_permanent
 from mnist_pipeline.core.faults import inject_fault
 from mnist_pipeline.core.report import per_class_rows
-from mnist_pipeline.core.scoring import Evaluation, evaluate_model
+from mnist_pipeline.core.scoring import Evaluation, evaluate_model, evaluation_key
 from mnist_pipeline.core.splits import SplitFiles
 from mnist_pipeline.core.training import TrainedModel
 
 PER_CLASS_TABLE_KEY = "mnist-per-class-accuracy"
 
 
-@task(name="evaluate", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_permanent)
+def _inputs_key(context, parameters: dict) -> str:
+    """Prefect's cache key of an evaluation: `evaluation_key` of its model, data and folder."""
+    return evaluation_key(parameters["trained"].model_path, parameters["data"].data_sha256,
+                          Path(parameters["run_dir"]).parent)
+
+
+@task(name="evaluate", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_permanent,
+      cache_key_fn=_inputs_key, persist_result=True)  # the same model on the same data: scored before, `Cached`
 def evaluate(trained: TrainedModel, data: SplitFiles, run_dir: str) -> Evaluation:
     """Idempotent: a retry rewrites the same files (atomically) and republishes the table."""
     evaluation = evaluate_model(trained, data, Path(run_dir))

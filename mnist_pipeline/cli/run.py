@@ -85,9 +85,11 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     # give it more than Prefect's default 20 s to start on a busy 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-    # TensorFlow takes seconds to import: do it while Prefect imports and starts its server.
-    threading.Thread(target=import_tensorflow, name="import-tensorflow", daemon=True).start()
     from mnist_pipeline.flows.mnist_flow import mnist_pipeline
+
+    # TensorFlow takes seconds to import: do it while Prefect starts its server (a process of its own,
+    # waited for), not while Prefect imports (in this process, competing for the interpreter).
+    threading.Thread(target=import_tensorflow, name="import-tensorflow", daemon=True).start()
 
     _hide_console_tracebacks_of(PipelineError)
     try:

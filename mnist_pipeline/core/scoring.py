@@ -5,6 +5,8 @@ image with production's (core/gate.py)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +76,17 @@ def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(labels, predicted classes) as `write_predictions` wrote them."""
     with np.load(path, allow_pickle=False) as stored:
         return stored["label"], stored["predicted"]
+
+
+def evaluation_key(model_path: str | Path, data_sha256: str, runs_root: Path) -> str:
+    """The hash of everything an evaluation's result depends on: the model file, the data (the
+    split's hash), the code that scores and plots, and the folder its files are kept in. The
+    evaluate stage is cached on this key: the model of an unchanged run is not scored again."""
+    from mnist_pipeline.core import plots
+
+    inputs = {"model_sha256": sha256_file(Path(model_path)), "data_sha256": data_sha256, "runs_root": str(runs_root),
+              "code": [sha256_file(Path(module)) for module in (__file__, plots.__file__)]}
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
 def evaluate_model(trained: TrainedModel, data: SplitFiles, run_dir: Path) -> Evaluation:
