@@ -37,3 +37,14 @@ def test_a_fresh_process_importing_tensorflow_prints_nothing_but_its_own_lines()
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
     assert result.stdout == "3\n"
     assert result.stderr == "stderr after import\n"
+
+
+def test_what_the_program_writes_while_a_background_import_filters_stderr_is_not_lost_at_exit():
+    """The run command imports TensorFlow in a background thread and exits with os._exit: a line it
+    writes meanwhile (its error message) must reach stderr, not stay in the filter."""
+    program = ("import os, sys, threading\nfrom mnist_pipeline.core.quiet_tensorflow import import_tensorflow, "
+               "release_stderr\nthreading.Thread(target=import_tensorflow, daemon=True).start()\n"
+               "import time; time.sleep(0.5)\nprint('error: what went wrong', file=sys.stderr)\n"
+               "sys.stderr.flush(); release_stderr(); os._exit(1)")
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert result.returncode == 1 and "error: what went wrong\n" in result.stderr, result.stderr

@@ -27,6 +27,7 @@ from mnist_pipeline.cli import sweep as sweep_command
 from mnist_pipeline.cli import serve as serve_command
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.mnist import NUM_CLASSES
+from mnist_pipeline.core.quiet_tensorflow import release_stderr
 from mnist_pipeline.core.registry import version_name
 
 EXIT_NOT_PROMOTED = run_command.EXIT_NOT_PROMOTED
@@ -231,6 +232,7 @@ def entry_point(argv: list[str] | None = None) -> None:
     sys.stderr.flush()
     threading._shutdown()  # what Python's exit does first: thread exit hooks, then join the threads
     atexit._run_exitfuncs()
+    release_stderr()  # a TensorFlow import still running in the background may be filtering stderr
     os._exit(code)
 
 

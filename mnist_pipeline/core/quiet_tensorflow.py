@@ -3,10 +3,11 @@
 TensorFlow's C++ side prints, on every start, lines that read like failures on a machine without a
 GPU (`E0000 ... failed call to cuInit: ... CUDA error`) and notices about oneDNN and CPU features.
 `TF_CPP_MIN_LOG_LEVEL` cannot silence them: they are written before TensorFlow's logging is set up.
-So the import (and the device probe that triggers the CUDA call) runs with the process's stderr
-captured; afterwards each captured line is written back unless it is one of those notices. The
-CUDA failure is dropped only when TensorFlow also said there is no CUDA driver at all: on a machine
-with a driver, it is a real error and shows.
+So while the import (and the device probe that triggers the CUDA call) runs, the process's stderr
+goes through a pipe, and a thread passes each line on at once unless it is one of those notices.
+Nothing else is held back: the import may run in a background thread while the rest of the program
+writes to stderr (and starts processes that inherit it). The CUDA failure is dropped only after
+TensorFlow said there is no CUDA driver at all: on a machine with a driver, it is a real error.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import tempfile
 import threading
 from contextlib import contextmanager
 
@@ -30,33 +30,67 @@ CUDA_INIT_FAILED = "failed call to cuInit"
 
 _lock = threading.Lock()
 _ready = False
+_restore = None  # while stderr goes through the filter: puts it back and passes on what is left
+
+
+class _NoticeFilter:
+    """Decides line by line, remembering whether TensorFlow reported that there is no CUDA driver."""
+
+    def __init__(self):
+        self.no_driver = False
+
+    def keep(self, line: str) -> bool:
+        self.no_driver = self.no_driver or NO_DRIVER in line
+        return not STARTUP_NOTICES.search(line) and not (self.no_driver and CUDA_INIT_FAILED in line)
 
 
 def startup_noise_removed(text: str) -> str:
     """`text` without TensorFlow's start-up notices (and without a cuInit failure on a driverless machine)."""
-    no_driver = NO_DRIVER in text
-    kept = [line for line in text.splitlines(keepends=True)
-            if not STARTUP_NOTICES.search(line) and not (no_driver and CUDA_INIT_FAILED in line)]
-    return "".join(kept)
+    notices = _NoticeFilter()
+    return "".join(line for line in text.splitlines(keepends=True) if notices.keep(line))
+
+
+def _pass_on(read_fd: int, target_fd: int) -> None:
+    """Copy lines from the pipe to the real stderr, leaving out the notices, until the pipe closes."""
+    notices = _NoticeFilter()
+    with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+        for raw in iter(pipe.readline, b""):
+            if notices.keep(raw.decode(errors="replace")):
+                os.write(target_fd, raw)
 
 
 @contextmanager
 def _filtered_stderr():
-    """Capture file descriptor 2 (C++ writes there directly), then write back what is not noise."""
+    """File descriptor 2 (C++ writes there directly) through the notice filter, for the block."""
+    global _restore
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            kept = startup_noise_removed(captured.read().decode(errors="replace"))
-            if kept:
-                os.write(2, kept.encode())
+    read_fd, write_fd = os.pipe()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    passer = threading.Thread(target=_pass_on, args=(read_fd, saved), name="tensorflow-notice-filter", daemon=True)
+    passer.start()
+
+    def restore() -> None:
+        global _restore
+        _restore = None
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # our end of the pipe closes; a process started meanwhile may keep its own
+        passer.join(timeout=1)  # what was written before is passed on
+
+    _restore = restore
+    try:
+        yield
+    finally:
+        if _restore is restore:
+            restore()
+
+
+def release_stderr() -> None:
+    """Put stderr back now if an import is filtering it (a program about to exit calls this, so that
+    nothing it wrote is left in the pipe)."""
+    if _restore is not None:
+        _restore()
 
 
 def import_tensorflow():
