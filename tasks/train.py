@@ -11,14 +11,13 @@ nothing waits, and nothing is logged about it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from prefect import task
 from prefect.logging import get_run_logger
 from prefect.runtime import task_run
 
-from mnist_pipeline.core.errors import PermanentError, retry_unless_permanent
+from mnist_pipeline.core.errors import retry_unless_permanent
 from mnist_pipeline.core.models import TrainingConfig
 from mnist_pipeline.core.quiet_tensorflow import import_tensorflow
 from mnist_pipeline.core.splits import SplitFiles
@@ -27,7 +26,6 @@ from mnist_pipeline.core.training import TrainedModel, fit, training_key
 PROGRESS_KEY = "mnist-training-progress"
 TRAINING_TAG = "mnist-training"
 TRAINING_CONCURRENCY_LIMIT = f"tag:{TRAINING_TAG}"  # the server's name of the tag's limit
-FAIL_TRAINING_ENV = "MNIST_FAIL_TRAINING_IN"
 
 
 def _progress_reporter(preset: str):
@@ -64,14 +62,6 @@ def _inputs_key(context, parameters: dict) -> str:
       cache_key_fn=_inputs_key, persist_result=True)  # same inputs: the model trained before, `Cached`
 def train(config: TrainingConfig, data: SplitFiles, run_dir: str, tensorboard_dir: str) -> TrainedModel:
     """Train with TensorBoard logs and a progress artifact; a retry resumes from the checkpoint in `run_dir`."""
-    _fail_if_targeted(run_dir)
     return fit(config, data, Path(run_dir), get_run_logger(), tensorboard_dir=Path(tensorboard_dir),
                attempt=task_run.run_count, callbacks=(_progress_reporter(config.preset),))
 
-
-def _fail_if_targeted(run_dir: str) -> None:
-    """Test aid (off by default): fail every attempt of the training whose run folder's name ends with
-    `$MNIST_FAIL_TRAINING_IN` (e.g. `-c02`, one candidate of a sweep), as a candidate that cannot train."""
-    target = os.environ.get(FAIL_TRAINING_ENV)
-    if target and Path(run_dir).name.endswith(target):
-        raise PermanentError(f"injected fault: training in {run_dir} fails on every attempt ({FAIL_TRAINING_ENV})")

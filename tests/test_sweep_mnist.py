@@ -17,7 +17,7 @@ import pytest
 
 from helpers import free_port, run_cli, stop_process, wait_until
 from mnist_pipeline.core.registry import Registry
-from mnist_pipeline.tasks.train import FAIL_TRAINING_ENV
+from mnist_pipeline.core.faults import FAIL_TRAINING_ENV
 
 pytestmark = pytest.mark.slow
 

@@ -11,6 +11,11 @@ kills the process with SIGKILL at a named crash point (`crash_point`), for the c
 `write:<file name>` (written and fsynced under a temporary name, not yet renamed), `train@epochN`,
 `register:staged` (a version folder complete under its temporary name), `register:added` (the version
 in place, production not moved, the decision not logged).
+
+    MNIST_FAIL_TRAINING_IN=-c02
+
+makes every attempt of the training whose run folder's name ends with the value fail for good (one
+candidate of a sweep that cannot train).
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ from __future__ import annotations
 import os
 import signal
 
-from mnist_pipeline.core.errors import PipelineError
+from pathlib import Path
+
+from mnist_pipeline.core.errors import PermanentError, PipelineError
 
 FAIL_ONCE_ENV = "MNIST_FAIL_ONCE"
 CRASH_AT_ENV = "MNIST_CRASH_AT"
+FAIL_TRAINING_ENV = "MNIST_FAIL_TRAINING_IN"
 STAGES = ("download", "preprocess", "train", "evaluate", "register")
 
 
@@ -58,3 +66,10 @@ def crash_point(name: str) -> None:
     """Kill this process at once (SIGKILL: no cleanup runs) if `MNIST_CRASH_AT` names this point."""
     if os.environ.get(CRASH_AT_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fail_training_in(run_dir: str) -> None:
+    """Raise a `PermanentError` (no retry helps) if `MNIST_FAIL_TRAINING_IN` ends this run folder's name."""
+    target = os.environ.get(FAIL_TRAINING_ENV)
+    if target and Path(run_dir).name.endswith(target):
+        raise PermanentError(f"injected fault: training in {run_dir} fails on every attempt ({FAIL_TRAINING_ENV})")

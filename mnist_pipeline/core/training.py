@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.core.faults import crash_point, inject_fault
+from mnist_pipeline.core.faults import crash_point, fail_training_in, inject_fault
 from mnist_pipeline.core.files import atomic_path, sha256_file, write_json_atomic
 from mnist_pipeline.core.models import TrainingConfig, build_model
 from mnist_pipeline.core.quiet_tensorflow import import_tensorflow
@@ -157,6 +157,7 @@ def fit(config: TrainingConfig, data: SplitFiles, run_dir: Path, log, *, tensorb
     import keras
 
     inject_fault("train", attempt)
+    fail_training_in(str(run_dir))
     model, train_ds, validation_ds = prepare_training(config, data)
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_dir, history_csv = run_dir / "checkpoint", run_dir / "history.csv"
