@@ -24,14 +24,17 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
 from mnist_pipeline.core import extra_data
+from mnist_pipeline.core.decisions import DecisionRecord
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.gate import GateSettings
 from mnist_pipeline.core.models import TrainingConfig, training_config
 from mnist_pipeline.core.parameters import DataParameters, PipelineParameters, takes_parameters, validate_parameters
 from mnist_pipeline.core.paths import ArtifactPaths, bundled_mnist_dir
 from mnist_pipeline.core.registry import Registry
+from mnist_pipeline.core.scoring import Evaluation
 from mnist_pipeline.core.splits import SplitRecipe, is_intact, make_recipe
 from mnist_pipeline.core.summary import RunSummary
+from mnist_pipeline.core.training import TrainedModel
 from mnist_pipeline.tasks.evaluate import evaluate
 from mnist_pipeline.tasks.preprocess import preprocess
 from mnist_pipeline.tasks.register import register
@@ -93,15 +96,21 @@ def mnist_pipeline(**values) -> State:
     evaluation = evaluate.with_options(result_storage=plan.paths.prefect_results)(trained, data, str(plan.run_dir))
     decision = register(trained, evaluation, data, str(plan.paths.registry), plan.gate, plan.run_params)
 
-    registry = Registry(plan.paths.registry)
-    summary = RunSummary(
-        version=decision.candidate, preset=plan.config.preset, accuracy=evaluation.accuracy,
+    summary = summarize(decision, trained, evaluation, plan.paths.registry, str(plan.run_dir))
+    return Completed(name=decision.verdict.capitalize(), message=decision.reason, data=summary)
+
+
+def summarize(decision: DecisionRecord, trained: TrainedModel, evaluation: Evaluation, registry_dir: Path,
+              run_dir: str) -> RunSummary:
+    """What a run returns: its model's results, the gate's decision, and the registry after it."""
+    registry = Registry(registry_dir)
+    return RunSummary(
+        version=decision.candidate, preset=trained.config.preset, accuracy=evaluation.accuracy,
         accuracy_interval_95=evaluation.interval_95, promoted=decision.promoted, reason=decision.reason,
         production=registry.production(), epochs_run=trained.epochs_run, train_seconds=trained.train_seconds,
-        version_dir=str(registry.version_dir(decision.candidate)), run_dir=str(plan.run_dir),
+        version_dir=str(registry.version_dir(decision.candidate)), run_dir=run_dir,
         decision_log=str(registry.decision_log), verdict=decision.verdict,
     )
-    return Completed(name=decision.verdict.capitalize(), message=decision.reason, data=summary)
 
 
 def tag_run(tag: str) -> None:

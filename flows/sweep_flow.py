@@ -31,12 +31,10 @@ from prefect_dask import DaskTaskRunner
 from mnist_pipeline.core.files import write_json_atomic
 from mnist_pipeline.core.parameters import PipelineParameters, takes_parameters, validate_parameters
 from mnist_pipeline.core.plots import plot_sweep, png_data_uri
-from mnist_pipeline.core.registry import Registry
 from mnist_pipeline.core.splits import SplitFiles, is_intact
-from mnist_pipeline.core.summary import RunSummary
 from mnist_pipeline.core.sweep import SWEPT, SweepParameters, SweepSummary, Trial, candidate_configs, \
     check_dask_cluster, render_sweep_report, select
-from mnist_pipeline.flows.mnist_flow import Plan, make_plan, run_name
+from mnist_pipeline.flows.mnist_flow import Plan, make_plan, run_name, summarize
 from mnist_pipeline.tasks.evaluate import evaluate
 from mnist_pipeline.tasks.preprocess import preprocess
 from mnist_pipeline.tasks.register import register
@@ -78,19 +76,13 @@ def mnist_sweep(**values) -> State:
         trials = train_candidates.with_options(task_runner=plan.task_runner)(
             plan.trials, data, str(paths.tensorboard), paths.prefect_results, base.params.force_retrain)
     selected = select(trials)
-    evaluation = evaluate(selected.trained, data, selected.run_dir)
+    evaluation = evaluate.with_options(result_storage=paths.prefect_results)(selected.trained, data, selected.run_dir)
     decision = register(selected.trained, evaluation, data, str(paths.registry), base.gate,
                         {**base.run_params, "sweep": plan.sweep_dir.name, "candidate": selected.name})
 
-    registry = Registry(paths.registry)
     summary = SweepSummary(
         candidates=[trial.record() for trial in trials], selected=selected.name, sweep_dir=str(plan.sweep_dir),
-        run=RunSummary(
-            version=decision.candidate, preset=selected.config.preset, accuracy=evaluation.accuracy,
-            accuracy_interval_95=evaluation.interval_95, promoted=decision.promoted, reason=decision.reason,
-            production=registry.production(), epochs_run=selected.trained.epochs_run,
-            train_seconds=selected.trained.train_seconds, version_dir=str(registry.version_dir(decision.candidate)),
-            run_dir=selected.run_dir, decision_log=str(registry.decision_log), verdict=decision.verdict),
+        run=summarize(decision, selected.trained, evaluation, paths.registry, selected.run_dir),
     )
     publish_report(summary)
     return Completed(name=decision.verdict.capitalize(), message=decision.reason, data=summary)
