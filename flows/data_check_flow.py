@@ -19,7 +19,7 @@ from prefect.states import Completed, State
 from mnist_pipeline.core import extra_data
 from mnist_pipeline.core.parameters import DataParameters, takes_parameters, validate_parameters
 from mnist_pipeline.core.paths import ArtifactPaths
-from mnist_pipeline.core.registry import Registry
+from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.splits import data_fingerprint, source_checksums
 from mnist_pipeline.flows.mnist_flow import data_folders
 
@@ -38,7 +38,8 @@ def check_data(**values) -> State:
     bundle_dir, extra_dir = data_folders(params)
     extra = extra_data.scan(extra_dir) if extra_dir else None
     current = data_fingerprint(source_checksums(params.data_source, bundle_dir), extra.fingerprint() if extra else ())
-    registry = Registry(ArtifactPaths.resolve(params.artifacts_dir).registry)
+    paths = ArtifactPaths.resolve(params.artifacts_dir)
+    registry = open_registry(paths.ref(paths.registry))
     production = registry.production()
     trained_on = registry.read_json(production, "params.json").get("data_fingerprint") if production else None
     log = get_run_logger()

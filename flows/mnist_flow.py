@@ -30,11 +30,13 @@ from mnist_pipeline.core.gate import GateSettings
 from mnist_pipeline.core.models import TrainingConfig, training_config
 from mnist_pipeline.core.parameters import DataParameters, PipelineParameters, takes_parameters, validate_parameters
 from mnist_pipeline.core.paths import ArtifactPaths, bundled_mnist_dir
-from mnist_pipeline.core.registry import Registry
+from mnist_pipeline.core import store
+from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.scoring import Evaluation
 from mnist_pipeline.core.splits import SplitRecipe, is_intact, make_recipe
 from mnist_pipeline.core.summary import RunSummary
 from mnist_pipeline.core.training import TrainedModel
+from mnist_pipeline.results_storage import result_storage
 from mnist_pipeline.tasks.evaluate import evaluate
 from mnist_pipeline.tasks.preprocess import preprocess
 from mnist_pipeline.tasks.register import register
@@ -84,33 +86,40 @@ def mnist_pipeline(**values) -> State:
     """
     plan = make_plan(validate_parameters(values))
     tag_run(f"preset:{plan.config.preset}")
+    results = result_storage(plan.paths)  # a stable place, so later runs (on any machine) find the cache
+    refs = plan.paths.ref
     split = download_split.with_options(
-        result_storage=plan.paths.prefect_results,  # a stable path, so later runs find the cache
-        refresh_cache=not is_intact(plan.recipe.split_dir(plan.paths.splits)),  # never trust a damaged cache hit
+        result_storage=results,
+        refresh_cache=not split_available(plan.recipe, refs(plan.paths.splits)),  # never trust a damaged cache hit
     )
-    manifest = split(plan.recipe, str(plan.bundle_dir), str(plan.paths.splits), str(plan.paths.tfds_data),
+    manifest = split(plan.recipe, str(plan.bundle_dir), refs(plan.paths.splits), str(plan.paths.tfds_data),
                      plan.extra_dir and str(plan.extra_dir))
     data = preprocess(manifest)
-    trained = train.with_options(result_storage=plan.paths.prefect_results, refresh_cache=plan.params.force_retrain)(
-        plan.config, data, str(plan.run_dir), str(plan.paths.tensorboard / plan.run_dir.name))
-    evaluation = evaluate.with_options(result_storage=plan.paths.prefect_results)(trained, data, str(plan.run_dir))
-    decision = register(trained, evaluation, data, str(plan.paths.registry), plan.gate, plan.run_params)
+    trained = train.with_options(result_storage=results, refresh_cache=plan.params.force_retrain)(
+        plan.config, data, refs(plan.run_dir), refs(plan.paths.tensorboard / plan.run_dir.name))
+    evaluation = evaluate.with_options(result_storage=results)(trained, data, refs(plan.run_dir))
+    decision = register(trained, evaluation, data, refs(plan.paths.registry), plan.gate, plan.run_params)
 
-    summary = summarize(decision, trained, evaluation, plan.paths.registry, str(plan.run_dir))
+    summary = summarize(decision, trained, evaluation, refs(plan.paths.registry), refs(plan.run_dir))
     return Completed(name=decision.verdict.capitalize(), message=decision.reason, data=summary)
 
 
-def summarize(decision: DecisionRecord, trained: TrainedModel, evaluation: Evaluation, registry_dir: Path,
+def summarize(decision: DecisionRecord, trained: TrainedModel, evaluation: Evaluation, registry_dir: str,
               run_dir: str) -> RunSummary:
     """What a run returns: its model's results, the gate's decision, and the registry after it."""
-    registry = Registry(registry_dir)
+    registry = open_registry(registry_dir)
     return RunSummary(
         version=decision.candidate, preset=trained.config.preset, accuracy=evaluation.accuracy,
         accuracy_interval_95=evaluation.interval_95, promoted=decision.promoted, reason=decision.reason,
         production=registry.production(), epochs_run=trained.epochs_run, train_seconds=trained.train_seconds,
-        version_dir=str(registry.version_dir(decision.candidate)), run_dir=run_dir,
+        version_dir=store.join(registry.location, "versions", decision.candidate), run_dir=run_dir,
         decision_log=str(registry.decision_log), verdict=decision.verdict,
     )
+
+
+def split_available(recipe: SplitRecipe, splits_root: str) -> bool:
+    """True if `recipe`'s split is whole under `splits_root` (in an artifact store: downloaded first)."""
+    return is_intact(store.fetch_tree(store.join(splits_root, recipe.split_dir(Path()).name)))
 
 
 def tag_run(tag: str) -> None:
@@ -125,6 +134,8 @@ def make_plan(params: PipelineParameters) -> Plan:
     settle the training configuration, before any work is done."""
     paths = ArtifactPaths.resolve(params.artifacts_dir)
     _check_writable(paths.root)
+    if paths.shared:
+        store.ObjectStore(paths.location).check()
     bundle_dir, extra_dir = data_folders(params)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return Plan(

@@ -28,13 +28,16 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Completed, State
 from prefect_dask import DaskTaskRunner
 
+from mnist_pipeline.core import store
 from mnist_pipeline.core.files import write_json_atomic
 from mnist_pipeline.core.parameters import PipelineParameters, takes_parameters, validate_parameters
 from mnist_pipeline.core.plots import plot_sweep, png_data_uri
-from mnist_pipeline.core.splits import SplitFiles, is_intact
+from mnist_pipeline.core.paths import ArtifactPaths
+from mnist_pipeline.core.splits import SplitFiles
 from mnist_pipeline.core.sweep import SWEPT, SweepParameters, SweepSummary, Trial, candidate_configs, \
     check_dask_cluster, render_sweep_report, select
-from mnist_pipeline.flows.mnist_flow import Plan, make_plan, run_name, summarize
+from mnist_pipeline.flows.mnist_flow import Plan, make_plan, run_name, split_available, summarize
+from mnist_pipeline.results_storage import result_storage
 from mnist_pipeline.tasks.evaluate import evaluate
 from mnist_pipeline.tasks.preprocess import preprocess
 from mnist_pipeline.tasks.register import register
@@ -68,35 +71,37 @@ def mnist_sweep(**values) -> State:
     """
     plan = make_sweep_plan(validate_parameters(values, SweepParameters))
     base, paths = plan.base, plan.base.paths
-    split = download_split.with_options(result_storage=paths.prefect_results,
-                                        refresh_cache=not is_intact(base.recipe.split_dir(paths.splits)))
-    data = preprocess(split(base.recipe, str(base.bundle_dir), str(paths.splits), str(paths.tfds_data),
+    results, refs = result_storage(paths), paths.ref
+    split = download_split.with_options(result_storage=results,
+                                        refresh_cache=not split_available(base.recipe, refs(paths.splits)))
+    data = preprocess(split(base.recipe, str(base.bundle_dir), refs(paths.splits), str(paths.tfds_data),
                             base.extra_dir and str(base.extra_dir)))
     with workers_share_this_api():
         trials = train_candidates.with_options(task_runner=plan.task_runner)(
-            plan.trials, data, str(paths.tensorboard), paths.prefect_results, base.params.force_retrain)
+            plan.trials, data, refs(paths.tensorboard), paths.location, base.params.force_retrain)
     selected = select(trials)
-    evaluation = evaluate.with_options(result_storage=paths.prefect_results)(selected.trained, data, selected.run_dir)
-    decision = register(selected.trained, evaluation, data, str(paths.registry), base.gate,
+    evaluation = evaluate.with_options(result_storage=results)(selected.trained, data, selected.run_dir)
+    decision = register(selected.trained, evaluation, data, refs(paths.registry), base.gate,
                         {**base.run_params, "sweep": plan.sweep_dir.name, "candidate": selected.name})
 
     summary = SweepSummary(
         candidates=[trial.record() for trial in trials], selected=selected.name, sweep_dir=str(plan.sweep_dir),
-        run=summarize(decision, selected.trained, evaluation, paths.registry, selected.run_dir),
+        run=summarize(decision, selected.trained, evaluation, refs(paths.registry), selected.run_dir),
     )
     publish_report(summary)
     return Completed(name=decision.verdict.capitalize(), message=decision.reason, data=summary)
 
 
 @flow(name="mnist-sweep-candidates", flow_run_name="candidates")
-def train_candidates(trials: list[Trial], data: SplitFiles, tensorboard_root: str, results_dir: Path,
+def train_candidates(trials: list[Trial], data: SplitFiles, tensorboard_root: str, artifacts: str,
                      force_retrain: bool) -> list[Trial]:
     """Train every candidate on the Dask cluster, as many at once as it has worker processes (a candidate
     trained before, on the same data and code, comes from the cache as in a single run). A subflow
     because a flow's task runner is fixed when it starts, and which cluster to use is a parameter."""
-    futures = train.with_options(result_storage=results_dir, refresh_cache=force_retrain).map(
+    results = result_storage(ArtifactPaths.resolve(artifacts))
+    futures = train.with_options(result_storage=results, refresh_cache=force_retrain).map(
         [trial.config for trial in trials], unmapped(data), [trial.run_dir for trial in trials],
-        [str(Path(tensorboard_root) / Path(trial.run_dir).name) for trial in trials])
+        [store.join(tensorboard_root, store.local_path(trial.run_dir).name) for trial in trials])
     futures.wait()
     finished = []
     for trial, future in zip(trials, futures):
@@ -113,7 +118,7 @@ def make_sweep_plan(params) -> SweepPlan:
     """Expand and check the grid, resolve the folders, and find or size the cluster, before any work."""
     configs = candidate_configs(params)
     base = make_plan(PipelineParameters(**params.model_dump(include=set(PipelineParameters.model_fields) - set(SWEPT))))
-    trials = [Trial(f"c{i:02d}", config, str(base.run_dir.with_name(f"{base.run_dir.name}-c{i:02d}")))
+    trials = [Trial(f"c{i:02d}", config, base.paths.ref(base.run_dir.with_name(f"{base.run_dir.name}-c{i:02d}")))
               for i, config in enumerate(configs, start=1)]
     return SweepPlan(base, trials, dask_task_runner(params.dask_address, params.max_parallel, len(trials)))
 
@@ -154,5 +159,6 @@ def publish_report(summary: SweepSummary) -> None:
     write_json_atomic(sweep_dir / "sweep.json", {"selected": summary.selected, "candidates": summary.candidates})
     plot = sweep_dir / "validation_accuracy.png"
     plot_sweep(summary.candidates, summary.selected, plot)
+    store.publish(sweep_dir)
     create_markdown_artifact(key=SWEEP_REPORT_KEY, markdown=render_sweep_report(summary, png_data_uri(plot)),
                              description=f"MNIST sweep: {summary.selected} of {len(summary.candidates)} selected")

@@ -10,6 +10,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.logging import get_run_logger
 from prefect.runtime import task_run
 
+from mnist_pipeline.core import store
 from mnist_pipeline.core.errors import retry_unless_permanent
 from mnist_pipeline.core.faults import inject_fault
 from mnist_pipeline.core.report import per_class_rows
@@ -23,14 +24,15 @@ PER_CLASS_TABLE_KEY = "mnist-per-class-accuracy"
 def _inputs_key(context, parameters: dict) -> str:
     """Prefect's cache key of an evaluation: `evaluation_key` of its model, data and folder."""
     return evaluation_key(parameters["trained"].model_path, parameters["data"].data_sha256,
-                          Path(parameters["run_dir"]).parent)
+                          store.parent(parameters["run_dir"]))
 
 
 @task(name="evaluate", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_permanent,
       cache_key_fn=_inputs_key, persist_result=True)  # the same model on the same data: scored before, `Cached`
 def evaluate(trained: TrainedModel, data: SplitFiles, run_dir: str) -> Evaluation:
-    """Idempotent: a retry rewrites the same files (atomically) and republishes the table."""
-    evaluation = evaluate_model(trained, data, Path(run_dir))
+    """Idempotent: a retry rewrites the same files (atomically) and republishes the table. With an
+    artifact store the model comes from it, and the files written are uploaded to it."""
+    evaluation = evaluate_model(trained.fetched(), data, store.local_path(run_dir))
     low, high = evaluation.interval_95
     get_run_logger().info("test accuracy %.4f (95%% CI %.4f-%.4f, %d/%d)", evaluation.accuracy, low, high,
                           evaluation.correct, evaluation.total)
@@ -41,4 +43,4 @@ def evaluate(trained: TrainedModel, data: SplitFiles, run_dir: str) -> Evaluatio
         table=per_class_rows(metrics),
         description=f"Per-class test accuracy of {trained.config.preset} ({evaluation.accuracy:.4f} overall)",
     )
-    return evaluation
+    return evaluation.published()

@@ -12,16 +12,19 @@ from prefect import task
 from prefect.logging import get_run_logger
 from prefect.runtime import task_run
 
+from mnist_pipeline.core import store
 from mnist_pipeline.core.errors import retry_unless_permanent
 from mnist_pipeline.core.faults import inject_fault
 from mnist_pipeline.core.splits import SplitFiles, check_split, describe_split
 
 
 @task(name="preprocess", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_permanent)
-def preprocess(manifest_path: str) -> SplitFiles:
+def preprocess(manifest: str) -> SplitFiles:
     """Checksums, shapes, dtypes, label range, class coverage and counts; the tf.data pipelines are
-    built from the checked files where they are consumed (train)."""
+    built from the checked files where they are consumed (train). `manifest` is a path, or a URL in
+    the artifact store (the split is downloaded to this machine first)."""
     inject_fault("preprocess", task_run.run_count)
-    files = check_split(Path(manifest_path))
-    get_run_logger().info("checked %s", describe_split(Path(manifest_path)))
+    manifest_path = store.fetch_tree(store.parent(manifest)) / Path(manifest).name
+    files = check_split(manifest_path)
+    get_run_logger().info("checked %s", describe_split(manifest_path))
     return files

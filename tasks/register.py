@@ -15,7 +15,7 @@ from mnist_pipeline.core.decisions import DecisionRecord
 from mnist_pipeline.core.errors import retry_unless_permanent
 from mnist_pipeline.core.gate import GateSettings
 from mnist_pipeline.core.parameters import PipelineParameters
-from mnist_pipeline.core.registry import Candidate, Registry
+from mnist_pipeline.core.registry import Candidate, open_registry
 from mnist_pipeline.core.report import render_report
 from mnist_pipeline.core.scoring import Evaluation
 from mnist_pipeline.core.splits import SplitFiles
@@ -32,13 +32,13 @@ def register(trained: TrainedModel, evaluation: Evaluation, data: SplitFiles, re
     others."""
     if not isinstance(gate, GateSettings):
         gate = GateSettings.of(PipelineParameters(threshold=gate).model_dump())
-    registry = Registry(Path(registry_dir))
-    candidate = Candidate(trained, evaluation, data, gate, run_params, flow_run.get_id())
+    registry = open_registry(registry_dir)
+    candidate = Candidate(trained.fetched(), evaluation.fetched(), data, gate, run_params, flow_run.get_id())
     decision = registry.register(candidate, attempt=task_run.run_count)
     low, high = evaluation.interval_95
     get_run_logger().info("%s %s: %s (95%% CI %.4f-%.4f)", decision.candidate, decision.verdict,
                           decision.reason, low, high)
-    metrics = json.loads(Path(evaluation.metrics_path).read_text())
+    metrics = json.loads(Path(candidate.evaluation.metrics_path).read_text())
     create_markdown_artifact(
         key=REPORT_KEY,
         markdown=render_report(decision, metrics, registry.version_dir(decision.candidate), trained.config.preset),

@@ -2,7 +2,8 @@
 split by index, written as files.
 
 Cached by Prefect on the split's recipe (`core/splits.py`): a second run shows `Cached` and reads
-nothing. The flow refuses a cache hit whose files are missing or altered (`is_intact`).
+nothing. The flow refuses a cache hit whose files are missing or altered (`is_intact`). With an
+artifact store by URL the split is kept there, and a split built on one machine is `Cached` on another.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from prefect.tasks import exponential_backoff
 
 from mnist_pipeline.core.errors import retry_unless_permanent
 from mnist_pipeline.core.faults import inject_fault
-from mnist_pipeline.core.splits import SplitRecipe, ensure_split
+from mnist_pipeline.core.splits import SplitRecipe, ensure_shared_split
 
 
 @task(
     name="download-split",
     # the recipe hashes the files of the bundle and of the extra pictures; splits_root stays in the key
-    # because the result is a path under it (a moved or copied artifacts folder must not get the old
-    # folder's manifest path)
+    # because the result is a path (or URL) under it (a moved or copied artifacts folder must not get the
+    # old folder's manifest path)
     cache_policy=INPUTS - "bundle_dir" - "tfds_data_dir" - "extra_dir",
     persist_result=True,
     retries=3,  # transient I/O (a download, a busy disk): back off 2, 4, 8 s, each +-50%
@@ -34,7 +35,8 @@ from mnist_pipeline.core.splits import SplitRecipe, ensure_split
 )
 def download_split(recipe: SplitRecipe, bundle_dir: str, splits_root: str, tfds_data_dir: str,
                    extra_dir: str | None = None) -> str:
-    """The manifest path of `recipe`'s split under `splits_root`, built unless an intact copy is there."""
+    """The manifest (path or URL) of `recipe`'s split under `splits_root` (a folder or a store URL),
+    built unless an intact copy is there."""
     inject_fault("download", task_run.run_count)
-    return str(ensure_split(recipe, Path(bundle_dir), Path(splits_root), Path(tfds_data_dir), get_run_logger(),
-                            Path(extra_dir) if extra_dir else None))
+    return ensure_shared_split(recipe, Path(bundle_dir), splits_root, Path(tfds_data_dir), get_run_logger(),
+                               Path(extra_dir) if extra_dir else None)

@@ -17,6 +17,7 @@ from prefect import task
 from prefect.logging import get_run_logger
 from prefect.runtime import task_run
 
+from mnist_pipeline.core import store
 from mnist_pipeline.core.errors import retry_unless_permanent
 from mnist_pipeline.core.models import TrainingConfig
 from mnist_pipeline.core.quiet_tensorflow import import_tensorflow
@@ -55,13 +56,19 @@ def _progress_reporter(preset: str):
 
 def _inputs_key(context, parameters: dict) -> str:
     """Prefect's cache key of a training: `training_key` of its inputs (the run's own folders aside)."""
-    return training_key(parameters["config"], parameters["data"].data_sha256, Path(parameters["run_dir"]).parent)
+    return training_key(parameters["config"], parameters["data"].data_sha256, store.parent(parameters["run_dir"]))
 
 
 @task(name="train", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_permanent, tags=[TRAINING_TAG],
       cache_key_fn=_inputs_key, persist_result=True)  # same inputs: the model trained before, `Cached`
 def train(config: TrainingConfig, data: SplitFiles, run_dir: str, tensorboard_dir: str) -> TrainedModel:
-    """Train with TensorBoard logs and a progress artifact; a retry resumes from the checkpoint in `run_dir`."""
-    return fit(config, data, Path(run_dir), get_run_logger(), tensorboard_dir=Path(tensorboard_dir),
-               attempt=task_run.run_count, callbacks=(_progress_reporter(config.preset),))
+    """Train with TensorBoard logs and a progress artifact; a retry resumes from the checkpoint in `run_dir`.
+    With an artifact store, `run_dir` and `tensorboard_dir` are URLs: Keras writes into this machine's
+    mirror of them, and both folders are uploaded whole once training ends."""
+    run_folder, tensorboard_folder = store.local_path(run_dir), store.local_path(tensorboard_dir)
+    trained = fit(config, data, run_folder, get_run_logger(), tensorboard_dir=tensorboard_folder,
+                  attempt=task_run.run_count, callbacks=(_progress_reporter(config.preset),))
+    store.publish(tensorboard_folder)
+    store.publish(run_folder)
+    return trained.published()
 

@@ -48,7 +48,7 @@ def prefect_api_url(prefect_server) -> str:
 
 @pytest.fixture(scope="session")
 def session_artifacts(tmp_path_factory) -> ArtifactPaths:
-    return ArtifactPaths(tmp_path_factory.mktemp("artifacts"))
+    return ArtifactPaths.resolve(tmp_path_factory.mktemp("artifacts"))
 
 
 @pytest.fixture(scope="session")

@@ -232,7 +232,7 @@ def test_damaged_split_on_disk_is_rebuilt_not_served(artifacts, first_run, clien
     state, _ = run_flow(preset="seed-mlp", epochs=1, artifacts_dir=str(artifacts))  # caches the split here
     assert state.is_completed()
     split = split_dir(artifacts)
-    (split / "validation.npz").write_bytes(b"truncated")  # the cache still names this split
+    SplitFiles(str(split / "manifest.json"), "").path("validation").write_bytes(b"truncated")  # the cache still names this split
     state, summary = run_flow(preset="seed-mlp", epochs=1, artifacts_dir=str(artifacts))
     assert state.is_completed(), summary
     assert stage_states(client, state)["download-split"] == ["Completed"]

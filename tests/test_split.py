@@ -5,6 +5,7 @@ The split itself is tested on a synthetic one here; the real MNIST split is in t
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -45,9 +46,10 @@ def test_recipe_checksums_match_what_tfds_registers():
 def test_altered_split_file_is_not_intact(synthetic_split, tmp_path):
     copy = Path(shutil.copytree(Path(synthetic_split.manifest_path).parent, tmp_path / "split"))
     assert is_intact(copy)
-    flip_byte(copy / "test.npz", 100)
+    test_file = copy / json.loads((copy / "manifest.json").read_text())["splits"]["test"]["file"]
+    flip_byte(test_file, 100)
     assert not is_intact(copy)
-    (copy / "test.npz").unlink()
+    test_file.unlink()
     assert not is_intact(copy)
 
 

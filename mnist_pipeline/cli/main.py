@@ -153,10 +153,10 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _registry(args: argparse.Namespace):
     from mnist_pipeline.core.paths import ArtifactPaths
-    from mnist_pipeline.core.registry import Registry
+    from mnist_pipeline.core.registry import open_registry
 
     paths = ArtifactPaths.resolve(args.artifacts_dir)
-    return Registry(paths.registry, splits_dir=paths.splits)
+    return open_registry(paths.ref(paths.registry), splits_dir=paths.splits)
 
 
 def _registry_list(args: argparse.Namespace) -> int:

@@ -52,7 +52,7 @@ def model_version(registry: Registry, requested: str | None) -> str:
         production = registry.production()
         if production is None:
             raise RegistryError(
-                f"No production model yet in {registry.root}: train one with `mnist-pipeline run`, or pick "
+                f"No production model yet in {registry.location}: train one with `mnist-pipeline run`, or pick "
                 "a registered version with --version N (`mnist-pipeline registry list` shows them)."
             )
         return production

@@ -31,7 +31,7 @@ def _interval(record: dict) -> str:
 def list_versions(registry: Registry) -> str:
     versions = registry.versions()
     if not versions:
-        return f"No versions in {registry.root} yet: train one with `mnist-pipeline run`."
+        return f"No versions in {registry.location} yet: train one with `mnist-pipeline run`."
     production, statuses = registry.production(), registry.statuses()
     rows = []
     for version in versions:

@@ -84,7 +84,7 @@ def serve(args: argparse.Namespace) -> int:
     paths = ArtifactPaths.resolve(args.artifacts_dir)
     corrections = Path(args.corrections_dir).expanduser().resolve() if args.corrections_dir else None
     settings = ServeSettings(
-        registry=paths.registry,
+        registry=paths.ref(paths.registry),
         corrections=corrections or paths.root / "corrections",
         corrections_max_bytes=args.corrections_max_mb * 1_000_000,
         max_upload_bytes=args.max_upload_mb * 1_000_000,

@@ -1,4 +1,8 @@
-"""Where the pipeline's inputs are and where a run writes its outputs."""
+"""Where the pipeline's inputs are and where a run writes its outputs.
+
+The artifacts location is a folder, or the URL of an artifact store (`s3://bucket/prefix`, see
+core/store.py); for a URL, the paths here are this machine's mirror of it and `location` is the URL.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import os
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
+
+from mnist_pipeline.core import store
 
 ARTIFACTS_ENV_VAR = "MNIST_ARTIFACTS_DIR"
 
@@ -15,9 +21,9 @@ def bundled_mnist_dir() -> Path:
     return Path(str(files("mnist_pipeline.data") / "mnist"))
 
 
-def default_artifacts_dir() -> Path:
+def default_artifacts_dir() -> str:
     """`$MNIST_ARTIFACTS_DIR` if set, else `artifacts/` in the current directory."""
-    return Path(os.environ.get(ARTIFACTS_ENV_VAR) or "artifacts")
+    return os.environ.get(ARTIFACTS_ENV_VAR) or "artifacts"
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,16 @@ class ArtifactPaths:
     """The layout of one artifacts directory; every run of the pipeline writes below `root`."""
 
     root: Path
+    location: str  # `root` itself, or the URL of the store `root` mirrors
+
+    @property
+    def shared(self) -> bool:
+        """True when the artifacts live in a store by URL (team mode)."""
+        return store.is_url(self.location)
+
+    def ref(self, path: Path) -> str:
+        """The reference of a path below `root`: its URL in the store, or the path itself."""
+        return store.ref_of(path) if self.shared else str(path)
 
     @property
     def splits(self) -> Path:
@@ -52,5 +68,9 @@ class ArtifactPaths:
 
     @classmethod
     def resolve(cls, artifacts_dir: str | Path | None) -> "ArtifactPaths":
-        root = Path(artifacts_dir) if artifacts_dir else default_artifacts_dir()
-        return cls(root.expanduser().resolve())
+        location = str(artifacts_dir or default_artifacts_dir())
+        if store.is_url(location):
+            location = location.rstrip("/")
+            return cls(store.local_path(location), location)
+        root = Path(location).expanduser().resolve()
+        return cls(root, str(root))

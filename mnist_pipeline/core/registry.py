@@ -33,6 +33,7 @@ from typing import Callable
 
 from filelock import FileLock
 
+from mnist_pipeline.core import store
 from mnist_pipeline.core.decisions import DecisionRecord, now_iso
 from mnist_pipeline.core.errors import PermanentError
 from mnist_pipeline.core.export import export_saved_model
@@ -83,7 +84,8 @@ class Candidate:
 
     @property
     def source_run(self) -> str:
-        return str(Path(self.trained.model_path).parent)
+        """The run folder the model comes from: its URL in the artifact store, or its path."""
+        return store.ref_of(Path(self.trained.model_path).parent)
 
 
 class Registry:
@@ -91,6 +93,7 @@ class Registry:
         """`splits_dir` is where `promote` looks for a version's data split, to re-test production on
         it when the two were tested on different test splits."""
         self.root = Path(root)
+        self.location = str(self.root)  # how messages name the registry
         self.splits_dir = Path(splits_dir) if splits_dir is not None else None
         self.versions_dir = self.root / "versions"
         self.production_file = self.root / "production.json"
@@ -209,8 +212,7 @@ class Registry:
                 version = self._add_version(candidate, model_sha256)
                 crash_point("register:added")  # the version exists; production has not moved; nothing is logged
                 inject_fault("register", attempt)
-            record = self._stored_decision(version)
-            self._apply(record)
+            record = self._apply(self._stored_decision(version))
         return record
 
     def promote(self, version: str, who: str, why: str, *, force: bool = False, **settings) -> DecisionRecord:
@@ -245,7 +247,7 @@ class Registry:
                 forced=force and not passed, who=who, why=why, **verdict.record_fields(),
             )
             if record.promoted:
-                self._set_production(version, f"promoted by {who}: {why}")
+                self._set_production(version, f"promoted by {who}: {why}", record)
             self._log(record)
         return record
 
@@ -270,7 +272,7 @@ class Registry:
                 action="rollback", candidate=previous, production_before=current, promoted=True,
                 reason=f"production rolled back from {current} to {previous}", time=now_iso(), who=who, why=why,
             )
-            self._set_production(previous, f"rolled back from {current} by {who}: {why}")
+            self._set_production(previous, f"rolled back from {current} by {who}: {why}", record)
             self._log(record)
         return record
 
@@ -306,9 +308,9 @@ class Registry:
         returns what was done. Version folders themselves are never changed or removed."""
         done = []
         with self.lock:
-            for path in self._leftovers():
-                shutil.rmtree(path, ignore_errors=True)
-                done.append(f"removed {path}")
+            for leftover in self._leftovers():
+                self._remove_leftover(leftover)
+                done.append(f"removed {leftover}")
             done += self._drop_damaged_log_lines()
             done += [f"applied the decision on {record.candidate} ({record.verdict})"
                      for record in self._complete_pending()]
@@ -435,19 +437,8 @@ class Registry:
         existing = self.versions()
         version = f"v{(int(existing[-1][1:]) + 1) if existing else 1:04d}"
         staging = self.versions_dir / f".staging-{version}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
         try:
-            for name, source in files.items():
-                shutil.copyfile(source, staging / name)
-            for name, text in texts.items():
-                (staging / name).write_text(text)
-            export_saved_model(model_path, staging / SAVED_MODEL_DIR)
-            decision = replace(decision, candidate=version)
-            write_json_atomic(staging / "version.json", {**record, "version": version, "decision": decision.to_dict()})
-            for path in staging.rglob("*"):
-                if path.is_file():
-                    with open(path, "rb") as f:
-                        os.fsync(f.fileno())
+            assemble_version(staging, version, files, texts, record, decision, model_path)
             crash_point("register:staged")
             staging.rename(self.versions_dir / version)
             fsync_dir(self.versions_dir)
@@ -460,13 +451,16 @@ class Registry:
         # schema 1 stored it without the version's name
         return DecisionRecord.from_dict({**self.read_version(version)["decision"], "candidate": version})
 
-    def _apply(self, record: DecisionRecord) -> None:
-        """Move production (if promoted) and log a registration's decision, unless this was done already."""
-        if any(logged.action == "register" and logged.candidate == record.candidate for logged in self.decisions()):
-            return
+    def _apply(self, record: DecisionRecord) -> DecisionRecord:
+        """Move production (if promoted) and log a registration's decision, unless this was done already;
+        returns the decision applied."""
+        for logged in self.decisions():
+            if logged.action == "register" and logged.candidate == record.candidate:
+                return logged
         if record.promoted:
-            self._set_production(record.candidate, record.reason)
+            self._set_production(record.candidate, record.reason, record)
         self._log(record)
+        return record
 
     def _pending(self) -> list[DecisionRecord]:
         """Registrations whose process died after adding the version, before logging its decision."""
@@ -481,11 +475,21 @@ class Registry:
             self._apply(record)
         return pending
 
-    def _set_production(self, version: str, reason: str) -> None:
+    def _set_production(self, version: str, reason: str, record: DecisionRecord) -> None:
+        """Point production at `version`, as `record` decided (the caller logs `record` next)."""
         write_json_atomic(self.production_file, {"version": version, "since": now_iso(), "reason": reason})
+
+    def _remove_production(self) -> None:
+        self.production_file.unlink()
+
+    def _pointer_exists(self) -> bool:
+        return self.production_file.exists()
 
     def _log(self, record: DecisionRecord) -> None:
         append_line_durably(self.decision_log, record.to_json())
+
+    def _remove_leftover(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
 
     def _leftovers(self) -> list[Path]:
         if not self.versions_dir.is_dir():
@@ -531,19 +535,50 @@ class Registry:
                 continue
             if version == current:
                 return []
-            self._set_production(version, "rebuilt from the decision log by registry repair")
-            self._log_repair(version, current, f"production pointer rebuilt from the decision log: {version}")
+            self._log_repair(version, current, f"production pointer rebuilt from the decision log: {version}",
+                             "rebuilt from the decision log by registry repair")
             return [f"production pointer set to {version}, as the decision log says"]
-        if self.production_file.exists():
-            self.production_file.unlink()
+        if self._pointer_exists():
+            self._remove_production()
             self._log_repair(None, current, "production pointer removed: no promoted version is whole")
             return [f"removed {self.production_file}: no promoted version is whole"]
         return []
 
-    def _log_repair(self, version: str | None, before: str | None, reason: str) -> None:
+    def _log_repair(self, version: str | None, before: str | None, reason: str, pointer_reason: str = "") -> None:
+        """Log a repair, first pointing production at `version` when `pointer_reason` says why."""
         # A repair follows the log, so it is not itself a move in production's history (promoted=False).
-        self._log(DecisionRecord(action="repair", candidate=version, production_before=before, promoted=False,
-                                 reason=reason, time=now_iso()))
+        record = DecisionRecord(action="repair", candidate=version, production_before=before, promoted=False,
+                                reason=reason, time=now_iso())
+        if pointer_reason:
+            self._set_production(version, pointer_reason, record)
+        self._log(record)
+
+
+def assemble_version(folder: Path, version: str, files: dict[str, Path], texts: dict[str, str], record: dict,
+                     decision: DecisionRecord, model_path: str) -> None:
+    """Write a version's files into a new `folder`, its `version.json` last, all fsynced."""
+    folder.mkdir(parents=True)
+    for name, source in files.items():
+        shutil.copyfile(source, folder / name)
+    for name, text in texts.items():
+        (folder / name).write_text(text)
+    export_saved_model(model_path, folder / SAVED_MODEL_DIR)
+    decision = replace(decision, candidate=version)
+    write_json_atomic(folder / "version.json", {**record, "version": version, "decision": decision.to_dict()})
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def open_registry(location: str | Path, splits_dir: Path | None = None) -> Registry:
+    """The registry at `location`: a folder (`Registry`, guarded by a file lock), or a URL in an
+    S3-compatible store (`SharedRegistry`, kept consistent by conditional writes)."""
+    if store.is_url(location):
+        from mnist_pipeline.core.shared_registry import SharedRegistry
+
+        return SharedRegistry(str(location), splits_dir)
+    return Registry(Path(location), splits_dir)
 
 
 def _production_accuracy(verdict: Verdict) -> float | None:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from mnist_pipeline.core import store
 from mnist_pipeline.core.files import atomic_path, sha256_file, write_json_atomic
 from mnist_pipeline.core.mnist import NUM_CLASSES
 from mnist_pipeline.core.models import load_model, predict_probabilities
@@ -32,6 +33,19 @@ class Evaluation:
     interval_95: tuple[float, float]
     plot_paths: tuple[str, ...]
     predictions_path: str
+
+    def fetched(self) -> "Evaluation":
+        """This evaluation with its files on this machine (downloaded from the artifact store if need be)."""
+        return replace(self, metrics_path=str(store.fetch(self.metrics_path)),
+                       plot_paths=tuple(str(store.fetch(path)) for path in self.plot_paths),
+                       predictions_path=str(store.fetch(self.predictions_path)))
+
+    def published(self) -> "Evaluation":
+        """This evaluation with its files uploaded to the artifact store they mirror, if any, and
+        referenced by their URLs there."""
+        return replace(self, metrics_path=store.publish(self.metrics_path),
+                       plot_paths=tuple(store.publish(path) for path in self.plot_paths),
+                       predictions_path=store.publish(self.predictions_path))
 
 
 def score(probabilities: np.ndarray, labels: np.ndarray) -> dict:
@@ -78,13 +92,13 @@ def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
         return stored["label"], stored["predicted"]
 
 
-def evaluation_key(model_path: str | Path, data_sha256: str, runs_root: Path) -> str:
+def evaluation_key(model_path: str | Path, data_sha256: str, runs_root: str) -> str:
     """The hash of everything an evaluation's result depends on: the model file, the data (the
     split's hash), the code that scores and plots, and the folder its files are kept in. The
     evaluate stage is cached on this key: the model of an unchanged run is not scored again."""
     from mnist_pipeline.core import plots
 
-    inputs = {"model_sha256": sha256_file(Path(model_path)), "data_sha256": data_sha256, "runs_root": str(runs_root),
+    inputs = {"model_sha256": sha256_file(store.fetch(model_path)), "data_sha256": data_sha256, "runs_root": str(runs_root),
               "code": [sha256_file(Path(module)) for module in (__file__, plots.__file__)]}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 

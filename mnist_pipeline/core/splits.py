@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from mnist_pipeline.core import extra_data, mnist
+from mnist_pipeline.core import extra_data, mnist, store
 from mnist_pipeline.core.extra_data import ExtraPictures
 from mnist_pipeline.core.errors import SplitValidationError
 from mnist_pipeline.core.files import fsync_dir, sha256_file, write_json_atomic
@@ -125,6 +125,34 @@ def ensure_split(recipe: SplitRecipe, bundle_dir: Path, splits_root: Path, tfds_
     return final_dir / MANIFEST
 
 
+def ensure_shared_split(recipe: SplitRecipe, bundle_dir: Path, splits_root: str, tfds_data_dir: Path,
+                        log: logging.Logger | logging.LoggerAdapter = logging.getLogger(__name__),
+                        extra_dir: Path | None = None) -> str:
+    """`ensure_split` in the artifact store `splits_root` (a folder or a URL): the reference of the
+    split's manifest. In a store, a split another machine built is downloaded, not built again; a
+    split built here is uploaded, its manifest last and create-only, so when two machines build it
+    at once the first manifest wins and the other machine takes that split."""
+    split_ref = store.join(splits_root, recipe.split_dir(Path()).name)
+    manifest_ref = store.join(split_ref, MANIFEST)
+    if not store.is_url(splits_root):
+        return str(ensure_split(recipe, bundle_dir, Path(splits_root), tfds_data_dir, log, extra_dir))
+    if is_intact(store.fetch_tree(split_ref)):
+        log.info("split %s is in the store: reusing it", split_ref)
+        return manifest_ref
+    manifest = ensure_split(recipe, bundle_dir, store.local_path(splits_root), tfds_data_dir, log, extra_dir)
+    objects = store.ObjectStore.for_url(split_ref)
+    for entry in json.loads(manifest.read_text())["splits"].values():
+        objects.upload(manifest.parent / entry["file"], store.join(split_ref, entry["file"]))
+    try:
+        objects.create(manifest_ref, manifest.read_bytes())
+        log.info("uploaded split %s", split_ref)
+    except store.AlreadyExists:  # another machine finished first: use its split
+        log.info("split %s was uploaded meanwhile by another machine: using that one", split_ref)
+        shutil.rmtree(manifest.parent, ignore_errors=True)
+        store.fetch_tree(split_ref)
+    return manifest_ref
+
+
 def describe_split(manifest_path: Path) -> str:
     """One line saying which split this is and what it holds, for the logs."""
     manifest = json.loads(manifest_path.read_text())
@@ -178,10 +206,15 @@ def write_split(recipe: SplitRecipe, arrays: dict[str, tuple[np.ndarray, np.ndar
     try:
         entries = {}
         for name, (images, labels) in arrays.items():
-            file = tmp_dir / f"{name}.npz"
-            np.savez_compressed(file, images=images, labels=labels)
-            with open(file, "rb") as f:
+            written = tmp_dir / f"{name}.npz"
+            np.savez_compressed(written, images=images, labels=labels)
+            with open(written, "rb") as f:
                 os.fsync(f.fileno())
+            # named by content (the zip's timestamps make each build's bytes differ): two machines that
+            # build the same split at once upload different names, and the manifest they race to
+            # create decides which files are the split
+            file = written.with_name(f"{name}-{sha256_file(written)[:16]}.npz")
+            written.rename(file)
             entries[name] = {
                 "file": file.name,
                 "sha256": sha256_file(file),

@@ -11,11 +11,12 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from mnist_pipeline.core import store
 from mnist_pipeline.core.faults import crash_point, fail_training_in, inject_fault
 from mnist_pipeline.core.files import atomic_path, sha256_file, write_json_atomic
 from mnist_pipeline.core.models import TrainingConfig, build_model
@@ -35,12 +36,21 @@ class TrainedModel:
     train_seconds: float
     weights_sha256: str = ""  # the trained weights' values: equal weights are the same model, whatever the file's bytes
 
+    def fetched(self) -> "TrainedModel":
+        """This model with its files on this machine (downloaded from the artifact store if need be)."""
+        return replace(self, model_path=str(store.fetch(self.model_path)), history_path=str(store.fetch(self.history_path)))
 
-def training_key(config: TrainingConfig, data_sha256: str, runs_root: Path) -> str:
+    def published(self) -> "TrainedModel":
+        """This model with its files referenced by their URLs in the artifact store, if they mirror one
+        (once its run folder was uploaded with `store.publish`)."""
+        return replace(self, model_path=store.ref_of(self.model_path), history_path=store.ref_of(self.history_path))
+
+
+def training_key(config: TrainingConfig, data_sha256: str, runs_root: str) -> str:
     """The hash of everything that decides the trained model: the configuration (seed included),
     the data (the split's hash), the code that builds and trains it, and TensorFlow's and Keras'
-    versions. With `runs_root`, the folder the model is kept in: another artifacts folder's model is
-    not this one's. The training stage is cached on this key."""
+    versions. With `runs_root`, the folder (or store URL) the model is kept in: another artifacts
+    folder's model is not this one's. The training stage is cached on this key."""
     from importlib.metadata import version
 
     from mnist_pipeline.core import models

@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 
 from mnist_pipeline.cli.predict import top_classes
 from mnist_pipeline.core.pictures import InputError, Wording, as_images, read_picture
-from mnist_pipeline.core.registry import Registry
+from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.serve.batching import MicroBatcher, ServiceBusy
 from mnist_pipeline.serve.corrections import CorrectionsFull, CorrectionStore
 from mnist_pipeline.serve.holder import ModelHolder
@@ -46,7 +46,7 @@ IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image
 
 @dataclass(frozen=True)
 class ServeSettings:
-    registry: Path
+    registry: str  # a folder, or a URL in an artifact store
     corrections: Path
     corrections_max_bytes: int = 100_000_000
     max_upload_bytes: int = 10_000_000
@@ -97,7 +97,7 @@ CORRECTION_BODY = {"requestBody": {"required": True, "content": {"multipart/form
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
-    holder = ModelHolder(Registry(settings.registry), settings.poll_seconds)
+    holder = ModelHolder(open_registry(settings.registry), settings.poll_seconds)
     batcher = MicroBatcher(lambda images: _predict(holder, images), settings.max_batch,
                            settings.batch_window_seconds, settings.max_pending)
     corrections = CorrectionStore(settings.corrections, settings.corrections_max_bytes)

@@ -106,7 +106,7 @@ class ModelHolder:
             self._note_problem(f"the production pointer cannot be read: {error}")
             return
         if version is None:
-            self._note_problem(f"no production model yet in {self.registry.root}: train and promote one")
+            self._note_problem(f"no production model yet in {self.registry.location}: train and promote one")
             return
         self.problem = None
         if self.current is not None and version == self.current.version:

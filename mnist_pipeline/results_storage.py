@@ -1,0 +1,46 @@
+"""Where Prefect keeps the pipeline's task results and cache records.
+
+With a local artifacts folder: `<artifacts>/prefect-results`. With an artifact store by URL (team
+mode): a saved Prefect `RemoteFileSystem` block on `<store URL>/prefect-results`, so that a result a
+worker on one machine cached is found by a worker on another (an unsaved storage would be recorded
+by a local path). The block holds no credentials: s3fs reads them from the environment of each
+worker, and the block is shown in the UI. Its name is `$MNIST_RESULTS_BLOCK`, by default
+`mnist-results-<hash of the URL>`; it is saved the first time it is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from mnist_pipeline.core.paths import ArtifactPaths
+
+RESULTS_BLOCK_ENV_VAR = "MNIST_RESULTS_BLOCK"
+
+
+def results_block_name(store_url: str) -> str:
+    digest = hashlib.sha256(store_url.rstrip("/").encode()).hexdigest()[:10]
+    return os.environ.get(RESULTS_BLOCK_ENV_VAR) or f"mnist-results-{digest}"
+
+
+def ensure_results_block(store_url: str) -> str:
+    """Save the results block of `store_url` unless it exists; its slug (`remote-file-system/NAME`)."""
+    from prefect.filesystems import RemoteFileSystem
+
+    name = results_block_name(store_url)
+    try:
+        RemoteFileSystem.load(name)
+    except ValueError:  # no such block yet
+        RemoteFileSystem(basepath=f"{store_url.rstrip('/')}/prefect-results").save(name, overwrite=True)
+    return f"remote-file-system/{name}"
+
+
+def result_storage(paths: ArtifactPaths):
+    """What to pass as a task's `result_storage`: a folder, or the saved block of the store."""
+    if not paths.shared:
+        return Path(paths.prefect_results)
+    from prefect.filesystems import RemoteFileSystem
+
+    ensure_results_block(paths.location)
+    return RemoteFileSystem.load(results_block_name(paths.location))
