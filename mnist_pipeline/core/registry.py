@@ -117,7 +117,7 @@ class Registry:
         """Fail, listing the registered versions, unless `version` is one of them."""
         if version not in self.versions():
             known = ", ".join(self.versions()) or "none yet"
-            raise RegistryError(f"No version {version} in the registry {self.root} (registered: {known}).")
+            raise RegistryError(f"No version {version} in the registry {self.location} (registered: {known}).")
 
     def read_json(self, version: str, name: str) -> dict:
         """One JSON file of a version (version.json, metrics.json, params.json)."""

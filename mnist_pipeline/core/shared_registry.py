@@ -37,7 +37,7 @@ from mnist_pipeline.core import store
 from mnist_pipeline.core.decisions import DecisionRecord, now_iso
 from mnist_pipeline.core.gate import gate
 from mnist_pipeline.core.registry import (
-    REPAIR_COMMAND, VERSION_PATTERN, Registry, RegistryError, _production_accuracy, assemble_version,
+    REPAIR_COMMAND, VERSION_PATTERN, Registry, RegistryError, _production_accuracy, _read_json, assemble_version,
 )
 
 MAX_SWAPS = 20  # production moved this often while one operation tried: something is wrong
@@ -66,24 +66,30 @@ class SharedRegistry(Registry):
     def version_dir(self, version: str) -> Path:
         """The version's folder in this machine's mirror, downloaded whole the first time."""
         folder = super().version_dir(version)
-        if not (folder / "version.json").is_file():
+        mirrored = _mirrored_marker(folder)
+        if not mirrored.is_file():
             url = f"{self.url}/versions/{version}"
             if not self.store.exists(f"{url}/version.json"):
                 return folder
-            for object_url in sorted(self.store.find(url), key=lambda u: u.endswith("/version.json")):
-                target = store.local_path(object_url)
+            for object_url in self.store.find(url):
+                target = self._mirrored(object_url)
                 if not target.exists() and not object_url.endswith("/.claim"):
                     self.store.download(object_url, target)
+            mirrored.touch()
         return folder
 
     def read_json(self, version: str, name: str) -> dict:
-        path = store.local_path(f"{self.url}/versions/{version}/{name}")
+        path = self._mirrored(f"{self.url}/versions/{version}/{name}")
         if not path.is_file():
             try:
                 self.store.download(f"{self.url}/versions/{version}/{name}", path)
             except FileNotFoundError as error:
                 raise RegistryError(f"Registry file {self.url}/versions/{version}/{name} is missing.") from error
-        return super().read_json(version, name)
+        return _read_json(path)
+
+    def _mirrored(self, url: str) -> Path:
+        """Where this registry's mirror keeps the object at `url`."""
+        return self.root / url[len(self.url) + 1:]
 
     def _read_pointer(self) -> dict | None:
         tagged = self.store.read_tagged(self.production_file)
@@ -115,7 +121,9 @@ class SharedRegistry(Registry):
     def decisions(self) -> list[DecisionRecord]:
         records = []
         for url in sorted(self.store.glob(f"{self.decision_log}*.json")):
-            path = store.fetch(url)  # a decision never changes once written
+            path = self._mirrored(url)  # a decision never changes once written: read it once
+            if not path.exists():
+                self.store.download(url, path)
             try:
                 records.append(DecisionRecord.from_json(path.read_text()))
             except (ValueError, KeyError, TypeError) as error:
@@ -265,6 +273,7 @@ class SharedRegistry(Registry):
             shutil.rmtree(target, ignore_errors=True)
             target.parent.mkdir(parents=True, exist_ok=True)
             staging.rename(target)
+            _mirrored_marker(target).touch()
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return version
@@ -292,9 +301,15 @@ class SharedRegistry(Registry):
                 backup = f"{self.url}/damaged/{url.rsplit('/', 1)[1]}.{uuid.uuid4().hex[:8]}"
                 self.store.write(backup, data)
                 self.store.delete(url)
-                store.local_path(url).unlink(missing_ok=True)
+                self._mirrored(url).unlink(missing_ok=True)
                 done.append(f"moved the unreadable decision {url} to {backup}")
         return done
 
     def _remove_leftover(self, url: str) -> None:
         self.store.delete(url)
+
+
+def _mirrored_marker(folder: Path) -> Path:
+    """Beside a version's mirrored folder: present once all its files are there (single files, such as
+    its version.json, are mirrored on their own before)."""
+    return folder.with_name(f".{folder.name}.mirrored")

@@ -19,6 +19,7 @@ command line or the URL.
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import shutil
@@ -130,24 +131,27 @@ class ObjectStore:
 
     @classmethod
     def for_url(cls, url: str) -> "ObjectStore":
-        return cls(url.split("://", 1)[0] + "://" + url.split("://", 1)[1].split("/", 1)[0])
+        """The store of the bucket `url` is in (one per bucket and endpoint, reused)."""
+        scheme, rest = url.split("://", 1)
+        return _bucket_store(f"{scheme}://{rest.split('/', 1)[0]}", os.environ.get("AWS_ENDPOINT_URL"))
 
     def _path(self, url_or_key: str) -> str:
         text = url_or_key if is_url(url_or_key) else f"{self.url}/{url_or_key}"
         return text.split("://", 1)[1]
 
     def _call(self, action, what: str, *args, **kwargs):
-        """Run one request, turning the store's failures into errors that say what to check."""
+        """Run one request, turning the store's failures into errors that say what to check (and
+        never show a credential: botocore's messages name none)."""
         try:
             return action(*args, **kwargs)
         except (AlreadyExists, Conflict, FileNotFoundError, FileExistsError):
             raise
-        except PermissionError as error:
-            raise StoreError(f"Artifact store {self.url} refused to {what} ({error}): check the credentials "
-                             "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and that they may "
-                             "read, write, list and delete in the bucket.") from None
-        except Exception as error:  # connection errors come from botocore/aiohttp under many names
+        except Exception as error:  # botocore and aiohttp raise under many names
             name = type(error).__name__
+            if isinstance(error, PermissionError) or "Credentials" in name:
+                raise StoreError(f"Artifact store {self.url} refused to {what} ({error}): check the credentials "
+                                 "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and that they may "
+                                 "read, write, list and delete in the bucket.") from None
             if "Connect" in name or "Timeout" in name or isinstance(error, (ConnectionError, TimeoutError)):
                 raise StoreUnavailable(f"Artifact store {self.url} cannot be reached to {what} ({name}: {error}); "
                                        "check AWS_ENDPOINT_URL and that the server is up.") from None
@@ -233,18 +237,21 @@ class ObjectStore:
         probe = f"{self.url}/.probe-{uuid.uuid4().hex}"
         what = (f"Artifact store {self.url}: check the URL (the bucket must exist), AWS_ENDPOINT_URL "
                 "and the credentials in the environment")
+        unconditional = StoreError(
+            f"Artifact store {self.url} ignores conditional writes (If-None-Match / If-Match): the registry "
+            "cannot be kept consistent on it. Use AWS S3, MinIO, or another store that supports them.")
         try:
             self.create(probe, b"1")
             try:
                 self.create(probe, b"2")
-                unconditional = True
+                raise unconditional
             except AlreadyExists:
-                unconditional = False
+                pass
             tagged = self.read_tagged(probe)
             self.swap(probe, b"3", tagged[1])
             try:
                 self.swap(probe, b"4", tagged[1])
-                unconditional = True
+                raise unconditional
             except Conflict:
                 pass
             self.delete(probe)
@@ -254,13 +261,9 @@ class ObjectStore:
             raise StoreError(str(error)) from None
         except Exception as error:
             raise StoreError(f"{what} ({type(error).__name__}: {error}).") from None
-        if unconditional:
-            raise StoreError(f"Artifact store {self.url} ignores conditional writes (If-None-Match / If-Match): "
-                             "the registry cannot be kept consistent on it. Use AWS S3, MinIO, or another store "
-                             "that supports them.")
 
 
-def clear_mirror(ref: str) -> None:
-    """Delete this machine's mirror of `ref` (for tests and for freeing space)."""
-    if is_url(ref):
-        shutil.rmtree(local_path(ref), ignore_errors=True)
+@functools.lru_cache(maxsize=None)
+def _bucket_store(bucket_url: str, endpoint: str | None) -> ObjectStore:
+    return ObjectStore(bucket_url)
+

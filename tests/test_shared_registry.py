@@ -1,0 +1,191 @@
+"""The registry and the artifact store on a real S3-compatible server (moto's server mode, a process on
+127.0.0.1, stopped by its id): create-only versions, compare-and-swap on production, one object per
+decision, two "machines" (two mirrors), and the store's bad-input errors."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+from helpers import register
+from mnist_pipeline.core import store
+from mnist_pipeline.core.registry import open_registry
+from mnist_pipeline.core.shared_registry import SharedRegistry
+from mnist_pipeline.core.store import ObjectStore, StoreError
+from mnist_pipeline.team.object_store import MotoS3Server
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory):
+    server = MotoS3Server(tmp_path_factory.mktemp("moto") / "moto.log")
+    server.start()
+    yield server
+    assert not server.stop(), "moto's server outlived its stop"
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch, tmp_path):
+    """This test's process talks to the server, with a mirror of its own ("machine A")."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(store.CACHE_ENV_VAR, str(tmp_path / "machine-a"))
+    return s3_server
+
+
+@pytest.fixture
+def registry_url(s3_env) -> str:
+    return s3_env.store_url(f"registry-{uuid.uuid4().hex[:8]}")
+
+
+def on_machine(name: str, tmp_path: Path, monkeypatch, url: str) -> SharedRegistry:
+    """The registry at `url` as another machine sees it: an empty mirror of its own."""
+    monkeypatch.setenv(store.CACHE_ENV_VAR, str(tmp_path / name))
+    return open_registry(url)
+
+
+def test_a_registration_is_whole_in_the_store_and_read_on_another_machine(
+        registry_url, tiny_strong, synthetic_split, tmp_path, monkeypatch):
+    registry = open_registry(registry_url)
+    assert isinstance(registry, SharedRegistry)
+    decision = register(registry, tiny_strong, synthetic_split, flow_run_id="run-1")
+    assert decision.promoted and decision.candidate == "v0001"
+    objects = ObjectStore.for_url(registry_url)
+    names = {url.rsplit(registry_url, 1)[1] for url in objects.find(registry_url)}
+    assert {"/production.json", "/versions/v0001/version.json", "/versions/v0001/model.keras",
+            "/versions/v0001/.claim"} <= names
+    assert [name for name in names if name.startswith("/decisions/")] == ["/decisions/00000001-0-register-v0001.json"]
+
+    other = on_machine("machine-b", tmp_path, monkeypatch, registry_url)
+    assert other.production() == "v0001" and other.versions() == ["v0001"]
+    assert other.model_path("v0001").is_file()  # downloaded, and checked against the registered SHA-256
+    assert [record.action for record in other.decisions()] == ["register"]
+    assert other.check() == []
+
+
+def test_two_registrations_at_once_give_two_versions_and_the_better_one_in_production(
+        registry_url, tiny_strong, tiny_weak, synthetic_split, tmp_path, monkeypatch):
+    registries = [on_machine(name, tmp_path, monkeypatch, registry_url) for name in ("machine-a", "machine-b")]
+    start, decisions, errors = threading.Barrier(2), {}, []
+
+    def offer(registry, run, name):
+        start.wait()
+        try:
+            decisions[name] = register(registry, run, synthetic_split, flow_run_id=name)
+        except Exception as error:  # noqa: BLE001 (reported below)
+            errors.append(error)
+
+    threads = [threading.Thread(target=offer, args=(registry, run, name))
+               for registry, run, name in zip(registries, (tiny_strong, tiny_weak), ("strong", "weak"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    registry = registries[0]
+    assert registry.versions() == ["v0001", "v0002"]
+    assert registry.production() == decisions["strong"].candidate
+    assert sorted(record.candidate for record in registry.decisions() if record.action == "register") == ["v0001", "v0002"]
+    assert registry.check() == []
+
+
+@pytest.mark.parametrize("first_in", ["weak", "strong"])
+def test_a_compare_and_swap_conflict_is_retried_against_the_new_production(
+        first_in, registry_url, tiny_strong, tiny_weak, synthetic_split, tmp_path, monkeypatch):
+    """Machine A's registration has applied the gate and is about to move production when machine B's
+    registration moves it first: A's swap is refused, and A applies the gate again against B's model."""
+    runs = {"strong": tiny_strong, "weak": tiny_weak}
+    late = "strong" if first_in == "weak" else "weak"
+    machine_a = on_machine("machine-a", tmp_path, monkeypatch, registry_url)
+    machine_b = on_machine("machine-b", tmp_path, monkeypatch, registry_url)
+    swap, swaps = machine_a._set_production, []
+
+    def b_moves_production_first(version, reason, record):
+        if not swaps:
+            assert register(machine_b, runs[first_in], synthetic_split, flow_run_id=first_in).promoted
+        swaps.append(record)
+        swap(version, reason, record)
+
+    monkeypatch.setattr(machine_a, "_set_production", b_moves_production_first)
+    decision = register(machine_a, runs[late], synthetic_split, flow_run_id=late)
+
+    assert machine_a.versions() == ["v0001", "v0002"]
+    b_version = "v0002"  # A claimed v0001 before B registered
+    assert decision.candidate == "v0001" and decision.production_before == b_version
+    if late == "strong":  # better than B's: promoted over it, on the second try
+        assert decision.promoted and machine_a.production() == "v0001" and len(swaps) == 2
+    else:  # worse than B's model, which A did not know when it first applied the gate
+        assert not decision.promoted and "worse than production v0002" in decision.reason
+        assert machine_a.production() == "v0002" and len(swaps) == 1
+    history = [(record.action, record.candidate, record.promoted) for record in machine_a.decisions()]
+    assert history == [("register", "v0002", True), ("register", "v0001", late == "strong")]
+    assert machine_a.check() == []
+
+
+def test_promote_and_rollback_move_production_by_compare_and_swap(
+        registry_url, tiny_strong, tiny_weak, synthetic_split):
+    registry = open_registry(registry_url)
+    register(registry, tiny_weak, synthetic_split, flow_run_id="weak")
+    register(registry, tiny_strong, synthetic_split, flow_run_id="strong")
+    assert registry.production() == "v0002"
+    assert registry.rollback("ana", "try the old one").candidate == "v0001"
+    assert registry.production() == "v0001"
+    assert registry.promote("v0002", "ana", "back again").promoted
+    assert registry.production_history() == ["v0001", "v0002"]
+    assert registry.check() == []
+
+
+def test_a_registration_that_died_after_moving_production_is_completed(
+        registry_url, tiny_strong, synthetic_split, monkeypatch):
+    """The process dies between moving the pointer and logging the decision: the next operation logs it."""
+    registry = open_registry(registry_url)
+    registry._log = lambda record: (_ for _ in ()).throw(SystemExit("killed"))
+    with pytest.raises(SystemExit):
+        register(registry, tiny_strong, synthetic_split, flow_run_id="run-1")
+    fresh = open_registry(registry_url)
+    assert fresh.production() == "v0001" and fresh.decisions() == []
+    assert fresh.repair() == ["applied the decision on v0001 (promoted)"]
+    assert [record.candidate for record in fresh.decisions()] == ["v0001"] and fresh.check() == []
+
+
+# The store's bad input: a clear error naming the URL and what to check, before any work -------------
+
+def test_a_missing_bucket_is_named(s3_env):
+    with pytest.raises(StoreError, match=r"s3://no-such-bucket-here/x.*the bucket must exist"):
+        ObjectStore("s3://no-such-bucket-here/x").check()
+
+
+def test_an_unreachable_store_is_named(s3_env, monkeypatch):
+    from helpers import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(StoreError, match=r"s3://mnist-team/x cannot be reached.*AWS_ENDPOINT_URL"):
+        ObjectStore("s3://mnist-team/x").check()
+
+
+def test_a_store_that_ignores_conditional_writes_is_refused(s3_env, monkeypatch):
+    """As a server that ignores If-None-Match / If-Match does: the requests reach moto without them."""
+    objects = ObjectStore(s3_env.store_url("x"))
+    unconditional = objects.fs.pipe_file
+    monkeypatch.setattr(objects.fs, "pipe_file", lambda path, data, mode="overwrite", IfMatch=None: unconditional(path, data))
+    with pytest.raises(StoreError, match="ignores conditional writes"):
+        objects.check()
+
+
+def test_wrong_credentials_are_refused_and_the_secret_is_not_shown(tmp_path, monkeypatch):
+    """A server that checks credentials (moto with authentication on after the bucket is made)."""
+    server = MotoS3Server(tmp_path / "moto.log")
+    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "1")  # the bucket's creation; then every request is checked
+    server.start()
+    try:
+        for name, value in {**server.env(), "AWS_SECRET_ACCESS_KEY": "wrong-secret-1234"}.items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(StoreError, match=r"s3://mnist-team/artifacts.*check the credentials") as refused:
+            ObjectStore(server.store_url()).check()
+        assert "wrong-secret-1234" not in str(refused.value) and server.secret_access_key not in str(refused.value)
+    finally:
+        assert not server.stop()
