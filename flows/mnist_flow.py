@@ -33,7 +33,7 @@ from mnist_pipeline.core.paths import ArtifactPaths, bundled_mnist_dir
 from mnist_pipeline.core import store
 from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.scoring import Evaluation
-from mnist_pipeline.core.splits import SplitRecipe, is_intact, make_recipe
+from mnist_pipeline.core.splits import SplitRecipe, make_recipe, split_available
 from mnist_pipeline.core.summary import RunSummary
 from mnist_pipeline.core.training import TrainedModel
 from mnist_pipeline.results_storage import result_storage
@@ -115,11 +115,6 @@ def summarize(decision: DecisionRecord, trained: TrainedModel, evaluation: Evalu
         version_dir=store.join(registry.location, "versions", decision.candidate), run_dir=run_dir,
         decision_log=str(registry.decision_log), verdict=decision.verdict,
     )
-
-
-def split_available(recipe: SplitRecipe, splits_root: str) -> bool:
-    """True if `recipe`'s split is whole under `splits_root` (in an artifact store: downloaded first)."""
-    return is_intact(store.fetch_tree(store.join(splits_root, recipe.split_dir(Path()).name)))
 
 
 def tag_run(tag: str) -> None:

@@ -33,10 +33,10 @@ from mnist_pipeline.core.files import write_json_atomic
 from mnist_pipeline.core.parameters import PipelineParameters, takes_parameters, validate_parameters
 from mnist_pipeline.core.plots import plot_sweep, png_data_uri
 from mnist_pipeline.core.paths import ArtifactPaths
-from mnist_pipeline.core.splits import SplitFiles
+from mnist_pipeline.core.splits import SplitFiles, split_available
 from mnist_pipeline.core.sweep import SWEPT, SweepParameters, SweepSummary, Trial, candidate_configs, \
     check_dask_cluster, render_sweep_report, select
-from mnist_pipeline.flows.mnist_flow import Plan, make_plan, run_name, split_available, summarize
+from mnist_pipeline.flows.mnist_flow import Plan, make_plan, run_name, summarize
 from mnist_pipeline.results_storage import result_storage
 from mnist_pipeline.tasks.evaluate import evaluate
 from mnist_pipeline.tasks.preprocess import preprocess

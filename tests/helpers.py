@@ -458,3 +458,36 @@ def split_with_shuffled_labels(split, digit: int, splits_root: Path, seed: int =
     split_dir.parent.mkdir(parents=True, exist_ok=True)
     write_split(recipe, arrays, split_dir)
     return check_split(split_dir / "manifest.json")
+
+
+# The team stack: PostgreSQL, moto, a Prefect server on PostgreSQL with auth, two workers -------------
+
+@contextmanager
+def postgres_reachable_folder(prefix: str = "mnist-team-") -> Iterator[Path]:
+    """A new folder under /tmp that the `postgres` user can reach (pytest's own temporary folders are
+    private to root, and PostgreSQL runs as `postgres`); removed when the block ends."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def team_stack(folder: Path, **options) -> Iterator:
+    """`TeamStack` in `folder` (see `postgres_reachable_folder`), its workers polling the server every
+    2 s; every process stopped by its id when the block ends, and checked: nothing left running."""
+    from mnist_pipeline.team.stack import TeamStack
+
+    options.setdefault("echo", QUIET_LOG.info)
+    options["extra_worker_env"] = {"PREFECT_WORKER_QUERY_SECONDS": "2", **options.get("extra_worker_env", {})}
+    stack = TeamStack(folder, **options)
+    stack.start()
+    try:
+        yield stack
+    finally:
+        survivors = stack.stop()
+    assert not survivors, f"still running after the team stack stopped: {'; '.join(map(str, survivors))}"

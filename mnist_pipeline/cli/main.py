@@ -5,6 +5,7 @@
     mnist-pipeline predict FILE... [--json]        classify pictures, .npy arrays or IDX files
     mnist-pipeline registry list|show|promote|rollback|check|repair
     mnist-pipeline serve [--port 8000]             the production model over HTTP, and a page to draw digits on
+    mnist-pipeline team up [--folder DIR]          the team setup on this machine, for a try (Ctrl-C stops it)
 
 Prefect and TensorFlow are imported only by the subcommand that needs them, so `--help` and bad
 arguments answer at once. Exit codes: 0 done, 1 failed (the message says why), 2 bad arguments,
@@ -141,6 +142,25 @@ def build_parser() -> argparse.ArgumentParser:
                                 description=serve_command.DESCRIPTION)
     serve_command.add_arguments(serve)
     serve.set_defaults(handler=serve_command.serve)
+
+    team = commands.add_parser("team", help="team mode on this machine, for a try: PostgreSQL, an S3 store, "
+                               "a Prefect server and two workers", description="Team mode on one machine.")
+    team_actions = team.add_subparsers(dest="action", required=True, metavar="ACTION")
+    team_up = team_actions.add_parser(
+        "up", help="start the whole team stack; Ctrl-C stops all of it",
+        description="Start PostgreSQL, an S3-compatible server (moto: objects in memory, for tries), a Prefect "
+        "server on PostgreSQL that requires an auth string, the work pool, the limits, the results block and the "
+        "team-on-demand deployment (run from a git clone at a pinned commit), and two workers, each in a clone of "
+        "its own of this repository: every part a process on 127.0.0.1. Prints how to point a client at it (the "
+        "secrets go to FOLDER/team.env, mode 0600), then waits; Ctrl-C or SIGTERM stops all of it. Each start "
+        "replaces what the previous one left in FOLDER.")
+    team_up.add_argument("--folder", default="artifacts/team",
+                         help="the stack's folder: databases, clones, logs, team.env (default: %(default)s)")
+    team_up.add_argument("--trainings", type=_at_least_one, default=1,
+                         help="trainings at once across all workers (default: %(default)s)")
+    team_up.add_argument("--worker-limit", type=_at_least_one, default=2,
+                         help="flow runs at once per worker (default: %(default)s)")
+    team_up.set_defaults(handler=_team_up)
     return parser
 
 
@@ -157,6 +177,20 @@ def _registry(args: argparse.Namespace):
 
     paths = ArtifactPaths.resolve(args.artifacts_dir)
     return open_registry(paths.ref(paths.registry), splits_dir=paths.splits)
+
+
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def _team_up(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mnist_pipeline.team.stack import up
+
+    return up(Path(args.folder), trainings=args.trainings, worker_limit=args.worker_limit)
 
 
 def _registry_list(args: argparse.Namespace) -> int:

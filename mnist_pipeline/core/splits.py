@@ -125,6 +125,15 @@ def ensure_split(recipe: SplitRecipe, bundle_dir: Path, splits_root: Path, tfds_
     return final_dir / MANIFEST
 
 
+def split_available(recipe: SplitRecipe, splits_root: str) -> bool:
+    """True if `recipe`'s split is whole under `splits_root`: a folder, or a store URL (whose copy is
+    downloaded to check it; a copy on this machine alone does not count)."""
+    split_ref = store.join(splits_root, recipe.split_dir(Path()).name)
+    if store.is_url(splits_root) and not store.ObjectStore.for_url(split_ref).exists(store.join(split_ref, MANIFEST)):
+        return False
+    return is_intact(store.fetch_tree(split_ref))
+
+
 def ensure_shared_split(recipe: SplitRecipe, bundle_dir: Path, splits_root: str, tfds_data_dir: Path,
                         log: logging.Logger | logging.LoggerAdapter = logging.getLogger(__name__),
                         extra_dir: Path | None = None) -> str:
@@ -136,15 +145,19 @@ def ensure_shared_split(recipe: SplitRecipe, bundle_dir: Path, splits_root: str,
     manifest_ref = store.join(split_ref, MANIFEST)
     if not store.is_url(splits_root):
         return str(ensure_split(recipe, bundle_dir, Path(splits_root), tfds_data_dir, log, extra_dir))
-    if is_intact(store.fetch_tree(split_ref)):
+    objects = store.ObjectStore.for_url(split_ref)
+    in_store = objects.exists(manifest_ref)
+    if in_store and split_available(recipe, splits_root):
         log.info("split %s is in the store: reusing it", split_ref)
         return manifest_ref
     manifest = ensure_split(recipe, bundle_dir, store.local_path(splits_root), tfds_data_dir, log, extra_dir)
-    objects = store.ObjectStore.for_url(split_ref)
     for entry in json.loads(manifest.read_text())["splits"].values():
         objects.upload(manifest.parent / entry["file"], store.join(split_ref, entry["file"]))
     try:
-        objects.create(manifest_ref, manifest.read_bytes())
+        if in_store:  # the store's copy is damaged: this one replaces it
+            objects.write(manifest_ref, manifest.read_bytes())
+        else:
+            objects.create(manifest_ref, manifest.read_bytes())
         log.info("uploaded split %s", split_ref)
     except store.AlreadyExists:  # another machine finished first: use its split
         log.info("split %s was uploaded meanwhile by another machine: using that one", split_ref)
