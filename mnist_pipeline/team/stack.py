@@ -6,10 +6,12 @@ Starts, in this order, each as a process of its own on 127.0.0.1, its log in `FO
 2. moto's S3-compatible server with the bucket `mnist-team`: the artifact store `s3://mnist-team/artifacts`;
 3. the Prefect server on that database, requiring an auth string from every client;
 4. on it: the work pool `mnist-pool` with a concurrency limit, the limit on trainings at once
-   (the train task's tag `mnist-training`), the results block of the store, and the deployment
+   (the train task's tag `mnist-training`), the results block of the store, the automation that
+   marks runs whose worker died `Crashed` (automations.yaml), and the deployment
    `mnist-training-pipeline/team-on-demand`, which runs from a fresh git clone at a pinned commit;
 5. two workers, each started from a clone of its own of the repository (two "machines": a clone and a
-   Python environment with the package installed from it), `--limit` runs at once each.
+   Python environment with the package installed from it), `--limit` runs at once each, polling the
+   pool's default queue and a queue of their own (`machine-1`, `machine-2`: to send a run to one).
 
 A bare mirror of the repository (`FOLDER/repo.git`, this checkout's HEAD commit) stands in for the
 team's git server. The secrets (the auth string, the store's secret key) are generated at each start,
@@ -59,6 +61,8 @@ MACHINES = 2
 ENV_FILE = "team.env"
 MARKER = ".mnist-team-stack"
 LEFTOVERS = ("postgres", "machines", "repo.git", "prefect-home", "cache", "logs", ENV_FILE)  # replaced at each start
+AUTOMATIONS = Path(__file__).with_name("automations.yaml")  # marks runs whose worker died Crashed
+HEARTBEAT_SECONDS = 30  # flow runs' heartbeats (Prefect's minimum); automations.yaml expects one within 90 s
 WORKER_SIGNALS = ((signal.SIGTERM, 3), (signal.SIGTERM, 30))  # a process worker may stop only at the second
 
 
@@ -105,6 +109,11 @@ class Machine:
     @property
     def prefect_home(self) -> Path:
         return self.folder / "prefect-home"
+
+    @property
+    def work_queue(self) -> str:
+        """A queue only this machine's worker polls (besides the pool's default one, which all poll)."""
+        return self.folder.name
 
 
 class _TeamPrefect(LocalPrefect):
@@ -239,6 +248,7 @@ class TeamStack:
         self.echo(f"starting {len(self.machines)} workers ...")
         for machine in self.machines:
             machine.process = spawn([str(machine.python), "-m", "prefect", "worker", "start", "--pool", WORK_POOL,
+                                     "--work-queue", "default", "--work-queue", machine.work_queue,
                                      "--limit", str(self.worker_limit), "--name", machine.worker_name],
                                     self._worker_log(machine), cwd=machine.clone, env=self._worker_env(machine))
         for machine in self.machines:
@@ -334,6 +344,7 @@ class TeamStack:
 
         def limit_and_block() -> None:
             prefect.prefect("concurrency-limit", "create", TRAINING_TAG, str(self.trainings))
+            prefect.prefect("automation", "create", "--from-file", str(AUTOMATIONS))
             self.results_block = self._ensure_results_block(log)
 
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -368,6 +379,7 @@ class TeamStack:
                 "TMPDIR": str(machine.folder / "tmp"),  # the runs' working folders: what a killed run leaves stays here
                 "MNIST_ARTIFACTS_DIR": self.store_url, **self.store.env(),
                 CACHE_ENV_VAR: str(machine.folder / "cache"),  # each machine its own mirror of the store
+                "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),  # see automations.yaml
                 **self.extra_worker_env}
 
     def online_workers(self) -> set[str]:
