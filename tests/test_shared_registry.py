@@ -152,6 +152,29 @@ def test_a_registration_that_died_after_moving_production_is_completed(
     assert [record.candidate for record in fresh.decisions()] == ["v0001"] and fresh.check() == []
 
 
+def test_a_store_outage_mid_registration_leaves_the_registry_as_it_was_and_a_retry_registers(
+        registry_url, tiny_strong, tiny_weak, synthetic_split, monkeypatch):
+    registry = open_registry(registry_url)
+    register(registry, tiny_strong, synthetic_split, flow_run_id="run-1")
+    before = (registry.versions(), registry.production(), len(registry.decisions()))
+    uploads, upload = [], registry.store.upload
+
+    def fails_on_the_third(path, url):
+        uploads.append(url)
+        if len(uploads) == 3:
+            raise store.StoreUnavailable("the store went away")
+        upload(path, url)
+
+    monkeypatch.setattr(registry.store, "upload", fails_on_the_third)
+    with pytest.raises(store.StoreUnavailable):
+        register(registry, tiny_weak, synthetic_split, flow_run_id="run-2", attempt=1)
+    assert (registry.versions(), registry.production(), len(registry.decisions())) == before
+    assert registry.check() == []
+
+    decision = register(registry, tiny_weak, synthetic_split, flow_run_id="run-2", attempt=2)  # the task's retry
+    assert decision.candidate == "v0002" and registry.versions() == ["v0001", "v0002"] and registry.check() == []
+
+
 # The store's bad input: a clear error naming the URL and what to check, before any work -------------
 
 def test_a_missing_bucket_is_named(s3_env):

@@ -266,9 +266,14 @@ class SharedRegistry(Registry):
         try:
             assemble_version(staging, version, files, texts, record, decision, model_path)
             uploads = sorted((p for p in staging.rglob("*") if p.is_file()), key=lambda p: p.name == "version.json")
-            for path in uploads[:-1]:
-                self.store.upload(path, f"{self.url}/versions/{version}/{path.relative_to(staging).as_posix()}")
-            self.store.create(f"{self.url}/versions/{version}/version.json", uploads[-1].read_bytes())
+            try:
+                for path in uploads[:-1]:
+                    self.store.upload(path, f"{self.url}/versions/{version}/{path.relative_to(staging).as_posix()}")
+                self.store.create(f"{self.url}/versions/{version}/version.json", uploads[-1].read_bytes())
+            except Exception:  # no version.json: readers never saw it; give the number back if the store lets us
+                with contextlib.suppress(Exception):
+                    self.store.delete(f"{self.url}/versions/{version}")
+                raise
             target = self.versions_dir / version
             shutil.rmtree(target, ignore_errors=True)
             target.parent.mkdir(parents=True, exist_ok=True)
