@@ -339,6 +339,8 @@ class TeamStack:
         def pool_and_deployment() -> None:
             prefect.prefect("work-pool", "create", WORK_POOL, "--type", "process")
             prefect.prefect("work-pool", "set-concurrency-limit", WORK_POOL, str(self.pool_limit))
+            for machine in self.machines:  # a worker polling a queue that does not exist takes no runs at all
+                prefect.prefect("work-queue", "create", machine.work_queue, "--pool", WORK_POOL)
             with open(log, "a") as output:  # pinned to the mirror and commit by the CLI's environment
                 output.write(prefect.prefect("deploy", "--name", TEAM_DEPLOYMENT))
 
