@@ -175,6 +175,36 @@ def test_a_store_outage_mid_registration_leaves_the_registry_as_it_was_and_a_ret
     assert decision.candidate == "v0002" and registry.versions() == ["v0001", "v0002"] and registry.check() == []
 
 
+def test_predict_registry_show_and_the_service_read_the_registry_in_the_store(
+        s3_env, tiny_strong, tiny_weak, synthetic_split, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from helpers import png_bytes, run_cli, synthetic_digits, wait_until
+    from mnist_pipeline.serve.app import ServeSettings, create_app
+
+    artifacts = s3_env.store_url(f"artifacts-{uuid.uuid4().hex[:8]}")
+    registry = open_registry(f"{artifacts}/registry")
+    register(registry, tiny_strong, synthetic_split, flow_run_id="run-1")
+    env = {**s3_env.env(), "MNIST_ARTIFACTS_DIR": artifacts, store.CACHE_ENV_VAR: str(tmp_path / "cli")}
+    picture = tmp_path / "digit.png"
+    picture.write_bytes(png_bytes(synthetic_digits(1, seed=5)[0][0]))
+    predicted = run_cli("predict", str(picture), "--json", env=env)
+    assert predicted.returncode == 0 and '"version": "v0001"' in predicted.stdout, predicted.stdout + predicted.stderr
+    shown = run_cli("registry", "show", "1", env=env)
+    assert shown.returncode == 0 and "v0001  (promoted, production)" in shown.stdout, shown.stdout + shown.stderr
+
+    service = TestClient(create_app(ServeSettings(registry=f"{artifacts}/registry", corrections=tmp_path / "c",
+                                                  poll_seconds=0.05))).__enter__()
+    try:
+        version = lambda: (service.get("/v1/model").json()["serving"] or {}).get("version")  # noqa: E731
+        assert wait_until(version, lambda name: name is not None, timeout=60) == "v0001"
+        register(open_registry(f"{artifacts}/registry"), tiny_weak, synthetic_split, flow_run_id="run-2")
+        registry.promote("v0002", "ana", "a try", force=True)  # another machine moves production: the service follows
+        assert wait_until(version, lambda name: name == "v0002", timeout=60) == "v0002"
+    finally:
+        service.__exit__(None, None, None)
+
+
 # The store's bad input: a clear error naming the URL and what to check, before any work -------------
 
 def test_a_missing_bucket_is_named(s3_env):
