@@ -85,7 +85,7 @@ def mnist_sweep(**values) -> State:
                         {**base.run_params, "sweep": plan.sweep_dir.name, "candidate": selected.name})
 
     summary = SweepSummary(
-        candidates=[trial.record() for trial in trials], selected=selected.name, sweep_dir=str(plan.sweep_dir),
+        candidates=[trial.record() for trial in trials], selected=selected.name, sweep_dir=refs(plan.sweep_dir),
         run=summarize(decision, selected.trained, evaluation, refs(paths.registry), selected.run_dir),
     )
     publish_report(summary)
@@ -154,7 +154,7 @@ def workers_share_this_api():
 
 def publish_report(summary: SweepSummary) -> None:
     """`sweep.json` and the validation accuracy plot in the sweep's folder, and the sweep report artifact."""
-    sweep_dir = Path(summary.sweep_dir)
+    sweep_dir = store.local_path(summary.sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(sweep_dir / "sweep.json", {"selected": summary.selected, "candidates": summary.candidates})
     plot = sweep_dir / "validation_accuracy.png"

@@ -11,7 +11,6 @@ nothing waits, and nothing is logged about it.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from prefect import task
 from prefect.logging import get_run_logger

@@ -165,6 +165,14 @@ def test_no_secret_in_logs_artifacts_parameters_blocks_or_registry_show(stack):
         assert not [what for what, text in texts.items() if secret in text], f"{name} appears"
 
 
+def test_a_sweep_from_a_client_machine_uses_the_store(stack):
+    result = run_cli("sweep", "--preset", "seed-mlp", "--epochs", "1", "--learning-rate", "0.001", "0.002",
+                     "--max-parallel", "2", env=client_env(stack))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"sweep files   : {stack.store_url}/runs/" in result.stdout
+    assert "registry is consistent" in registry_check(stack)
+
+
 def test_a_worker_killed_mid_training_leaves_a_crashed_run_and_a_consistent_registry(stack):
     run_id = start_run(stack, 1, preset="mlp", epochs=30, seed=31)
     wait_until(lambda: stage_runs(stack, run_id).get("train", {}).get("state", {}).get("type"),

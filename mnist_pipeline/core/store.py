@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import os
 import posixpath
-import shutil
 import uuid
 from pathlib import Path
 

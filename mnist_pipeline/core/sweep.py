@@ -16,11 +16,11 @@ import random
 import socket
 import typing
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Annotated, Optional
 
 from pydantic import ConfigDict, Field, create_model
 
+from mnist_pipeline.core import store
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.models import ConfigError, PRESETS, TrainingConfig, training_config
 from mnist_pipeline.core.parameters import InvalidParameterError, PipelineParameters
@@ -136,7 +136,7 @@ class Trial:
         """Of the weights training kept (its best epoch by validation loss), as Keras measured it."""
         if not self.trained:
             return None
-        history = json.loads(Path(self.trained.history_path).read_text())
+        history = json.loads(store.fetch(self.trained.history_path).read_text())
         return history["val_accuracy"][self.trained.best_epoch - 1]
 
     def record(self) -> dict:
@@ -144,7 +144,7 @@ class Trial:
         run's when the training came from the cache)."""
         return {
             "candidate": self.name, "status": self.status,
-            "run_dir": str(Path(self.trained.model_path).parent) if self.trained else self.run_dir,
+            "run_dir": store.parent(self.trained.model_path) if self.trained else self.run_dir,
             **{name: getattr(self.config, name) for name in SWEPT},
             "validation_accuracy": self.validation_accuracy,
             "epochs_run": self.trained.epochs_run if self.trained else None,
@@ -206,5 +206,5 @@ as {run.version} ({run.reason}). {f"Failed: {', '.join(failed)}." if failed else
 
 ![validation accuracy per candidate]({plot_uri})
 
-Candidates' run folders: `{Path(run.run_dir).parent}`; sweep record: `{summary.sweep_dir}/sweep.json`.
+Candidates' run folders: `{store.parent(run.run_dir)}`; sweep record: `{summary.sweep_dir}/sweep.json`.
 """

@@ -285,7 +285,7 @@ class TeamStack:
 
     def _write_env_file(self) -> None:
         """FOLDER/team.env, readable by its owner only: what a client sets, secrets included."""
-        lines = [f"# The team stack's client settings, secrets included: keep this file to yourself.",
+        lines = ["# The team stack's client settings, secrets included: keep this file to yourself.",
                  f"# Load them with: set -a; . {self.env_file}; set +a",
                  *(f"{name}={shlex.quote(value)}" for name, value in self.client_env().items())]
         descriptor = os.open(self.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -414,7 +414,7 @@ class TeamStack:
             f"  PostgreSQL      127.0.0.1:{self.postgres.port}, database {self.postgres.database}"
             f"    pid {pids['PostgreSQL']}",
             f"  S3 store (moto) {self.store.endpoint_url}, {self.store_url}    pid {pids['moto']}",
-            f"                  (objects in memory only: gone when the stack stops; use S3 or MinIO in production)",
+            "                  (objects in memory only: gone when the stack stops; use S3 or MinIO in production)",
             f"  Prefect server  {self.api_url} on {self.postgres.masked_url}    pid {pids['Prefect server']}",
             f"                  UI {ui} (it asks for the auth string: PREFECT_API_AUTH_STRING in {self.env_file})",
             *(f"  worker          {machine.worker_name}: pool {WORK_POOL}, --limit {self.worker_limit}, "
