@@ -33,6 +33,7 @@ from bench.measure import run_case  # noqa: E402
 from mnist_pipeline.local_server import LocalPrefect  # noqa: E402
 from mnist_pipeline.team.object_store import MotoS3Server  # noqa: E402
 from mnist_pipeline.team.postgres import PostgresServer  # noqa: E402
+from mnist_pipeline.team.processes import free_port  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENTRY = str(Path(sys.executable).parent / "mnist-pipeline")
@@ -44,12 +45,6 @@ def _log(message: str) -> None:
     print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Servers:
@@ -59,7 +54,7 @@ class Servers:
         self.work = work
         self.postgres = PostgresServer(work / "postgres")
         self.s3 = MotoS3Server(work / "moto.log", cwd=work)
-        self.sqlite_prefect = LocalPrefect(_free_port(), work / "prefect-sqlite", work / "logs-sqlite")
+        self.sqlite_prefect = LocalPrefect(free_port(), work / "prefect-sqlite", work / "logs-sqlite")
         self.postgres_prefect: LocalPrefect | None = None
 
     def __enter__(self) -> "Servers":
@@ -68,7 +63,7 @@ class Servers:
             self.s3.start()
             self.sqlite_prefect.start_server()
             self.postgres_prefect = LocalPrefect(
-                _free_port(), self.work / "prefect-postgres", self.work / "logs-postgres",
+                free_port(), self.work / "prefect-postgres", self.work / "logs-postgres",
                 extra_env={"PREFECT_SERVER_DATABASE_CONNECTION_URL": self.postgres.url})
             self.postgres_prefect.start_server(timeout=240)
         except BaseException:

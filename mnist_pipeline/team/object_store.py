@@ -17,16 +17,12 @@ import sys
 from pathlib import Path
 
 from mnist_pipeline.team import TeamStackError
-from mnist_pipeline.team.processes import ProcessId, plain_env, spawn, stop_tree, wait_until_ready
+from mnist_pipeline.team.processes import ProcessId, free_port, plain_env, spawn, stop_tree, wait_until_ready
 
 HOST = "127.0.0.1"
 REGION = "us-east-1"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 class MotoS3Server:
@@ -39,7 +35,7 @@ class MotoS3Server:
                  access_key_id: str = "mnist-team", secret_access_key: str | None = None, cwd: Path | None = None):
         self.log = Path(log)
         self.bucket = bucket
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.access_key_id = access_key_id
         self.secret_access_key = secret_access_key or secrets.token_urlsafe(24)
         self.cwd = Path(cwd) if cwd else self.log.parent

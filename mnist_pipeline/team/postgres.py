@@ -25,7 +25,7 @@ import subprocess
 from pathlib import Path
 
 from mnist_pipeline.team import TeamStackError
-from mnist_pipeline.team.processes import ProcessId, descendants, spawn, stop_tree, wait_until_ready
+from mnist_pipeline.team.processes import ProcessId, descendants, free_port, spawn, stop_tree, wait_until_ready
 
 POSTGRES_USER = "postgres"
 MIN_VERSION = (14, 9)  # Prefect 3's migrations (pg_trgm indexes)
@@ -46,12 +46,6 @@ def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 # Create the role and its database if missing, (re)set the role's password, and pg_trgm in the database.
@@ -73,7 +67,7 @@ class PostgresServer:
                  password: str | None = None, log: Path | None = None):
         self.folder = Path(folder).absolute()
         self.data_dir = self.folder / "data"
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.database, self.role = database, role
         self.password = password or secrets.token_urlsafe(24)
         self.log = Path(log) if log else self.folder / "postgres.log"

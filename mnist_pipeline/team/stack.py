@@ -48,7 +48,7 @@ from mnist_pipeline.local_server import PROJECT_ROOT, WORK_POOL, LocalPrefect
 from mnist_pipeline.team import TeamStackError
 from mnist_pipeline.team.object_store import MotoS3Server
 from mnist_pipeline.team.postgres import PostgresServer
-from mnist_pipeline.team.processes import ProcessId, plain_env, spawn, stop_tree, wait_until_ready
+from mnist_pipeline.team.processes import ProcessId, free_port, plain_env, spawn, stop_tree, wait_until_ready
 from mnist_pipeline.team.source import REPO_COMMIT_ENV, REPO_URL_ENV
 
 DEFAULT_FOLDER = Path("artifacts") / "team"
@@ -66,12 +66,6 @@ HEARTBEAT_SECONDS = 30  # flow runs' heartbeats (Prefect's minimum); automations
 WORKER_SIGNALS = ((signal.SIGTERM, 3), (signal.SIGTERM, 30))  # a process worker may stop only at the second
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _run(command: list[str], what: str, log: Path, **options) -> str:
@@ -162,7 +156,7 @@ class TeamStack:
         self.auth_string = f"team:{secrets.token_urlsafe(24)}"
         self.postgres = PostgresServer(self.folder / "postgres", log=self.logs / "postgres.log")
         self.store = MotoS3Server(self.logs / "moto.log", bucket=BUCKET, cwd=self.folder)
-        self.port = _free_port()
+        self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         self.machines = [Machine(self.folder / "machines" / f"machine-{n}", f"team-worker-{n}")
                          for n in range(1, machines + 1)]
