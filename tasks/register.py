@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run, task_run
 
+from mnist_pipeline.core import store
 from mnist_pipeline.core.decisions import DecisionRecord
 from mnist_pipeline.core.errors import retry_unless_permanent
 from mnist_pipeline.core.gate import GateSettings
@@ -41,7 +42,8 @@ def register(trained: TrainedModel, evaluation: Evaluation, data: SplitFiles, re
     metrics = json.loads(Path(candidate.evaluation.metrics_path).read_text())
     create_markdown_artifact(
         key=REPORT_KEY,
-        markdown=render_report(decision, metrics, registry.version_dir(decision.candidate), trained.config.preset),
+        markdown=render_report(decision, metrics, registry.version_dir(decision.candidate), trained.config.preset,
+                               files_at=store.join(registry.location, "versions", decision.candidate)),
         description=f"MNIST {trained.config.preset}: {decision.verdict} ({evaluation.accuracy:.4f})",
     )
     return decision

@@ -161,6 +161,7 @@ def test_no_secret_in_logs_artifacts_parameters_blocks_or_registry_show(stack):
         assert response.status_code == 200, (what, response.text)
         texts[what] = response.text
     assert "trained seed-mlp" in texts["logs"] and "mnist-training-report" in texts["artifacts"]  # real content read
+    assert f"{stack.store_url}/registry/versions/v0001/model.keras" in texts["artifacts"]  # the report's file list
     for name, secret in stack.secrets.items():
         assert not [what for what, text in texts.items() if secret in text], f"{name} appears"
 

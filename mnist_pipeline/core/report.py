@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mnist_pipeline.core import store
 from mnist_pipeline.core.decisions import DecisionRecord
 from mnist_pipeline.core.plots import png_data_uri
 
@@ -74,12 +75,17 @@ def _embedded_card(version_dir: Path) -> str:
     return "\n".join("#" + line if line.startswith("#") else line for line in card.splitlines())
 
 
-def render_report(decision: DecisionRecord, metrics: dict, version_dir: Path, preset: str) -> str:
+def render_report(decision: DecisionRecord, metrics: dict, version_dir: Path, preset: str,
+                  files_at: str | None = None) -> str:
+    """The run's report artifact. `version_dir` holds the version's files here; `files_at` is where
+    the report says they are (by default `version_dir`; in team mode the version's URL in the store)."""
     champion = decision.production_before or "none yet"
     if decision.champion_accuracy is not None:  # an unchanged run is not compared with production
         champion += f" ({decision.champion_accuracy:.4f})"
     plots = "\n\n".join(f"### {title}\n![{title}]({png_data_uri(version_dir / name)})" for title, name in PLOTS)
-    files = "\n".join(f"- `{path}`" for path in sorted(version_dir.iterdir()))
+    files_at = files_at or str(version_dir)
+    where = "in the artifact store" if store.is_url(files_at) else "on the machine that ran the flow"
+    files = "\n".join(f"- `{store.join(files_at, path.name)}`" for path in sorted(version_dir.iterdir()))
     return f"""# MNIST training report: {decision.candidate} ({preset})
 
 ## Gate decision: **{decision.verdict.upper()}**
@@ -102,7 +108,7 @@ def render_report(decision: DecisionRecord, metrics: dict, version_dir: Path, pr
 
 {_embedded_card(version_dir)}
 
-## Files (on the machine that ran the flow)
+## Files ({where})
 {files}
 """
 
