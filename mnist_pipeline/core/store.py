@@ -102,15 +102,14 @@ def fetch_tree(ref: str) -> Path:
     return path
 
 
-def publish(path: str | os.PathLike, last: str | None = None) -> str:
-    """Upload a mirrored file or folder (a folder's `last` file after all others, so that a reader
-    who finds it finds the rest) and return its reference; a local path is returned as it is."""
+def publish(path: str | os.PathLike) -> str:
+    """Upload a mirrored file, or a folder's every file, and return its reference; a local path is
+    returned as it is."""
     path = Path(path)
     ref = ref_of(path)
     if is_url(ref):
         store = ObjectStore.for_url(ref)
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in sorted(files, key=lambda p: p.name == last):
+        for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
             store.upload(file, ref_of(file))
     return ref
 
