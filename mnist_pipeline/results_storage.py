@@ -26,21 +26,22 @@ def results_block_name(store_url: str) -> str:
 
 def ensure_results_block(store_url: str) -> str:
     """Save the results block of `store_url` unless it exists; its slug (`remote-file-system/NAME`)."""
-    from prefect.filesystems import RemoteFileSystem
-
-    name = results_block_name(store_url)
-    try:
-        RemoteFileSystem.load(name)
-    except ValueError:  # no such block yet
-        RemoteFileSystem(basepath=f"{store_url.rstrip('/')}/prefect-results").save(name, overwrite=True)
-    return f"remote-file-system/{name}"
+    return f"remote-file-system/{_results_block(store_url)._block_document_name}"
 
 
 def result_storage(paths: ArtifactPaths):
     """What to pass as a task's `result_storage`: a folder, or the saved block of the store."""
-    if not paths.shared:
-        return Path(paths.prefect_results)
+    return _results_block(paths.location) if paths.shared else Path(paths.prefect_results)
+
+
+def _results_block(store_url: str):
+    """The saved results block of `store_url`, saved first if there is none."""
     from prefect.filesystems import RemoteFileSystem
 
-    ensure_results_block(paths.location)
-    return RemoteFileSystem.load(results_block_name(paths.location))
+    name = results_block_name(store_url)
+    try:
+        return RemoteFileSystem.load(name)
+    except ValueError:  # no such block yet
+        block = RemoteFileSystem(basepath=f"{store_url.rstrip('/')}/prefect-results")
+        block.save(name, overwrite=True)
+        return block
