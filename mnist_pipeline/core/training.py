@@ -85,10 +85,14 @@ def input_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, *, s
 def prepare_training(config: TrainingConfig, data: SplitFiles):
     """(compiled model, train pipeline, validation pipeline), seeded by the config: the set-up of
     every training run, shared with the benchmark."""
-    import_tensorflow()
+    tf = import_tensorflow()
     import keras
 
     keras.utils.set_random_seed(config.seed)
+    # the same seed must give the same weights (a retraining on unchanged inputs is then recognised as
+    # unchanged): without this, TensorFlow's multi-threaded reductions may add up in another order when
+    # the machine is busy, and the weights differ in their last bits
+    tf.config.experimental.enable_op_determinism()
     train_images, train_labels = data.load("train")
     train_ds = input_pipeline(train_images, train_labels, config.batch_size, shuffle_seed=config.seed)
     validation_ds = input_pipeline(*data.load("validation"), config.batch_size)
