@@ -34,9 +34,9 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from bench import figures, report  # noqa: E402
 from bench.measure import CaseFailed, Measurement, run_case  # noqa: E402
 from bench.stages import stage_times  # noqa: E402
-from mnist_pipeline.core.stats import wilson_interval  # noqa: E402
-from mnist_pipeline.core.summary import RunSummary  # noqa: E402
-from mnist_pipeline.local_server import LocalPrefect  # noqa: E402
+from mnist_pipeline.core.support.stats import wilson_interval  # noqa: E402
+from mnist_pipeline.core.runs.summary import RunSummary  # noqa: E402
+from devstack.local_server import LocalPrefect  # noqa: E402
 
 TARGETS = {"cnn": 0.99, "mlp": 0.975}  # time to accuracy: the test accuracy each preset must reach
 

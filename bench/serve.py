@@ -64,8 +64,8 @@ def digit_pngs(count: int) -> list[bytes]:
 
     from PIL import Image
 
-    from mnist_pipeline.core.paths import bundled_mnist_dir
-    from mnist_pipeline.core.pictures import read_inputs
+    from mnist_pipeline.core.storage.paths import bundled_mnist_dir
+    from mnist_pipeline.core.data.pictures import read_inputs
 
     images = read_inputs(bundled_mnist_dir() / "t10k-images-idx3-ubyte.gz")[:count]
     pngs = []
@@ -244,7 +244,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "serve_results.md")
     args = parser.parse_args()
 
-    from mnist_pipeline.core.registry import Registry
+    from mnist_pipeline.core.registry.registry import Registry
 
     registry = Registry(args.artifacts_dir / "registry")
     production = registry.production()

@@ -49,10 +49,10 @@ def sequential(manifest: str) -> None:
     started = time.perf_counter()
     import tensorflow  # noqa: F401
 
-    from mnist_pipeline.core.parameters import validate_parameters
-    from mnist_pipeline.core.splits import check_split
-    from mnist_pipeline.core.sweep import SweepParameters, candidate_configs
-    from mnist_pipeline.core.training import fit
+    from mnist_pipeline.core.modelling.parameters import validate_parameters
+    from mnist_pipeline.core.data.splits import check_split
+    from mnist_pipeline.core.runs.sweep import SweepParameters, candidate_configs
+    from mnist_pipeline.core.modelling.training import fit
 
     imported = time.perf_counter() - started
     data = check_split(Path(manifest))
@@ -103,8 +103,8 @@ def sweep_case(work: Path, env: dict, workers: int, grid: list[str] = GRID) -> d
 
 
 def main() -> int:
-    from mnist_pipeline.core.paths import bundled_mnist_dir
-    from mnist_pipeline.core.splits import ensure_split, make_recipe
+    from mnist_pipeline.core.storage.paths import bundled_mnist_dir
+    from mnist_pipeline.core.data.splits import ensure_split, make_recipe
 
     work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     recipe = make_recipe("bundle", bundled_mnist_dir(), 0.1, 42)

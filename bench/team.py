@@ -30,10 +30,10 @@ if __package__ in (None, ""):  # `python bench/team.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.measure import run_case  # noqa: E402
-from mnist_pipeline.local_server import LocalPrefect  # noqa: E402
-from mnist_pipeline.team.object_store import MotoS3Server  # noqa: E402
-from mnist_pipeline.team.postgres import PostgresServer  # noqa: E402
-from mnist_pipeline.team.processes import free_port  # noqa: E402
+from devstack.local_server import LocalPrefect  # noqa: E402
+from devstack.team.object_store import MotoS3Server  # noqa: E402
+from devstack.team.postgres import PostgresServer  # noqa: E402
+from devstack.team.processes import free_port  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENTRY = str(Path(sys.executable).parent / "mnist-pipeline")

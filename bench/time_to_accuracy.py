@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mnist_pipeline.core.models import PRESETS, training_config  # noqa: E402
-from mnist_pipeline.core.splits import check_split  # noqa: E402
-from mnist_pipeline.core.training import early_stopping, prepare_training  # noqa: E402
+from mnist_pipeline.core.modelling.models import PRESETS, training_config  # noqa: E402
+from mnist_pipeline.core.data.splits import check_split  # noqa: E402
+from mnist_pipeline.core.modelling.training import early_stopping, prepare_training  # noqa: E402
 
 
 def _test_scorer(images, labels, record: list[dict]):

@@ -16,11 +16,11 @@ from prefect.events import emit_event
 from prefect.logging import get_run_logger
 from prefect.states import Completed, State
 
-from mnist_pipeline.core import extra_data
-from mnist_pipeline.core.parameters import DataParameters, takes_parameters, validate_parameters
-from mnist_pipeline.core.paths import ArtifactPaths
-from mnist_pipeline.core.registry import open_registry
-from mnist_pipeline.core.splits import data_fingerprint, source_checksums
+from mnist_pipeline.core.data import extra_data
+from mnist_pipeline.core.modelling.parameters import DataParameters, takes_parameters, validate_parameters
+from mnist_pipeline.core.storage.paths import ArtifactPaths
+from mnist_pipeline.core.registry.registry import open_registry
+from mnist_pipeline.core.data.splits import data_fingerprint, source_checksums
 from mnist_pipeline.flows.mnist_flow import data_folders
 
 DATA_CHANGED = "mnist.data.changed"

@@ -23,20 +23,20 @@ from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
-from mnist_pipeline.core import extra_data
-from mnist_pipeline.core.decisions import DecisionRecord
-from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.gate import GateSettings
-from mnist_pipeline.core.models import TrainingConfig, training_config
-from mnist_pipeline.core.parameters import DataParameters, PipelineParameters, takes_parameters, validate_parameters
-from mnist_pipeline.core.paths import ArtifactPaths, bundled_mnist_dir
-from mnist_pipeline.core import store
-from mnist_pipeline.core.registry import open_registry
-from mnist_pipeline.core.scoring import Evaluation
-from mnist_pipeline.core.splits import SplitRecipe, make_recipe, split_available
-from mnist_pipeline.core.summary import RunSummary
-from mnist_pipeline.core.training import TrainedModel
-from mnist_pipeline.results_storage import result_storage
+from mnist_pipeline.core.data import extra_data
+from mnist_pipeline.core.registry.decisions import DecisionRecord
+from mnist_pipeline.core.support.errors import PipelineError
+from mnist_pipeline.core.evaluation.gate import GateSettings
+from mnist_pipeline.core.modelling.models import TrainingConfig, training_config
+from mnist_pipeline.core.modelling.parameters import DataParameters, PipelineParameters, takes_parameters, validate_parameters
+from mnist_pipeline.core.storage.paths import ArtifactPaths, bundled_mnist_dir
+from mnist_pipeline.core.storage import store
+from mnist_pipeline.core.registry.registry import open_registry
+from mnist_pipeline.core.evaluation.scoring import Evaluation
+from mnist_pipeline.core.data.splits import SplitRecipe, make_recipe, split_available
+from mnist_pipeline.core.runs.summary import RunSummary
+from mnist_pipeline.core.modelling.training import TrainedModel
+from mnist_pipeline.orchestration.results_storage import result_storage
 from mnist_pipeline.tasks.evaluate import evaluate
 from mnist_pipeline.tasks.preprocess import preprocess
 from mnist_pipeline.tasks.register import register

@@ -28,16 +28,16 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Completed, State
 from prefect_dask import DaskTaskRunner
 
-from mnist_pipeline.core import store
-from mnist_pipeline.core.files import write_json_atomic
-from mnist_pipeline.core.parameters import PipelineParameters, takes_parameters, validate_parameters
-from mnist_pipeline.core.plots import plot_sweep, png_data_uri
-from mnist_pipeline.core.paths import ArtifactPaths
-from mnist_pipeline.core.splits import SplitFiles, split_available
-from mnist_pipeline.core.sweep import SWEPT, SweepParameters, SweepSummary, Trial, candidate_configs, \
+from mnist_pipeline.core.storage import store
+from mnist_pipeline.core.support.files import write_json_atomic
+from mnist_pipeline.core.modelling.parameters import PipelineParameters, takes_parameters, validate_parameters
+from mnist_pipeline.core.evaluation.plots import plot_sweep, png_data_uri
+from mnist_pipeline.core.storage.paths import ArtifactPaths
+from mnist_pipeline.core.data.splits import SplitFiles, split_available
+from mnist_pipeline.core.runs.sweep import SWEPT, SweepParameters, SweepSummary, Trial, candidate_configs, \
     check_dask_cluster, render_sweep_report, select
 from mnist_pipeline.flows.mnist_flow import Plan, make_plan, run_name, summarize
-from mnist_pipeline.results_storage import result_storage
+from mnist_pipeline.orchestration.results_storage import result_storage
 from mnist_pipeline.tasks.evaluate import evaluate
 from mnist_pipeline.tasks.preprocess import preprocess
 from mnist_pipeline.tasks.register import register

@@ -20,7 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from mnist_pipeline.local_server import ON_DEMAND, LocalPrefect
+from devstack.local_server import ON_DEMAND, LocalPrefect
 
 RUNS = (("promoted", {"preset": "mlp"}), ("rejected", {"preset": "seed-mlp", "epochs": "1"}))
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}

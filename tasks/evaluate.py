@@ -10,13 +10,13 @@ from prefect.artifacts import create_table_artifact
 from prefect.logging import get_run_logger
 from prefect.runtime import task_run
 
-from mnist_pipeline.core import store
-from mnist_pipeline.core.errors import retry_unless_permanent
-from mnist_pipeline.core.faults import inject_fault
-from mnist_pipeline.core.report import per_class_rows
-from mnist_pipeline.core.scoring import Evaluation, evaluate_model, evaluation_key
-from mnist_pipeline.core.splits import SplitFiles
-from mnist_pipeline.core.training import TrainedModel
+from mnist_pipeline.core.storage import store
+from mnist_pipeline.orchestration.retries import retry_unless_permanent
+from mnist_pipeline.core.support.faults import inject_fault
+from mnist_pipeline.core.registry.report import per_class_rows
+from mnist_pipeline.core.evaluation.scoring import Evaluation, evaluate_model, evaluation_key
+from mnist_pipeline.core.data.splits import SplitFiles
+from mnist_pipeline.core.modelling.training import TrainedModel
 
 PER_CLASS_TABLE_KEY = "mnist-per-class-accuracy"
 

@@ -1,5 +1,5 @@
 """Stage 5, register: offer the candidate to the registry, whose gate decides whether it becomes
-production (`core/registry.py`, `core/gate.py`); a rejection is a normal outcome."""
+production (`core/registry/registry.py`, `core/evaluation/gate.py`); a rejection is a normal outcome."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run, task_run
 
-from mnist_pipeline.core import store
-from mnist_pipeline.core.decisions import DecisionRecord
-from mnist_pipeline.core.errors import retry_unless_permanent
-from mnist_pipeline.core.gate import GateSettings
-from mnist_pipeline.core.parameters import PipelineParameters
-from mnist_pipeline.core.registry import Candidate, open_registry
-from mnist_pipeline.core.report import render_report
-from mnist_pipeline.core.scoring import Evaluation
-from mnist_pipeline.core.splits import SplitFiles
-from mnist_pipeline.core.training import TrainedModel
+from mnist_pipeline.core.storage import store
+from mnist_pipeline.core.registry.decisions import DecisionRecord
+from mnist_pipeline.orchestration.retries import retry_unless_permanent
+from mnist_pipeline.core.evaluation.gate import GateSettings
+from mnist_pipeline.core.modelling.parameters import PipelineParameters
+from mnist_pipeline.core.registry.registry import Candidate, open_registry
+from mnist_pipeline.core.registry.report import render_report
+from mnist_pipeline.core.evaluation.scoring import Evaluation
+from mnist_pipeline.core.data.splits import SplitFiles
+from mnist_pipeline.core.modelling.training import TrainedModel
 
 REPORT_KEY = "mnist-training-report"
 

@@ -1,7 +1,7 @@
 """Stage 1, download/split: MNIST read once (the bundled files, or tensorflow-datasets' download),
 split by index, written as files.
 
-Cached by Prefect on the split's recipe (`core/splits.py`): a second run shows `Cached` and reads
+Cached by Prefect on the split's recipe (`core/data/splits.py`): a second run shows `Cached` and reads
 nothing. The flow refuses a cache hit whose files are missing or altered (`is_intact`). With an
 artifact store by URL the split is kept there, and a split built on one machine is `Cached` on another.
 """
@@ -16,9 +16,9 @@ from prefect.logging import get_run_logger
 from prefect.runtime import task_run
 from prefect.tasks import exponential_backoff
 
-from mnist_pipeline.core.errors import retry_unless_permanent
-from mnist_pipeline.core.faults import inject_fault
-from mnist_pipeline.core.splits import SplitRecipe, ensure_shared_split
+from mnist_pipeline.orchestration.retries import retry_unless_permanent
+from mnist_pipeline.core.support.faults import inject_fault
+from mnist_pipeline.core.data.splits import SplitRecipe, ensure_shared_split
 
 
 @task(

@@ -16,12 +16,12 @@ from prefect import task
 from prefect.logging import get_run_logger
 from prefect.runtime import task_run
 
-from mnist_pipeline.core import store
-from mnist_pipeline.core.errors import retry_unless_permanent
-from mnist_pipeline.core.models import TrainingConfig
-from mnist_pipeline.core.quiet_tensorflow import import_tensorflow
-from mnist_pipeline.core.splits import SplitFiles
-from mnist_pipeline.core.training import TrainedModel, fit, training_key
+from mnist_pipeline.core.storage import store
+from mnist_pipeline.orchestration.retries import retry_unless_permanent
+from mnist_pipeline.core.modelling.models import TrainingConfig
+from mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow
+from mnist_pipeline.core.data.splits import SplitFiles
+from mnist_pipeline.core.modelling.training import TrainedModel, fit, training_key
 
 PROGRESS_KEY = "mnist-training-progress"
 TRAINING_TAG = "mnist-training"

@@ -16,15 +16,16 @@ _PREFECT_HOME = tempfile.mkdtemp(prefix="mnist-tests-prefect-home-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.pop("PREFECT_API_URL", None)
-os.environ.pop("MNIST_ARTIFACTS_DIR", None)
-os.environ.pop("MNIST_FAIL_ONCE", None)
-os.environ.pop("MNIST_CRASH_AT", None)
+from mnist_pipeline.core.support import settings  # noqa: E402  (imports no Prefect)
+
+for _name in settings.ALL:  # a developer's shell must not leak into the tests
+    os.environ.pop(_name, None)
 
 import pytest  # noqa: E402
 
 from helpers import QUIET_LOG, register, synthetic_split_files, train_and_evaluate  # noqa: E402
-from mnist_pipeline.core.paths import ArtifactPaths, bundled_mnist_dir  # noqa: E402
-from mnist_pipeline.core.registry import Registry  # noqa: E402
+from mnist_pipeline.core.storage.paths import ArtifactPaths, bundled_mnist_dir  # noqa: E402
+from mnist_pipeline.core.registry.registry import Registry  # noqa: E402
 
 
 # Real servers and real MNIST (slow tier) -----------------------------------------------------------
@@ -54,7 +55,7 @@ def session_artifacts(tmp_path_factory) -> ArtifactPaths:
 @pytest.fixture(scope="session")
 def split_manifest(session_artifacts) -> Path:
     """The real MNIST split (tfds from the bundled files), built once, outside Prefect."""
-    from mnist_pipeline.core.splits import ensure_split, make_recipe
+    from mnist_pipeline.core.data.splits import ensure_split, make_recipe
 
     recipe = make_recipe("bundle", bundled_mnist_dir(), 0.1, 42)
     return ensure_split(recipe, bundled_mnist_dir(), session_artifacts.splits, session_artifacts.tfds_data)
@@ -62,7 +63,7 @@ def split_manifest(session_artifacts) -> Path:
 
 @pytest.fixture(scope="session")
 def split_files(split_manifest):
-    from mnist_pipeline.core.splits import check_split
+    from mnist_pipeline.core.data.splits import check_split
 
     return check_split(split_manifest)
 

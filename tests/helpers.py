@@ -15,8 +15,8 @@ from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 
-from mnist_pipeline.core.mnist import IMAGE_SHAPE, NUM_CLASSES
-from mnist_pipeline.core.paths import bundled_mnist_dir
+from mnist_pipeline.core.data.mnist import IMAGE_SHAPE, NUM_CLASSES
+from mnist_pipeline.core.storage.paths import bundled_mnist_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FLOW_SCRIPT = PROJECT_ROOT / "flows" / "mnist_flow.py"
@@ -43,7 +43,7 @@ def synthetic_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def synthetic_split_files(splits_root: Path, sizes=(600, 100, 300)):
     """A checked split of synthetic digits under `splits_root`, written as the pipeline writes one."""
-    from mnist_pipeline.core.splits import SplitRecipe, check_split, write_split
+    from mnist_pipeline.core.data.splits import SplitRecipe, check_split, write_split
 
     recipe = SplitRecipe(dataset="synthetic", source="synthetic", source_sha256=(), validation_fraction=0.1,
                          seed=0, code_sha256="")
@@ -57,9 +57,9 @@ def synthetic_split_files(splits_root: Path, sizes=(600, 100, 300)):
 
 def train_and_evaluate(split, run_dir: Path, preset: str, seed: int, **overrides):
     """(TrainedModel, Evaluation) of `preset` trained and scored on `split`, files in `run_dir`."""
-    from mnist_pipeline.core.models import training_config
-    from mnist_pipeline.core.scoring import evaluate_model
-    from mnist_pipeline.core.training import fit
+    from mnist_pipeline.core.modelling.models import training_config
+    from mnist_pipeline.core.evaluation.scoring import evaluate_model
+    from mnist_pipeline.core.modelling.training import fit
 
     trained = fit(training_config(preset, seed, **overrides), split, run_dir, QUIET_LOG)
     return trained, evaluate_model(trained, split, run_dir)
@@ -70,8 +70,8 @@ def register(registry, run, split, *, threshold: float = 0.3, per_class_floor: f
              attempt: int = 1):
     """Offer a (TrainedModel, Evaluation) to `registry` as a flow run would; returns the decision. The
     per-class criteria are off unless given: the tiny synthetic models reach only 50-90%."""
-    from mnist_pipeline.core.gate import GateSettings
-    from mnist_pipeline.core.registry import Candidate
+    from mnist_pipeline.core.evaluation.gate import GateSettings
+    from mnist_pipeline.core.registry.registry import Candidate
 
     trained, evaluation = run
     gate = GateSettings(threshold, per_class_floor, per_class_margin, require_significant, significance_alpha=0.05)
@@ -209,8 +209,8 @@ def assert_serves_as_keras(version_dir: Path, images: np.ndarray) -> None:
     """A registered version's SavedModel takes raw uint8 images [n, 28, 28] and predicts as its `.keras` model."""
     import tensorflow as tf
 
-    from mnist_pipeline.core.models import load_model, predict_probabilities
-    from mnist_pipeline.core.registry import SAVED_MODEL_DIR
+    from mnist_pipeline.core.modelling.models import load_model, predict_probabilities
+    from mnist_pipeline.core.registry.registry import SAVED_MODEL_DIR
 
     serving = tf.saved_model.load(str(version_dir / SAVED_MODEL_DIR)).signatures["serving_default"]
     [spec] = serving.structured_input_signature[1].values()
@@ -259,7 +259,7 @@ def checked_metrics(run, split) -> dict:
 
     import pytest
 
-    from mnist_pipeline.core.models import load_model
+    from mnist_pipeline.core.modelling.models import load_model
 
     trained, evaluation = run
     images, labels = split.load("test")
@@ -385,7 +385,7 @@ def serving(artifacts: Path, *options: str, log: Path) -> Iterator[str]:
 
 def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
     """Stop a process a test started (with `start_new_session=True`) by its id, its children too."""
-    from mnist_pipeline.local_server import stop_process_group
+    from devstack.local_server import stop_process_group
 
     stop_process_group(process, timeout)
 
@@ -407,7 +407,7 @@ def local_prefect(home: Path, prefect_file: Path | None = None) -> Iterator:
     """`LocalPrefect` on a free port with PREFECT_HOME `home`: server, work pool, the deployments of
     prefect.yaml (or `prefect_file`), a worker polling every 2 s. Stopped by process group when the
     block ends, and checked: nothing they started is left running."""
-    from mnist_pipeline.local_server import LocalPrefect
+    from devstack.local_server import LocalPrefect
 
     local = LocalPrefect(free_port(), prefect_home=home, log_dir=home / "logs",
                          extra_env={"PREFECT_WORKER_QUERY_SECONDS": "2"})
@@ -444,7 +444,7 @@ def split_with_shuffled_labels(split, digit: int, splits_root: Path, seed: int =
     """A copy of the checked `split` in which the train images of class `digit` carry random labels
     0-9 (validation and test unchanged), written as the pipeline writes a split under `splits_root`:
     a training set that a careless labeller spoiled for one class."""
-    from mnist_pipeline.core.splits import SPLIT_NAMES, SplitRecipe, check_split, write_split
+    from mnist_pipeline.core.data.splits import SPLIT_NAMES, SplitRecipe, check_split, write_split
 
     arrays = {name: split.load(name) for name in SPLIT_NAMES}
     images, labels = arrays["train"]
@@ -480,7 +480,7 @@ def postgres_reachable_folder(prefix: str = "mnist-team-") -> Iterator[Path]:
 def team_stack(folder: Path, **options) -> Iterator:
     """`TeamStack` in `folder` (see `postgres_reachable_folder`), its workers polling the server every
     2 s; every process stopped by its id when the block ends, and checked: nothing left running."""
-    from mnist_pipeline.team.stack import TeamStack
+    from devstack.team.stack import TeamStack
 
     options.setdefault("echo", QUIET_LOG.info)
     options["extra_worker_env"] = {"PREFECT_WORKER_QUERY_SECONDS": "2", **options.get("extra_worker_env", {})}

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mnist_pipeline.core.parameters import InvalidParameterError, PipelineParameters, validate_parameters
+from mnist_pipeline.core.modelling.parameters import InvalidParameterError, PipelineParameters, validate_parameters
 
 ANY_VALUE = st.one_of(
     st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),

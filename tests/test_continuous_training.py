@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from helpers import client_of, hand_made_zero, local_prefect, wait_until, write_png
-from mnist_pipeline.core.registry import Registry
-from mnist_pipeline.local_server import NIGHTLY_CHECK, PROJECT_ROOT, RETRAIN_ON_CHANGE
+from mnist_pipeline.core.registry.registry import Registry
+from devstack.local_server import NIGHTLY_CHECK, PROJECT_ROOT, RETRAIN_ON_CHANGE
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from helpers import run_flow_script
-from mnist_pipeline.core.models import load_model
-from mnist_pipeline.core.registry import Registry
-from mnist_pipeline.core.splits import is_intact
+from mnist_pipeline.core.modelling.models import load_model
+from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.data.splits import is_intact
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ CRASHES = [
 def run_flow(artifacts: Path, api_url: str, crash_at: str | None = None, *options: str):
     return run_flow_script("--preset", "mlp", "--epochs", "1", "--threshold", "0.9", "--per-class-floor", "0.8",
                            "--artifacts-dir", str(artifacts), *options,
-                           env={"PREFECT_API_URL": api_url, **({"MNIST_CRASH_AT": crash_at} if crash_at else {})},
+                           env={"PREFECT_API_URL": api_url, **({"MNIST_TEST_CRASH_AT": crash_at} if crash_at else {})},
                            timeout=900)
 
 

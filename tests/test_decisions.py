@@ -10,8 +10,8 @@ import json
 import pytest
 
 from helpers import register
-from mnist_pipeline.core.decisions import SCHEMA, DecisionRecord
-from mnist_pipeline.core.registry import Registry, RegistryError
+from mnist_pipeline.core.registry.decisions import SCHEMA, DecisionRecord
+from mnist_pipeline.core.registry.registry import Registry, RegistryError
 
 # What `Registry.decisions` and `repair` catch as "not a decision record".
 NOT_A_RECORD = (ValueError, KeyError, TypeError)

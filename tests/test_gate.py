@@ -11,11 +11,11 @@ import pytest
 
 from helpers import copy_run, register, split_with_shuffled_labels, train_and_evaluate
 from mnist_pipeline.cli.main import EXIT_NOT_PROMOTED, main
-from mnist_pipeline.core.gate import GateSettings, Scored, compare, gate
-from mnist_pipeline.core.parameters import PipelineParameters
-from mnist_pipeline.core.registry import Registry
-from mnist_pipeline.core.report import render_report
-from mnist_pipeline.core.stats import mcnemar_exact
+from mnist_pipeline.core.evaluation.gate import GateSettings, Scored, compare, gate
+from mnist_pipeline.core.modelling.parameters import PipelineParameters
+from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.registry.report import render_report
+from mnist_pipeline.core.support.stats import mcnemar_exact
 
 DEFAULTS = GateSettings.of(PipelineParameters().model_dump())
 LABELS = np.arange(10_000) % 10  # 1,000 test images of each class

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from helpers import register, split_with_shuffled_labels, train_and_evaluate
-from mnist_pipeline.core.parameters import PipelineParameters
-from mnist_pipeline.core.registry import Registry
+from mnist_pipeline.core.modelling.parameters import PipelineParameters
+from mnist_pipeline.core.registry.registry import Registry
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_pipeline.core.models import PRESETS, ConfigError, build_model, training_config
+from mnist_pipeline.core.modelling.models import PRESETS, ConfigError, build_model, training_config
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

@@ -100,7 +100,7 @@ def test_checkout_folder_names_are_not_importable_from_the_wheel(venv, tmp_path)
         result = subprocess.run([python, "-c", f"import {name}"], capture_output=True, text=True, cwd=tmp_path,
                                 env=user_env())
         assert result.returncode != 0 and "ModuleNotFoundError" in result.stderr, (name, result.stderr[-2000:])
-    where = run([python, "-c", "import mnist_pipeline.flows, mnist_pipeline.tasks, mnist_pipeline.core.paths as p;"
+    where = run([python, "-c", "import mnist_pipeline.flows, mnist_pipeline.tasks, mnist_pipeline.core.storage.paths as p;"
                  "print(mnist_pipeline.flows.__file__, mnist_pipeline.tasks.__file__, p.bundled_mnist_dir())"],
                 cwd=tmp_path, env=user_env()).stdout.split()
     for path in where:

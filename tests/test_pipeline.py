@@ -20,13 +20,13 @@ import pytest
 
 from helpers import (artifact_types, bundle_copy, flip_byte, hand_made_zero, logs_containing, run_flow_script,
                      settled_task_runs, task_runs, wait_until, write_png)
-from mnist_pipeline.core.errors import ChecksumMismatchError
-from mnist_pipeline.core.extra_data import ExtraDataError
-from mnist_pipeline.core.files import sha256_file
-from mnist_pipeline.core.paths import bundled_mnist_dir
-from mnist_pipeline.core.registry import Registry
-from mnist_pipeline.core.splits import SplitFiles, is_intact
-from mnist_pipeline.core.summary import RunSummary
+from mnist_pipeline.core.support.errors import ChecksumMismatchError
+from mnist_pipeline.core.data.extra_data import ExtraDataError
+from mnist_pipeline.core.support.files import sha256_file
+from mnist_pipeline.core.storage.paths import bundled_mnist_dir
+from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.data.splits import SplitFiles, is_intact
+from mnist_pipeline.core.runs.summary import RunSummary
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from mnist_pipeline.core.quiet_tensorflow import startup_noise_removed
+from mnist_pipeline.core.support.quiet_tensorflow import startup_noise_removed
 
 NO_GPU_STARTUP = """\
 WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
@@ -31,7 +31,7 @@ def test_a_cuda_failure_shows_where_a_driver_is_installed():
 
 
 def test_a_fresh_process_importing_tensorflow_prints_nothing_but_its_own_lines():
-    program = ("import sys\nfrom mnist_pipeline.core.quiet_tensorflow import import_tensorflow\n"
+    program = ("import sys\nfrom mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow\n"
                "tf = import_tensorflow()\nprint('stderr after import', file=sys.stderr)\n"
                "print(int(tf.reduce_sum(tf.constant([1, 2]))))")
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
@@ -42,7 +42,7 @@ def test_a_fresh_process_importing_tensorflow_prints_nothing_but_its_own_lines()
 def test_what_the_program_writes_while_a_background_import_filters_stderr_is_not_lost_at_exit():
     """The run command imports TensorFlow in a background thread and exits with os._exit: a line it
     writes meanwhile (its error message) must reach stderr, not stay in the filter."""
-    program = ("import os, sys, threading\nfrom mnist_pipeline.core.quiet_tensorflow import import_tensorflow, "
+    program = ("import os, sys, threading\nfrom mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow, "
                "release_stderr\nthreading.Thread(target=import_tensorflow, daemon=True).start()\n"
                "import time; time.sleep(0.5)\nprint('error: what went wrong', file=sys.stderr)\n"
                "sys.stderr.flush(); release_stderr(); os._exit(1)")

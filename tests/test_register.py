@@ -11,11 +11,11 @@ import pytest
 from filelock import FileLock, Timeout
 
 from helpers import copy_run, register
-from mnist_pipeline.core.faults import FAIL_ONCE_ENV, InjectedFault
-from mnist_pipeline.core.gate import GateSettings, Scored, gate
-from mnist_pipeline.core.parameters import PipelineParameters
-from mnist_pipeline.core.registry import Registry, RegistryError
-from mnist_pipeline.core.scoring import PREDICTIONS, read_predictions
+from mnist_pipeline.core.support.faults import FAIL_ONCE_ENV, InjectedFault
+from mnist_pipeline.core.evaluation.gate import GateSettings, Scored, gate
+from mnist_pipeline.core.modelling.parameters import PipelineParameters
+from mnist_pipeline.core.registry.registry import Registry, RegistryError
+from mnist_pipeline.core.evaluation.scoring import PREDICTIONS, read_predictions
 
 
 @pytest.fixture

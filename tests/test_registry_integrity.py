@@ -7,7 +7,7 @@ import json
 import pytest
 
 from helpers import run_cli
-from mnist_pipeline.core.registry import REPAIR_COMMAND, Registry, RegistryError
+from mnist_pipeline.core.registry.registry import REPAIR_COMMAND, Registry, RegistryError
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from helpers import PROJECT_ROOT, bundle_copy, flip_byte, run_cli
-from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.registry import Registry
-from mnist_pipeline.core.summary import RunSummary
+from mnist_pipeline.core.support.errors import PipelineError
+from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.runs.summary import RunSummary
 
 pytestmark = pytest.mark.slow
 

@@ -23,9 +23,9 @@ from PIL import Image
 from helpers import (assert_same_answers, bad_service_requests, hand_made_zero, imported_packages, png_bytes,
                      wait_until, write_png)
 from mnist_pipeline.cli.predict import predict_files
-from mnist_pipeline.core.files import write_json_atomic
-from mnist_pipeline.core.pictures import read_picture
-from mnist_pipeline.core.registry import Registry
+from mnist_pipeline.core.support.files import write_json_atomic
+from mnist_pipeline.core.data.pictures import read_picture
+from mnist_pipeline.core.registry.registry import Registry
 from mnist_pipeline.serve.app import MAX_IMAGES_PER_REQUEST, STATIC, ServeSettings, create_app
 from mnist_pipeline.serve.batching import MicroBatcher, ServiceBusy
 

@@ -19,10 +19,10 @@ import pytest
 
 from helpers import (assert_same_answers, bad_service_requests, hand_made_zero, png_bytes, run_cli, serving,
                      synthetic_digits, wait_until, write_png)
-from mnist_pipeline.core.files import write_json_atomic
-from mnist_pipeline.core.models import load_model, predict_probabilities
-from mnist_pipeline.core.pictures import read_picture
-from mnist_pipeline.core.registry import Registry
+from mnist_pipeline.core.support.files import write_json_atomic
+from mnist_pipeline.core.modelling.models import load_model, predict_probabilities
+from mnist_pipeline.core.data.pictures import read_picture
+from mnist_pipeline.core.registry.registry import Registry
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ import pytest
 
 from helpers import (STAGES, artifact_types, bundle_copy, client_of, flip_byte, local_prefect, logs_containing,
                      settled_task_runs, task_runs, wait_until)
-from mnist_pipeline.core.registry import Registry
-from mnist_pipeline.local_server import NIGHTLY_CHECK, ON_DEMAND
+from mnist_pipeline.core.registry.registry import Registry
+from devstack.local_server import NIGHTLY_CHECK, ON_DEMAND
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +81,7 @@ def test_every_stage_failing_once_still_completes_with_one_version(client, tmp_p
     artifacts = tmp_path / "artifacts"
     flow_run = run_and_wait(
         client, {"preset": "mlp", "epochs": 3, "artifacts_dir": str(artifacts)},
-        env={"MNIST_FAIL_ONCE": "download,preprocess,train@epoch2,evaluate,register"},
+        env={"MNIST_TEST_FAIL_ONCE": "download,preprocess,train@epoch2,evaluate,register"},
     )
     assert flow_run.state.type.value == "COMPLETED", flow_run.state
     settled_task_runs(client, flow_run.id)
@@ -123,7 +123,7 @@ def test_bad_checksum_fails_after_one_attempt(client, tmp_path):
 def test_rerun_after_a_crash_reuses_the_cached_split(client, tmp_path):
     artifacts = tmp_path / "artifacts"
     parameters = {"preset": "seed-mlp", "epochs": 1, "artifacts_dir": str(artifacts)}
-    crashed = run_and_wait(client, parameters, env={"MNIST_CRASH_AT": "train@epoch1"})  # killed after the split
+    crashed = run_and_wait(client, parameters, env={"MNIST_TEST_CRASH_AT": "train@epoch1"})  # killed after the split
     assert crashed.state.type.value == "CRASHED", crashed.state
     split_inode = split_dir(artifacts).stat().st_ino
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mnist_pipeline.core.stats import Z_95, mcnemar_exact, wilson_interval
+from mnist_pipeline.core.support.stats import Z_95, mcnemar_exact, wilson_interval
 
 
 def test_known_values():

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from mnist_pipeline.core.summary import RunSummary
+from mnist_pipeline.core.runs.summary import RunSummary
 
 
 def summary(**changes) -> RunSummary:

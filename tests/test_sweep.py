@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from helpers import free_port, run_cli, stop_process, wait_until
-from mnist_pipeline.core.models import PRESETS
-from mnist_pipeline.core.parameters import InvalidParameterError, validate_parameters
-from mnist_pipeline.core.sweep import MAX_CANDIDATES, SweepFailedError, SweepParameters, SweepSummary, Trial, \
+from mnist_pipeline.core.modelling.models import PRESETS
+from mnist_pipeline.core.modelling.parameters import InvalidParameterError, validate_parameters
+from mnist_pipeline.core.runs.sweep import MAX_CANDIDATES, SweepFailedError, SweepParameters, SweepSummary, Trial, \
     candidate_configs, candidates_table, render_sweep_report, select
-from mnist_pipeline.core.summary import RunSummary
-from mnist_pipeline.core.training import TrainedModel
+from mnist_pipeline.core.runs.summary import RunSummary
+from mnist_pipeline.core.modelling.training import TrainedModel
 
 
 def sweep(**values):
@@ -138,7 +138,7 @@ def test_no_completed_candidate_is_an_error_naming_each_failure(tmp_path):
 # The report ------------------------------------------------------------------------------------------
 
 def test_report_lists_every_candidate_marks_the_selected_and_shows_the_plot_inline(tmp_path):
-    from mnist_pipeline.core.plots import plot_sweep, png_data_uri
+    from mnist_pipeline.core.evaluation.plots import plot_sweep, png_data_uri
 
     trials = [trial(tmp_path, "c01", [0.951]), trial(tmp_path, "c02", None), trial(tmp_path, "c03", [0.962])]
     records = [t.record() for t in trials]

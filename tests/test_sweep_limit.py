@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from helpers import wait_until
-from mnist_pipeline.core.models import training_config
+from mnist_pipeline.core.modelling.models import training_config
 from mnist_pipeline.tasks.train import TRAINING_CONCURRENCY_LIMIT, train
 
 pytestmark = pytest.mark.slow

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from helpers import free_port, run_cli, stop_process, wait_until
-from mnist_pipeline.core.registry import Registry
-from mnist_pipeline.core.faults import FAIL_TRAINING_ENV
+from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.support.faults import FAIL_TRAINING_ENV
 
 pytestmark = pytest.mark.slow
 
 SWEEP = ("sweep", "--preset", "mlp", "--learning-rate", "0.002", "0.004", "--batch-size", "256", "512", "--epochs", "1")
-FAILING = "c02"  # MNIST_FAIL_TRAINING_IN makes every attempt of this candidate's training fail
+FAILING = "c02"  # MNIST_TEST_FAIL_TRAINING_IN makes every attempt of this candidate's training fail
 CANDIDATES = ["c01", "c02", "c03", "c04"]
 
 

@@ -19,8 +19,8 @@ from datetime import datetime
 import pytest
 
 from helpers import free_port, postgres_reachable_folder, run_cli, team_stack, wait_until
-from mnist_pipeline.team.processes import ProcessId, descendants
-from mnist_pipeline.team.stack import TEAM_ON_DEMAND, TeamStack
+from devstack.team.processes import ProcessId, descendants
+from devstack.team.stack import TEAM_ON_DEMAND, TeamStack
 
 pytestmark = pytest.mark.slow
 
@@ -124,8 +124,8 @@ def test_two_machines_register_at_once_and_trainings_never_overlap(stack):
 
 
 def test_registry_records_one_decision_per_registration(stack, monkeypatch):
-    from mnist_pipeline.core.paths import ArtifactPaths
-    from mnist_pipeline.core.registry import open_registry
+    from mnist_pipeline.core.storage.paths import ArtifactPaths
+    from mnist_pipeline.core.registry.registry import open_registry
 
     for name, value in client_env(stack).items():
         monkeypatch.setenv(name, value)

@@ -21,9 +21,9 @@ import httpx
 import pytest
 
 from helpers import ENTRY_POINT, PROJECT_ROOT, postgres_reachable_folder, team_stack, wait_until
-from mnist_pipeline.team import TeamStackError
-from mnist_pipeline.team.processes import descendants, stop_tree
-from mnist_pipeline.team.stack import BUCKET, TEAM_ON_DEMAND, TRAINING_TAG, TeamStack
+from devstack.team import TeamStackError
+from devstack.team.processes import descendants, stop_tree
+from devstack.team.stack import BUCKET, TEAM_ON_DEMAND, TRAINING_TAG, TeamStack
 
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -294,7 +294,7 @@ def test_team_up_refuses_a_folder_it_did_not_make(tmp_path):
 
 
 def test_the_team_deployment_is_pinned_to_a_full_commit(monkeypatch, tmp_path):
-    from mnist_pipeline.team.source import pin_source
+    from mnist_pipeline.orchestration.source import pin_source
 
     monkeypatch.setenv("MNIST_REPO_URL", "/srv/git/mnist.git")
     monkeypatch.setenv("MNIST_REPO_COMMIT", "a" * 40)

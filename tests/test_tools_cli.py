@@ -14,7 +14,7 @@ import pytest
 
 from helpers import ENTRY_POINT, PROJECT_ROOT, hand_made_zero, imported_modules, run_cli, write_png
 from mnist_pipeline.cli.main import main
-from mnist_pipeline.core.parameters import PipelineParameters
+from mnist_pipeline.core.modelling.parameters import PipelineParameters
 
 HEAVY = {"prefect", "tensorflow", "keras", "PIL"}
 

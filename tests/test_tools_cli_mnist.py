@@ -8,8 +8,8 @@ import subprocess
 import pytest
 
 from helpers import ENTRY_POINT, run_cli, write_png
-from mnist_pipeline.core.models import load_model, predict_probabilities
-from mnist_pipeline.core.paths import bundled_mnist_dir
+from mnist_pipeline.core.modelling.models import load_model, predict_probabilities
+from mnist_pipeline.core.storage.paths import bundled_mnist_dir
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import assert_serves_as_keras, register
-from mnist_pipeline.core.registry import Registry
+from mnist_pipeline.core.registry.registry import Registry
 
 
 def test_saved_model_takes_raw_uint8_images_and_predicts_as_the_keras_model(two_versions, synthetic_split):
@@ -15,13 +15,13 @@ def test_saved_model_takes_raw_uint8_images_and_predicts_as_the_keras_model(two_
 
 
 def test_a_failed_export_leaves_no_version(tiny_strong, synthetic_split, tmp_path, monkeypatch):
-    import mnist_pipeline.core.registry
+    import mnist_pipeline.core.registry.registry
 
     def broken_export(model_path, target):
         target.mkdir()
         raise OSError("disk full")
 
-    monkeypatch.setattr(mnist_pipeline.core.registry, "export_saved_model", broken_export)
+    monkeypatch.setattr(mnist_pipeline.core.registry.registry, "export_saved_model", broken_export)
     registry = Registry(tmp_path / "registry")
     with pytest.raises(OSError, match="disk full"):
         register(registry, tiny_strong, synthetic_split, threshold=0.5)

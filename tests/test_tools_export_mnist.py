@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import assert_serves_as_keras
-from mnist_pipeline.core.registry import Registry
+from mnist_pipeline.core.registry.registry import Registry
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ from PIL import Image
 
 from helpers import hand_made_zero, photographed, synthetic_digits, write_png
 from mnist_pipeline.cli.predict import load_files, predict_files
-from mnist_pipeline.core.pictures import InputError, mnist_layout, read_inputs
-from mnist_pipeline.core.registry import Registry, RegistryError
+from mnist_pipeline.core.data.pictures import InputError, mnist_layout, read_inputs
+from mnist_pipeline.core.registry.registry import Registry, RegistryError
 
 
 @pytest.fixture
@@ -185,7 +185,7 @@ def test_a_picture_too_large_is_refused_from_its_header_before_any_decoding(tmp_
         load_files([str(huge)], invert=False)
 
     # the probe's peak memory from /proc (ru_maxrss would count the memory of the test process it was forked from)
-    probe = ("import re, sys; from pathlib import Path; from mnist_pipeline.core.pictures import InputError, read_inputs\n"
+    probe = ("import re, sys; from pathlib import Path; from mnist_pipeline.core.data.pictures import InputError, read_inputs\n"
              "try: read_inputs(Path(sys.argv[1]))\nexcept InputError as error: print(error)\n"
              "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', Path('/proc/self/status').read_text()).group(1)) // 1024)")
     result = subprocess.run([sys.executable, "-c", probe, str(huge)], capture_output=True, text=True, timeout=300)

@@ -10,8 +10,8 @@ import pytest
 
 from helpers import photographed, write_png
 from mnist_pipeline.cli.predict import load_files, predict_files
-from mnist_pipeline.core.models import load_model, predict_probabilities
-from mnist_pipeline.core.registry import Registry
+from mnist_pipeline.core.modelling.models import load_model, predict_probabilities
+from mnist_pipeline.core.registry.registry import Registry
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ import pytest
 
 from helpers import register
 from mnist_pipeline.cli.main import EXIT_NOT_PROMOTED, main
-from mnist_pipeline.core.registry import Registry, RegistryError, version_name
-from mnist_pipeline.core.report import render_report
+from mnist_pipeline.core.registry.registry import Registry, RegistryError, version_name
+from mnist_pipeline.core.registry.report import render_report
 
 
 @pytest.fixture

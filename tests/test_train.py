@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from helpers import QUIET_LOG
-from mnist_pipeline.core.faults import FAIL_ONCE_ENV, InjectedFault
-from mnist_pipeline.core.models import load_model, training_config
-from mnist_pipeline.core.training import fit
+from mnist_pipeline.core.support.faults import FAIL_ONCE_ENV, InjectedFault
+from mnist_pipeline.core.modelling.models import load_model, training_config
+from mnist_pipeline.core.modelling.training import fit
 
 
 def epoch_recorder():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from helpers import wait_until
-from mnist_pipeline.core.models import training_config
+from mnist_pipeline.core.modelling.models import training_config
 from mnist_pipeline.tasks.train import PROGRESS_KEY, train
 
 pytestmark = pytest.mark.slow

@@ -26,10 +26,10 @@ from mnist_pipeline.cli import registry_commands
 from mnist_pipeline.cli import run as run_command
 from mnist_pipeline.cli import sweep as sweep_command
 from mnist_pipeline.cli import serve as serve_command
-from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.mnist import NUM_CLASSES
-from mnist_pipeline.core.quiet_tensorflow import release_stderr
-from mnist_pipeline.core.registry import version_name
+from mnist_pipeline.core.support.errors import PipelineError
+from mnist_pipeline.core.data.mnist import NUM_CLASSES
+from mnist_pipeline.core.support.quiet_tensorflow import release_stderr
+from mnist_pipeline.core.registry.registry import version_name
 
 EXIT_NOT_PROMOTED = run_command.EXIT_NOT_PROMOTED
 
@@ -172,8 +172,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _registry(args: argparse.Namespace):
-    from mnist_pipeline.core.paths import ArtifactPaths
-    from mnist_pipeline.core.registry import open_registry
+    from mnist_pipeline.core.storage.paths import ArtifactPaths
+    from mnist_pipeline.core.registry.registry import open_registry
 
     paths = ArtifactPaths.resolve(args.artifacts_dir)
     return open_registry(paths.ref(paths.registry), splits_dir=paths.splits)
@@ -185,10 +185,28 @@ def _at_least_one(text: str) -> int:
     return int(text)
 
 
+def import_from_checkout(package: str) -> None:
+    """Make the checkout's `package` importable. Tools that need a git checkout (the team stack clones
+    it for its workers) live beside the installed package, not in the wheel; an editable install
+    (scripts/setup.sh) has the checkout one folder above `mnist_pipeline`."""
+    import sys
+    from pathlib import Path
+
+    import mnist_pipeline
+
+    checkout = Path(mnist_pipeline.__file__).resolve().parents[1]
+    if not (checkout / package / "__init__.py").is_file():
+        raise PipelineError(f"this command runs from a git checkout of the project, not from an installed wheel: "
+                            f"clone the repository, run `bash scripts/setup.sh` there and use its .venv/bin/mnist-pipeline")
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+
+
 def _team_up(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mnist_pipeline.team.stack import up
+    import_from_checkout("devstack")
+    from devstack.team.stack import up
 
     return up(Path(args.folder), trainings=args.trainings, worker_limit=args.worker_limit)
 

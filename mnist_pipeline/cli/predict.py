@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.core.models import load_model, predict_probabilities
-from mnist_pipeline.core.pictures import InputError, file_kind, read_inputs
-from mnist_pipeline.core.registry import Registry, RegistryError
+from mnist_pipeline.core.modelling.models import load_model, predict_probabilities, top_classes
+from mnist_pipeline.core.data.pictures import InputError, file_kind, read_inputs
+from mnist_pipeline.core.registry.registry import Registry, RegistryError
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,6 @@ def classify(registry: Registry, version: str, images: np.ndarray) -> np.ndarray
     """Class probabilities [n, 10] from the version's `.keras` model (checked against its registered SHA-256)."""
     return predict_probabilities(load_model(registry.model_path(version)), images)
 
-
-def top_classes(probabilities: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    return [[(int(c), float(row[c])) for c in best] for row, best in zip(probabilities, order)]
 
 
 def predict_files(files: list[str], registry: Registry, version: str | None, top_k: int, invert: bool,

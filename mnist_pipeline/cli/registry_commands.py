@@ -1,6 +1,6 @@
 """`mnist-pipeline registry list|show|promote|rollback`: the registry as text for people.
 
-The state changes themselves are `Registry.promote` and `Registry.rollback` (core/registry.py).
+The state changes themselves are `Registry.promote` and `Registry.rollback` (core/registry/registry.py).
 """
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from mnist_pipeline.core.decisions import DecisionRecord
-from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.gate import GateSettings
-from mnist_pipeline.core.parameters import PipelineParameters, validate_parameters
-from mnist_pipeline.core.registry import Registry
+from mnist_pipeline.core.registry.decisions import DecisionRecord
+from mnist_pipeline.core.support.errors import PipelineError
+from mnist_pipeline.core.evaluation.gate import GateSettings
+from mnist_pipeline.core.modelling.parameters import PipelineParameters, validate_parameters
+from mnist_pipeline.core.registry.registry import Registry
 
 GATE_SETTINGS = tuple(field.name for field in fields(GateSettings))
 

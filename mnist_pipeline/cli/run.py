@@ -15,10 +15,10 @@ import types
 import typing
 from pathlib import Path
 
-from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.parameters import PipelineParameters, validate_parameters
-from mnist_pipeline.core.quiet_tensorflow import import_tensorflow
-from mnist_pipeline.core.summary import RunSummary
+from mnist_pipeline.core.support.errors import PipelineError
+from mnist_pipeline.core.modelling.parameters import PipelineParameters, validate_parameters
+from mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow
+from mnist_pipeline.core.runs.summary import RunSummary
 
 EXIT_NOT_PROMOTED = 3
 DESCRIPTION = ("Train an MNIST classifier as a Prefect flow: download/split, preprocess, train, evaluate, "

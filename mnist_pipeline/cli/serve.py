@@ -10,7 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.support.errors import PipelineError
 
 DESCRIPTION = (
     "Serve the registry's production model over HTTP: POST /v1/predict (pictures or 28x28 arrays), "
@@ -78,7 +78,7 @@ def _quiet_logs() -> None:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from mnist_pipeline.core.paths import ArtifactPaths
+    from mnist_pipeline.core.storage.paths import ArtifactPaths
     from mnist_pipeline.serve.app import ServeSettings, create_app
 
     paths = ArtifactPaths.resolve(args.artifacts_dir)

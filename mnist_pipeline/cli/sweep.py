@@ -13,9 +13,9 @@ import typing
 from pathlib import Path
 
 from mnist_pipeline.cli.run import EXIT_NOT_PROMOTED, _hide_console_tracebacks_of, _value_type, format_summary
-from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.parameters import validate_parameters
-from mnist_pipeline.core.sweep import SweepParameters, SweepSummary, candidate_configs, candidates_table, \
+from mnist_pipeline.core.support.errors import PipelineError
+from mnist_pipeline.core.modelling.parameters import validate_parameters
+from mnist_pipeline.core.runs.sweep import SweepParameters, SweepSummary, candidate_configs, candidates_table, \
     check_dask_cluster
 
 DESCRIPTION = ("Train several configurations of one preset in parallel on Dask (a local cluster of processes, "

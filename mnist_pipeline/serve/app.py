@@ -28,9 +28,9 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from mnist_pipeline.cli.predict import top_classes
-from mnist_pipeline.core.pictures import InputError, Wording, as_images, read_picture
-from mnist_pipeline.core.registry import open_registry
+from mnist_pipeline.core.modelling.models import top_classes
+from mnist_pipeline.core.data.pictures import InputError, Wording, as_images, read_picture
+from mnist_pipeline.core.registry.registry import open_registry
 from mnist_pipeline.serve.batching import MicroBatcher, ServiceBusy
 from mnist_pipeline.serve.corrections import CorrectionsFull, CorrectionStore
 from mnist_pipeline.serve.holder import ModelHolder

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.files import write_bytes_atomic
-from mnist_pipeline.core.mnist import NUM_CLASSES
+from mnist_pipeline.core.support.errors import PipelineError
+from mnist_pipeline.core.support.files import write_bytes_atomic
+from mnist_pipeline.core.data.mnist import NUM_CLASSES
 
 
 class CorrectionsFull(PipelineError):

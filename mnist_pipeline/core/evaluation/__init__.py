@@ -1,0 +1,1 @@
+"""Scoring a model on the test split, its plots, and the promotion gate."""

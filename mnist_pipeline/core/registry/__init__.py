@@ -1,0 +1,1 @@
+"""The model registry: numbered versions, a production pointer and a decision log."""

@@ -1,0 +1,1 @@
+"""What one run of the pipeline, or one sweep, returns."""

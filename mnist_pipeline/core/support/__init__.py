@@ -1,0 +1,1 @@
+"""What every layer may use: errors, atomic files, fault injection, settings, statistics, a quiet TensorFlow import."""
