@@ -29,7 +29,7 @@ NIGHTLY_CHECK = "mnist-data-check/nightly-data-check"
 RETRAIN_ON_CHANGE = "mnist-training-pipeline/retrain-on-change"
 
 
-def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
+def stop_process_group(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
     """Stop a process started with `start_new_session=True`, by its id: SIGTERM to its process group
     (its own children go too), SIGKILL if it has not ended by `timeout`."""
     if process.poll() is None:
@@ -54,13 +54,12 @@ class LocalPrefect:
                     **(extra_env or {})}
         if prefect_home is not None:
             self.env["PREFECT_HOME"] = str(prefect_home)
-        self.processes: dict[str, subprocess.Popen] = {}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "ab")
-        process = subprocess.Popen([sys.executable, "-m", "prefect", *args], cwd=PROJECT_ROOT, env=self.env,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            process = subprocess.Popen([sys.executable, "-m", "prefect", *args], cwd=PROJECT_ROOT, env=self.env,
+                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.processes[name] = process
         return process
 
@@ -114,10 +113,10 @@ class LocalPrefect:
             if process is not None:
                 stop_process_group(process, timeout)
 
-    def __enter__(self) -> "LocalPrefect":
+    def __enter__(self) -> LocalPrefect:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 

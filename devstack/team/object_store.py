@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from devstack.team import TeamStackError
 from devstack.team.processes import ProcessId, free_port, plain_env, spawn, stop_tree, wait_until_ready
@@ -39,7 +40,7 @@ class MotoS3Server:
         self.access_key_id = access_key_id
         self.secret_access_key = secret_access_key or secrets.token_urlsafe(24)
         self.cwd = Path(cwd) if cwd else self.log.parent
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def endpoint_url(self) -> str:
@@ -58,7 +59,7 @@ class MotoS3Server:
         return {"AWS_ENDPOINT_URL": self.endpoint_url, "AWS_ACCESS_KEY_ID": self.access_key_id,
                 "AWS_SECRET_ACCESS_KEY": self.secret_access_key, "AWS_DEFAULT_REGION": REGION}
 
-    def client(self):
+    def client(self) -> Any:
         """A boto3 S3 client of this server."""
         try:
             import boto3

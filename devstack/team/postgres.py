@@ -71,7 +71,7 @@ class PostgresServer:
         self.database, self.role = database, role
         self.password = password or secrets.token_urlsafe(24)
         self.log = Path(log) if log else self.folder / "postgres.log"
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self._bin: Path | None = None
 
     @property
@@ -105,7 +105,7 @@ class PostgresServer:
                 "LANG": "C"}
 
     def _run(self, *command: str, input: str | None = None, check: bool = True,
-             shown: str | None = None) -> subprocess.CompletedProcess:
+             shown: str | None = None) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(list(command), input=input, capture_output=True, text=True, cwd=self.folder,
                                 env=self._env(), user=POSTGRES_USER, group=POSTGRES_USER, extra_groups=[])
         with open(self.log, "a") as log:
@@ -115,7 +115,7 @@ class PostgresServer:
                                  f"{POSTGRES_USER}: {result.stderr.strip()[-1500:]}\n(see {self.log})")
         return result
 
-    def _psql(self, sql: str, database: str = "postgres", **variables: str) -> subprocess.CompletedProcess:
+    def _psql(self, sql: str, database: str = "postgres", **variables: str) -> subprocess.CompletedProcess[str]:
         command = [self._program("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self.folder), "-p",
                    str(self.port), "-U", POSTGRES_USER, "-d", database]
         options = [arg for name, value in variables.items() for arg in ("-v", f"{name}={value}")]
@@ -124,9 +124,9 @@ class PostgresServer:
 
     def query(self, sql: str, database: str | None = None) -> list[str]:
         """The rows of a query run as the superuser (through the socket), each as `a|b|...`."""
-        return self._run(self._program("psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", str(self.folder),
-                         "-p", str(self.port), "-U", POSTGRES_USER, "-d", database or self.database, "-c", sql
-                         ).stdout.splitlines()
+        result = self._run(self._program("psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", str(self.folder),
+                           "-p", str(self.port), "-U", POSTGRES_USER, "-d", database or self.database, "-c", sql)
+        return result.stdout.splitlines()
 
     # Start and stop -------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from devstack.team import TeamStackError
 
@@ -47,7 +47,7 @@ class ProcessId:
     command: str = ""
 
     @classmethod
-    def of(cls, pid: int) -> "ProcessId | None":
+    def of(cls, pid: int) -> ProcessId | None:
         stat = _stat(pid)
         return cls(pid, stat[2], _command(pid)) if stat else None
 
@@ -83,17 +83,17 @@ def plain_env() -> dict[str, str]:
 
 
 def spawn(command: Sequence[str], log: Path, *, cwd: Path, env: dict[str, str],
-          user: str | None = None) -> subprocess.Popen:
+          user: str | None = None) -> subprocess.Popen[bytes]:
     """Start `command` in a session of its own (Ctrl-C in the terminal does not reach it: the stack
     stops its parts in order), its output appended to `log`; as `user` if given (we are root)."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    as_user = {"user": user, "group": user, "extra_groups": []} if user else {}
     with open(log, "ab") as output:
         return subprocess.Popen(list(command), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=output,
-                                stderr=subprocess.STDOUT, start_new_session=True, **as_user)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                user=user, group=user, extra_groups=[] if user else None)
 
 
-def wait_until_ready(ready: Callable[[], bool], what: str, *, timeout: float, process: subprocess.Popen | None = None,
+def wait_until_ready(ready: Callable[[], bool], what: str, *, timeout: float, process: subprocess.Popen[bytes] | None = None,
                      log: Path | None = None, interval: float = 0.3) -> None:
     """Poll `ready` until it says yes; fail at once if `process` exits, or after `timeout` seconds."""
     see = f"; see {log}" if log else ""
@@ -122,7 +122,7 @@ def _signal_group(process: ProcessId, sig: int) -> None:
         pass
 
 
-def _wait_gone(processes: Sequence[ProcessId], timeout: float, reap: subprocess.Popen | None = None) -> bool:
+def _wait_gone(processes: Sequence[ProcessId], timeout: float, reap: subprocess.Popen[bytes] | None = None) -> bool:
     deadline = time.monotonic() + timeout
     while True:
         if reap is not None:
@@ -134,7 +134,7 @@ def _wait_gone(processes: Sequence[ProcessId], timeout: float, reap: subprocess.
         time.sleep(0.1)
 
 
-def stop_tree(process: subprocess.Popen, signals: Sequence[tuple[int, float]] = ((signal.SIGTERM, 20),),
+def stop_tree(process: subprocess.Popen[bytes], signals: Sequence[tuple[int, float]] = ((signal.SIGTERM, 20),),
               followers_timeout: float = 10) -> list[ProcessId]:
     """Stop `process` (started by `spawn`) and everything it started, by their ids.
 
@@ -176,4 +176,5 @@ def free_port(host: str = "127.0.0.1") -> int:
 
     with socket.socket() as probe:
         probe.bind((host, 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import fcntl
+import functools
 import os
 import secrets
 import shlex
@@ -40,8 +41,10 @@ import sysconfig
 import threading
 import time
 from dataclasses import dataclass
+from types import FrameType, TracebackType
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, TextIO
 
 from mnist_pipeline.core.storage.store import CACHE_ENV_VAR
 from devstack.local_server import PROJECT_ROOT, WORK_POOL, LocalPrefect
@@ -50,6 +53,9 @@ from devstack.team.object_store import MotoS3Server
 from devstack.team.postgres import PostgresServer
 from devstack.team.processes import ProcessId, free_port, plain_env, spawn, stop_tree, wait_until_ready
 from mnist_pipeline.orchestration.source import REPO_COMMIT_ENV, REPO_URL_ENV
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_FOLDER = Path("artifacts") / "team"
 TEAM_DEPLOYMENT = "team-on-demand"
@@ -68,9 +74,9 @@ WORKER_SIGNALS = ((signal.SIGTERM, 3), (signal.SIGTERM, 30))  # a process worker
 
 
 
-def _run(command: list[str], what: str, log: Path, **options) -> str:
+def _run(command: list[str], what: str, log: Path, **options: Any) -> str:
     """Run a set-up command, its output appended to `log`; its stdout, or an error naming the log."""
-    result = subprocess.run(command, capture_output=True, text=True, **options)
+    result: subprocess.CompletedProcess[str] = subprocess.run(command, capture_output=True, text=True, **options)
     with open(log, "a") as output:
         output.write(f"$ {shlex.join(command)}\n{result.stdout}{result.stderr}\n")
     if result.returncode != 0:
@@ -86,7 +92,7 @@ class Machine:
 
     folder: Path
     worker_name: str
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
 
     @property
     def clone(self) -> Path:
@@ -165,7 +171,7 @@ class TeamStack:
         self.prefect: _TeamPrefect | None = None
         self.survivors: list[ProcessId] = []
         self._stopping = threading.Event()
-        self._lock = None
+        self._lock: TextIO | None = None
 
     # What clients need ----------------------------------------------------------------------------
 
@@ -197,7 +203,7 @@ class TeamStack:
         return {**plain_env(), "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PREFECT_API_URL": self.api_url, "PREFECT_API_AUTH_STRING": self.auth_string}
 
-    def api(self, method: str, path: str, *, auth: str | None = "", **request):
+    def api(self, method: str, path: str, *, auth: str | None = "", **request: Any) -> httpx.Response:
         """An HTTP request to the Prefect API (`path` after /api), with the stack's auth string, another
         one (`auth=`), or none (`auth=None`). Returns the httpx response."""
         import httpx
@@ -223,22 +229,22 @@ class TeamStack:
         self.echo(f"starting moto's S3 server on {self.store.endpoint_url} (bucket {BUCKET}) ...")
         self.store.start()
         self._write_env_file()
-        self._mirror_repository()
+        commit = self._mirror_repository()
         server_env = {**self._prefect_env(self.folder / "prefect-home" / "server"),
                       "PREFECT_SERVER_DATABASE_CONNECTION_URL": self.postgres.url,
                       "PREFECT_SERVER_API_AUTH_STRING": self.auth_string}
         client_env = {**self._prefect_env(self.folder / "prefect-home" / "client"),
-                      REPO_URL_ENV: str(self.bare_repo), REPO_COMMIT_ENV: self.commit}  # what `prefect deploy` pins
-        self.prefect = _TeamPrefect(self.port, self.logs, server_env, client_env)
+                      REPO_URL_ENV: str(self.bare_repo), REPO_COMMIT_ENV: commit}  # what `prefect deploy` pins
+        self.prefect = prefect = _TeamPrefect(self.port, self.logs, server_env, client_env)
         self.echo(f"starting the Prefect server on {self.api_url} (database {self.postgres.masked_url}; "
                   f"set up {len(self.machines)} machines meanwhile) ...")
         with concurrent.futures.ThreadPoolExecutor(len(self.machines)) as pool:
             machines = [pool.submit(self._set_up_machine, machine) for machine in self.machines]
-            self.prefect.start_server()
+            prefect.start_server()
             for done in machines:
                 done.result()
         self.echo(f"setting up the work pool, the limits, the results block and {TEAM_ON_DEMAND} ...")
-        self._set_up_server()
+        self._set_up_server(prefect)
         self.echo(f"starting {len(self.machines)} workers ...")
         for machine in self.machines:
             machine.process = spawn([str(machine.python), "-m", "prefect", "worker", "start", "--pool", WORK_POOL,
@@ -246,7 +252,7 @@ class TeamStack:
                                      "--limit", str(self.worker_limit), "--name", machine.worker_name],
                                     self._worker_log(machine), cwd=machine.clone, env=self._worker_env(machine))
         for machine in self.machines:
-            wait_until_ready(lambda: machine.worker_name in self.online_workers(), f"worker {machine.worker_name}",
+            wait_until_ready(functools.partial(self._worker_online, machine.worker_name), f"worker {machine.worker_name}",
                              timeout=120, process=machine.process, log=self._worker_log(machine), interval=1)
 
     def _worker_log(self, machine: Machine) -> Path:
@@ -258,17 +264,18 @@ class TeamStack:
             raise TeamStackError(f"{folder} is not empty and was not made by `mnist-pipeline team up`: choose a new "
                                  "or empty folder with --folder (everything in it is replaced at each start)")
         folder.mkdir(parents=True, exist_ok=True)
-        self._lock = open(folder / MARKER, "a")  # held while the stack runs: a second start must not wipe it
+        # Held open (and locked) while the stack runs, closed by stop(): a second start must not wipe it.
+        lock = open(folder / MARKER, "a")  # noqa: SIM115 - outlives this method, so no `with`
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._lock.close()
-            self._lock = None
+            lock.close()
             raise TeamStackError(f"a team stack is running in {folder} already: stop it first, or choose another "
                                  "folder with --folder") from None
-        self._lock.truncate(0)
-        self._lock.write("made by `mnist-pipeline team up`: replaced at each start\n")
-        self._lock.flush()
+        self._lock = lock
+        lock.truncate(0)
+        lock.write("made by `mnist-pipeline team up`: replaced at each start\n")
+        lock.flush()
         for name in LEFTOVERS:
             path = folder / name
             if path.is_dir() and not path.is_symlink():
@@ -287,19 +294,21 @@ class TeamStack:
             os.fchmod(output.fileno(), 0o600)
             output.write("\n".join(lines) + "\n")
 
-    def _mirror_repository(self) -> None:
-        """A bare mirror of this checkout (the team's git server) holding its HEAD commit."""
+    def _mirror_repository(self) -> str:
+        """A bare mirror of this checkout (the team's git server) holding its HEAD commit; that commit."""
         log = self.logs / "git.log"
         if not (PROJECT_ROOT / ".git").exists():
             raise TeamStackError(f"{PROJECT_ROOT} is not a git checkout: the team stack's workers run the code "
                                  "from git clones; run it from a clone of the repository")
-        self.commit = _run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], "git rev-parse HEAD", log).strip()
+        self.commit = commit = _run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], "git rev-parse HEAD",
+                                    log).strip()
         _run(["git", "clone", "--quiet", "--bare", str(PROJECT_ROOT), str(self.bare_repo)], "git clone --bare", log)
         _run(["git", "-C", str(self.bare_repo), "fetch", "--quiet", str(PROJECT_ROOT), "+HEAD:refs/heads/team-pinned"],
              "git fetch HEAD", log)  # HEAD may be detached, on no branch the clone copied
         if _run(["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"], "git status", log):
-            self.echo(f"note: the workers run commit {self.commit[:12]}; the uncommitted changes in {PROJECT_ROOT} "
+            self.echo(f"note: the workers run commit {commit[:12]}; the uncommitted changes in {PROJECT_ROOT} "
                       "are not in it")
+        return commit
 
     def _set_up_machine(self, machine: Machine) -> None:
         """Clone, check out the pinned commit, and install the package from the clone into an
@@ -326,8 +335,7 @@ class TeamStack:
               "--ignore-installed", "--editable", str(machine.clone)], f"pip install -e for {machine.folder.name}", log,
              env={**plain_env(), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}, cwd=machine.folder)
 
-    def _set_up_server(self) -> None:
-        prefect = self.prefect
+    def _set_up_server(self, prefect: _TeamPrefect) -> None:
         log = self.logs / "setup.log"
 
         def pool_and_deployment() -> None:
@@ -341,32 +349,19 @@ class TeamStack:
         def limit_and_block() -> None:
             prefect.prefect("concurrency-limit", "create", TRAINING_TAG, str(self.trainings))
             prefect.prefect("automation", "create", "--from-file", str(AUTOMATIONS))
-            self.results_block = self._ensure_results_block(log)
+            self.results_block = self._ensure_results_block(prefect, log)
 
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             for done in [pool.submit(pool_and_deployment), pool.submit(limit_and_block)]:
                 done.result()
 
-    def _ensure_results_block(self, log: Path) -> str | None:
-        """The store's results block (mnist_pipeline.orchestration.results_storage), saved on the server by a client."""
-        script = ("import sys\n"
-                  "try:\n"
-                  "    from mnist_pipeline.orchestration.results_storage import ensure_results_block\n"
-                  "except ModuleNotFoundError as error:\n"
-                  "    if error.name != 'mnist_pipeline.orchestration.results_storage':\n"
-                  "        raise\n"
-                  "    sys.exit(3)\n"
-                  "print(ensure_results_block(sys.argv[1]))\n")
-        result = subprocess.run([sys.executable, "-c", script, self.store_url], capture_output=True, text=True,
-                                cwd=PROJECT_ROOT, env={**self.prefect.env, **self.store.env()})
-        with open(log, "a") as output:
-            output.write(f"$ ensure_results_block({self.store_url})\n{result.stdout}{result.stderr}\n")
-        if result.returncode == 3:
-            self.echo("note: no results block: mnist_pipeline.orchestration.results_storage is not there yet")
-            return None
-        if result.returncode != 0:
-            raise TeamStackError(f"saving the results block of {self.store_url} failed; see {log}")
-        return result.stdout.strip().splitlines()[-1]
+    def _ensure_results_block(self, prefect: _TeamPrefect, log: Path) -> str:
+        """The store's results block (mnist_pipeline.orchestration.results_storage), saved on the server by a
+        client: in a process of its own, with the CLI's Prefect settings and the store's credentials."""
+        output = _run([sys.executable, "-m", "mnist_pipeline.orchestration.results_storage", self.store_url],
+                      f"saving the results block of {self.store_url}", log, cwd=PROJECT_ROOT,
+                      env={**prefect.env, **self.store.env()})
+        return output.strip().splitlines()[-1]
 
     def _worker_env(self, machine: Machine) -> dict[str, str]:
         env = self._prefect_env(machine.prefect_home)
@@ -378,6 +373,9 @@ class TeamStack:
                 "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),  # see automations.yaml
                 **self.extra_worker_env}
 
+    def _worker_online(self, name: str) -> bool:
+        return name in self.online_workers()
+
     def online_workers(self) -> set[str]:
         """Names of the workers the server has heard from lately."""
         response = self.api("POST", f"/work_pools/{WORK_POOL}/workers/filter", json={})
@@ -387,7 +385,7 @@ class TeamStack:
 
     # Running ----------------------------------------------------------------------------------------
 
-    def processes(self) -> dict[str, subprocess.Popen]:
+    def processes(self) -> dict[str, subprocess.Popen[bytes]]:
         """{part: its process}, for what is running."""
         parts = {"PostgreSQL": self.postgres.process, "moto": self.store.process,
                  "Prefect server": self.prefect.processes.get("server") if self.prefect else None,
@@ -433,11 +431,11 @@ class TeamStack:
         by its id; what is still running afterwards (nothing, normally) is returned and kept in `survivors`."""
         self._stopping.set()
         survivors: list[ProcessId] = []
-        workers = [machine for machine in self.machines if machine.process is not None]
+        workers = [machine.process for machine in self.machines if machine.process is not None]
         with concurrent.futures.ThreadPoolExecutor(max(1, len(workers))) as pool:
-            for left in pool.map(lambda machine: stop_tree(machine.process, WORKER_SIGNALS), workers):
+            for left in pool.map(functools.partial(stop_tree, signals=WORKER_SIGNALS), workers):
                 survivors += left
-        for machine in workers:
+        for machine in self.machines:
             machine.process = None
         server = self.prefect.processes.pop("server", None) if self.prefect else None
         if server is not None:
@@ -450,11 +448,12 @@ class TeamStack:
             self._lock = None
         return survivors
 
-    def __enter__(self) -> "TeamStack":
+    def __enter__(self) -> TeamStack:
         self.start()
         return self
 
-    def __exit__(self, kind, error, traceback) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
         survivors = self.stop()
         if survivors and kind is None:
             raise TeamStackError("still running after the team stack stopped: " + "; ".join(map(str, survivors)))
@@ -463,7 +462,7 @@ class TeamStack:
 def up(folder: Path = DEFAULT_FOLDER, trainings: int = 1, worker_limit: int = 2) -> int:
     """`mnist-pipeline team up`: start the stack, print what runs where, wait; stop it all on Ctrl-C or
     SIGTERM (or when a part stops by itself: exit 1). Exit 1 also if anything is left running."""
-    def interrupt(signum, frame):
+    def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     stack = TeamStack(folder, trainings=trainings, worker_limit=worker_limit,

@@ -16,7 +16,9 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 STARTUP_NOTICES = re.compile(
     r"All log messages before absl::InitializeLog\(\) is called"
@@ -30,13 +32,13 @@ CUDA_INIT_FAILED = "failed call to cuInit"
 
 _lock = threading.Lock()
 _ready = False
-_restore = None  # while stderr goes through the filter: puts it back and passes on what is left
+_restore: Callable[[], None] | None = None  # while stderr goes through the filter: puts it back and passes on what is left
 
 
 class _NoticeFilter:
     """Decides line by line, remembering whether TensorFlow reported that there is no CUDA driver."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.no_driver = False
 
     def keep(self, line: str) -> bool:
@@ -60,7 +62,7 @@ def _pass_on(read_fd: int, target_fd: int) -> None:
 
 
 @contextmanager
-def _filtered_stderr():
+def _filtered_stderr() -> Iterator[None]:
     """File descriptor 2 (C++ writes there directly) through the notice filter, for the block."""
     global _restore
     sys.stderr.flush()
@@ -93,7 +95,7 @@ def release_stderr() -> None:
         _restore()
 
 
-def import_tensorflow():
+def import_tensorflow() -> Any:
     """The `tensorflow` module, imported once per process without its start-up notices. Safe to call
     from several threads (e.g. a background import while Prefect starts its server)."""
     global _ready

@@ -38,4 +38,4 @@ def mcnemar_exact(only_first: int, only_second: int) -> float:
         raise ValueError("mcnemar_exact needs counts of images, not negative numbers")
     n = only_first + only_second
     tail = sum(math.comb(n, k) for k in range(min(only_first, only_second) + 1))
-    return min(1.0, 2 * tail / 2**n)
+    return min(1.0, 2 * tail / (1 << n))  # 1 << n: 2**n as an int (mypy types int ** int as Any)
