@@ -82,7 +82,7 @@ def canonical_order(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray,
     were read from (the IDX files keep their own order, tfds shuffles examples as it prepares them),
     so both sources give the same split for the same seed."""
     keys = [hashlib.blake2b(image.tobytes() + bytes([label]), digest_size=8).digest()
-            for image, label in zip(images, labels)]
+            for image, label in zip(images, labels, strict=True)]
     order = sorted(range(len(keys)), key=keys.__getitem__)
     return images[order], labels[order]
 

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
 from mnist_pipeline.core.support.errors import PermanentError
 from mnist_pipeline.core.data.idx import GZIP_MAGIC, IdxError, is_idx, read_idx
 from mnist_pipeline.core.data.mnist import IMAGE_SHAPE
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 DIGIT_BOX = 20  # MNIST fits each digit's bounding box into 20x20 ...
 CANVAS = IMAGE_SHAPE[0]  # ... and centres it by centre of mass in 28x28
@@ -71,7 +74,8 @@ def read_inputs(path: Path, invert: bool = False) -> np.ndarray:
 
 def _read_npy(path: Path) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)  # never unpickle: an object array is refused
+        array: np.ndarray = np.load(path, allow_pickle=False)  # never unpickle: an object array is refused
+        return array
     except (ValueError, OSError, EOFError) as error:
         raise InputError(f"{path}: not a readable .npy array of pixel values ({error})") from error
 
@@ -103,7 +107,7 @@ def as_images(array: np.ndarray, path: Path | str) -> np.ndarray:
         raise InputError(f"{path}: holds {array.dtype} values; expected pixel values 0-255 (uint8 like MNIST)")
     low, high = array.min(), array.max()
     if low < 0 or high > 255 or not np.array_equal(array, np.round(array)):
-        scaled = " If they are scaled to [0, 1], multiply by 255." if 0 <= low and high <= 1 else ""
+        scaled = " If they are scaled to [0, 1], multiply by 255." if low >= 0 and high <= 1 else ""
         raise InputError(
             f"{path}: holds {array.dtype} values from {low} to {high}; expected whole pixel values "
             f"0-255 (uint8 like MNIST).{scaled}"
@@ -126,26 +130,26 @@ def read_picture(source: Path | BinaryIO, invert: bool = False, name: Path | str
     uint8 [28, 28]. `name` names it in errors (default: the path)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    name = source if name is None else name
+    label = str(source) if name is None else name
     try:
         with Image.open(source) as image:
-            _check_size(image.size, name)  # from the header: nothing is decoded yet
+            _check_size(image.size, label)  # from the header: nothing is decoded yet
             image.load()
             gray = _grayscale(ImageOps.exif_transpose(image), background=255 if invert else 0)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         detail = "no picture format Pillow knows" if isinstance(error, UnidentifiedImageError) else str(error)
         raise InputError(
-            f"{name}: not {wording.readable} that can be read ({detail}). Give {wording.accepted}."
+            f"{label}: not {wording.readable} that can be read ({detail}). Give {wording.accepted}."
         ) from error
     if invert:
         gray = 255.0 - gray
     if np.median(gray) > 127:  # mostly light: the background is light, so the digit is dark
         fix = f"leave out {wording.invert_option}" if invert else f"pass {wording.invert_option}"
         raise InputError(
-            f"{name}: the picture {'is, once inverted,' if invert else 'is'} a dark digit on a light background; "
+            f"{label}: the picture {'is, once inverted,' if invert else 'is'} a dark digit on a light background; "
             f"the model reads light digits on a dark background (as MNIST's): {fix}"
         )
-    return mnist_layout(gray, name)
+    return mnist_layout(gray, label)
 
 
 def _check_size(size: tuple[int, int], name: Path | str) -> None:
@@ -158,7 +162,7 @@ def _check_size(size: tuple[int, int], name: Path | str) -> None:
         )
 
 
-def _grayscale(image, background: int) -> np.ndarray:
+def _grayscale(image: PIL.Image.Image, background: int) -> np.ndarray:
     """A float [h, w] array in 0-255; transparent parts show `background` (the canvas colour)."""
     from PIL import Image
 
@@ -197,7 +201,7 @@ def mnist_layout(gray: np.ndarray, path: Path | str = "image") -> np.ndarray:
     digit = gray[top:rows.max() + 1 + margin, left:cols.max() + 1 + margin]
     if scale != 1:
         new_size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))
-        digit = np.clip(np.asarray(Image.fromarray(digit.astype(np.float32)).resize(new_size, Image.LANCZOS)), 0, 255)
+        digit = np.clip(np.asarray(Image.fromarray(digit.astype(np.float32)).resize(new_size, Image.Resampling.LANCZOS)), 0, 255)
     return _centre(digit, (top, left) if scale == 1 else (0, 0))
 
 

@@ -17,6 +17,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from filelock import FileLock
@@ -29,6 +30,9 @@ from mnist_pipeline.core.support.files import fsync_dir, sha256_file, write_json
 
 SPLIT_NAMES = ("train", "validation", "test")
 MANIFEST = "manifest.json"
+
+Log = logging.Logger | logging.LoggerAdapter[Any]  # a logger, or Prefect's run logger
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ class SplitRecipe:
         return data_fingerprint(self.source_sha256, self.extra_sha256)
 
 
-def data_fingerprint(source_sha256: tuple, extra_sha256: tuple) -> str:
+def data_fingerprint(source_sha256: tuple[Any, ...], extra_sha256: tuple[Any, ...]) -> str:
     """The hash of the data alone (dataset, source files, extra pictures): what the change check
     compares with the production model's, so a new picture means a retraining but a new seed or a
     change of this module's code does not."""
@@ -106,7 +110,7 @@ def is_intact(split_dir: Path) -> bool:
 
 
 def ensure_split(recipe: SplitRecipe, bundle_dir: Path, splits_root: Path, tfds_data_dir: Path,
-                 log: logging.Logger | logging.LoggerAdapter = logging.getLogger(__name__),
+                 log: Log = _LOG,
                  extra_dir: Path | None = None) -> Path:
     """The manifest of `recipe`'s split under `splits_root`, built unless an intact copy is there.
 
@@ -136,7 +140,7 @@ def split_available(recipe: SplitRecipe, splits_root: str) -> bool:
 
 
 def ensure_shared_split(recipe: SplitRecipe, bundle_dir: Path, splits_root: str, tfds_data_dir: Path,
-                        log: logging.Logger | logging.LoggerAdapter = logging.getLogger(__name__),
+                        log: Log = _LOG,
                         extra_dir: Path | None = None) -> str:
     """`ensure_split` in the artifact store `splits_root` (a folder or a URL): the reference of the
     split's manifest. In a store, a split another machine built is downloaded, not built again; a
@@ -178,7 +182,7 @@ def describe_split(manifest_path: Path) -> str:
 
 
 def build_split(recipe: SplitRecipe, bundle_dir: Path, tfds_data_dir: Path, final_dir: Path,
-                extra_dir: Path | None = None, log: logging.Logger | logging.LoggerAdapter = logging.getLogger(__name__),
+                extra_dir: Path | None = None, log: Log = _LOG,
                 ) -> None:
     """Verify the source, read MNIST once, split train/validation by seeded index, add the extra
     pictures to train, and write the files into `final_dir` (the caller holds the splits lock)."""
@@ -198,11 +202,13 @@ def build_split(recipe: SplitRecipe, bundle_dir: Path, tfds_data_dir: Path, fina
 
 
 def _with_extra(train: tuple[np.ndarray, np.ndarray], recipe: SplitRecipe, extra_dir: Path | None,
-                log: logging.Logger | logging.LoggerAdapter) -> tuple[np.ndarray, np.ndarray]:
+                log: Log) -> tuple[np.ndarray, np.ndarray]:
     """The train split with the recipe's extra pictures appended (never validation or test: the test
     split stays MNIST's own, so accuracies stay comparable)."""
     if not recipe.extra_sha256:
         return train
+    if extra_dir is None:
+        raise extra_data.ExtraDataError("the split's recipe has extra pictures, but no extra data folder was given")
     extra = extra_data.scan(extra_dir)
     if extra.fingerprint() != recipe.extra_sha256:
         raise extra_data.ExtraDataError(
@@ -267,7 +273,8 @@ class SplitFiles:
 
     def path(self, split: str) -> Path:
         manifest = json.loads(Path(self.manifest_path).read_text())
-        return Path(self.manifest_path).parent / manifest["splits"][split]["file"]
+        file_name: str = manifest["splits"][split]["file"]
+        return Path(self.manifest_path).parent / file_name
 
     def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """(images uint8 [n, 28, 28], labels uint8 [n]) of one split."""

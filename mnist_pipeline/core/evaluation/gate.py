@@ -17,7 +17,8 @@ the decision record shows each one's value and verdict.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class GateSettings:
     significance_alpha: float
 
     @classmethod
-    def of(cls, values: Mapping[str, Any]) -> "GateSettings":
+    def of(cls, values: Mapping[str, Any]) -> GateSettings:
         """The settings among `values` (a run's parameters, or a version's params.json)."""
         return cls(**{field.name: values[field.name] for field in fields(cls)})
 
@@ -57,7 +58,8 @@ class Scored:
 
     @property
     def right(self) -> np.ndarray:
-        return self.predicted == self.labels
+        right: np.ndarray = self.predicted == self.labels
+        return right
 
     @property
     def correct(self) -> int:
@@ -159,7 +161,7 @@ def _threshold(candidate: Scored, threshold: float) -> Criterion:
 
 def _floor(candidate: Scored, floor: float) -> Criterion:
     accuracies = candidate.class_accuracies()
-    lowest = min(accuracies, key=accuracies.get)
+    lowest = min(accuracies, key=accuracies.__getitem__)
     below = [c for c, accuracy in accuracies.items() if accuracy < floor]
     if below:
         text = (f"test accuracy of class{'es' if len(below) > 1 else ''} "
@@ -172,7 +174,7 @@ def _floor(candidate: Scored, floor: float) -> Criterion:
 def _margin(candidate: Scored, production: Scored, margin: float) -> Criterion:
     mine, theirs = candidate.class_accuracies(), production.class_accuracies()
     drops = {c: theirs[c] - mine[c] for c in mine}
-    largest = max(drops, key=drops.get)
+    largest = max(drops, key=drops.__getitem__)
     over = [c for c, drop in drops.items() if drop > margin + FLOAT_SLACK]
     if over:
         text = (f"test accuracy of class{'es' if len(over) > 1 else ''} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -12,7 +13,7 @@ from mnist_pipeline.core.support.files import atomic_path
 from mnist_pipeline.core.data.mnist import NUM_CLASSES
 
 
-def _pyplot():
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,7 +22,7 @@ def _pyplot():
     return pyplot
 
 
-def _save_figure(figure, path: Path) -> None:
+def _save_figure(figure: Any, path: Path) -> None:
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=100, bbox_inches="tight")
     _pyplot().close(figure)
@@ -31,7 +32,7 @@ def plot_training_curves(history_path: Path, path: Path) -> None:
     history = json.loads(history_path.read_text())
     epochs = range(1, len(history["loss"]) + 1)
     figure, axes = _pyplot().subplots(1, 2, figsize=(10, 4))
-    for axis, metric in zip(axes, ("loss", "accuracy")):
+    for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
         axis.plot(epochs, history[metric], marker="o", label=f"train {metric}")
         axis.plot(epochs, history[f"val_{metric}"], marker="o", label=f"validation {metric}")
         axis.set_xlabel("epoch")
@@ -61,7 +62,7 @@ def png_data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def plot_sweep(records: list[dict], selected: str, path: Path) -> None:
+def plot_sweep(records: list[dict[str, Any]], selected: str, path: Path) -> None:
     """Validation accuracy per sweep candidate, the selected one highlighted, failed ones labelled."""
     names = [r["candidate"] for r in records]
     accuracies = [r["validation_accuracy"] or 0.0 for r in records]

@@ -9,6 +9,7 @@ import hashlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,13 +35,13 @@ class Evaluation:
     plot_paths: tuple[str, ...]
     predictions_path: str
 
-    def fetched(self) -> "Evaluation":
+    def fetched(self) -> Evaluation:
         """This evaluation with its files on this machine (downloaded from the artifact store if need be)."""
         return replace(self, metrics_path=str(store.fetch(self.metrics_path)),
                        plot_paths=tuple(str(store.fetch(path)) for path in self.plot_paths),
                        predictions_path=str(store.fetch(self.predictions_path)))
 
-    def published(self) -> "Evaluation":
+    def published(self) -> Evaluation:
         """This evaluation with its files uploaded to the artifact store they mirror, if any, and
         referenced by their URLs there."""
         return replace(self, metrics_path=store.publish(self.metrics_path),
@@ -48,7 +49,7 @@ class Evaluation:
                        predictions_path=store.publish(self.predictions_path))
 
 
-def score(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+def score(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """Loss, accuracy with its 95% Wilson interval, per-class accuracy and the confusion matrix."""
     labels = labels.astype(np.int64)
     predicted = probabilities.argmax(axis=1)

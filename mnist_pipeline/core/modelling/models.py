@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class ConfigError(PermanentError):
     """A training configuration that the preset cannot take."""
 
 
-def _seed_mlp(layers, config: TrainingConfig):
+def _seed_mlp(layers: Any, config: TrainingConfig) -> list[Any]:
     """The tutorial's model: 784-50-50-10, relu, softmax."""
     return [
         layers.Flatten(),
@@ -49,7 +50,7 @@ def _seed_mlp(layers, config: TrainingConfig):
     ]
 
 
-def _mlp(layers, config: TrainingConfig):
+def _mlp(layers: Any, config: TrainingConfig) -> list[Any]:
     return [
         layers.Flatten(),
         layers.Dense(config.width, activation="relu"),
@@ -59,7 +60,7 @@ def _mlp(layers, config: TrainingConfig):
     ]
 
 
-def _cnn(layers, config: TrainingConfig):
+def _cnn(layers: Any, config: TrainingConfig) -> list[Any]:
     """Two small conv blocks: >= 99.2% test accuracy after 6 epochs with cosine decay."""
     return [
         layers.Reshape((*IMAGE_SHAPE, 1)),
@@ -76,7 +77,7 @@ def _cnn(layers, config: TrainingConfig):
 
 @dataclass(frozen=True)
 class Preset:
-    layers: Callable
+    layers: Callable[[Any, TrainingConfig], list[Any]]  # (keras.layers, config) -> the layers after the input's scaling
     defaults: TrainingConfig
     cosine_decay: bool = True  # learning rate decays to 0 over the planned epochs (not in the tutorial)
 
@@ -102,14 +103,14 @@ PRESETS: dict[str, Preset] = {
 def training_config(preset: str, seed: int, **overrides: int | float | None) -> TrainingConfig:
     """The preset's defaults with the overrides that are not None; a dropout rate for a preset without
     a dropout layer is refused (ConfigError)."""
-    given = {name: value for name, value in overrides.items() if value is not None}
+    given: dict[str, Any] = {name: value for name, value in overrides.items() if value is not None}
     if "dropout" in given and PRESETS[preset].defaults.dropout is None:
         raise ConfigError(f"{preset} has no dropout layer, so a dropout rate cannot apply to it; leave dropout "
                           f"out, or choose a preset with one ({', '.join(p for p, s in PRESETS.items() if s.defaults.dropout is not None)})")
     return replace(PRESETS[preset].defaults, seed=seed, **given)
 
 
-def build_model(config: TrainingConfig, steps_per_epoch: int = 1):
+def build_model(config: TrainingConfig, steps_per_epoch: int = 1) -> Any:
     """A compiled Keras model of the config's preset, taking raw uint8 images."""
     import_tensorflow()
     import keras
@@ -133,7 +134,7 @@ def build_model(config: TrainingConfig, steps_per_epoch: int = 1):
     return model
 
 
-def load_model(model_path: str | Path):
+def load_model(model_path: str | Path) -> Any:
     """Load a `.keras` model with Keras' safe mode on (no arbitrary code from the file)."""
     import_tensorflow()
     import keras
@@ -144,7 +145,7 @@ def load_model(model_path: str | Path):
     return keras.models.load_model(path, safe_mode=True, compile=False)
 
 
-def predict_probabilities(model, images: np.ndarray) -> np.ndarray:
+def predict_probabilities(model: Any, images: np.ndarray) -> np.ndarray:
     """Class probabilities [n, 10] of raw uint8 images [n, 28, 28]."""
     return np.asarray(model.predict(images, batch_size=1000, verbose=0))
 
@@ -152,4 +153,4 @@ def predict_probabilities(model, images: np.ndarray) -> np.ndarray:
 def top_classes(probabilities: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
     """The k most probable classes of each row, with their probabilities, most probable first."""
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    return [[(int(c), float(row[c])) for c in best] for row, best in zip(probabilities, order)]
+    return [[(int(c), float(row[c])) for c in best] for row, best in zip(probabilities, order, strict=True)]

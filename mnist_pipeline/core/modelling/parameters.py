@@ -9,7 +9,8 @@ and TensorFlow so that `--help` and bad values answer at once.
 from __future__ import annotations
 
 import inspect
-from typing import Annotated, Callable, Literal, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator
 
@@ -25,40 +26,40 @@ class PipelineParameters(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     preset: Literal["cnn", "mlp", "seed-mlp"] = Field(
-        "cnn", description="model preset: cnn (>= 99%), mlp (fast, >= 97.5%), seed-mlp (the tutorial as written)")
-    epochs: Optional[int] = Field(None, ge=1, le=1000, description="maximum epochs (default: the preset's)")
-    batch_size: Optional[int] = Field(None, ge=1, le=54000, description="batch size (default: the preset's)")
-    learning_rate: Optional[float] = Field(None, gt=0, le=1, description="Adam learning rate (default: the preset's)")
-    patience: Optional[int] = Field(
-        None, ge=0, le=1000, description="early-stopping patience in epochs (default: the preset's)")
-    width: Optional[int] = Field(
-        None, ge=1, le=4096, description="units of the first dense layer; the mlp's second has half (default: the preset's)")
-    dropout: Optional[float] = Field(
-        None, ge=0, lt=1, description="dropout rate, for the presets with a dropout layer: cnn, mlp (default: the preset's)")
-    seed: int = Field(42, ge=0, le=2**31 - 1, description="seed of the validation split and of training")
-    validation_fraction: float = Field(0.1, gt=0, le=0.5, description="share of train held out for validation")
-    threshold: float = Field(0.97, gt=0, le=1, description="minimum test accuracy for promotion to production")
+        default="cnn", description="model preset: cnn (>= 99%), mlp (fast, >= 97.5%), seed-mlp (the tutorial as written)")
+    epochs: int | None = Field(default=None, ge=1, le=1000, description="maximum epochs (default: the preset's)")
+    batch_size: int | None = Field(default=None, ge=1, le=54000, description="batch size (default: the preset's)")
+    learning_rate: float | None = Field(default=None, gt=0, le=1, description="Adam learning rate (default: the preset's)")
+    patience: int | None = Field(
+        default=None, ge=0, le=1000, description="early-stopping patience in epochs (default: the preset's)")
+    width: int | None = Field(
+        default=None, ge=1, le=4096, description="units of the first dense layer; the mlp's second has half (default: the preset's)")
+    dropout: float | None = Field(
+        default=None, ge=0, lt=1, description="dropout rate, for the presets with a dropout layer: cnn, mlp (default: the preset's)")
+    seed: int = Field(default=42, ge=0, le=2**31 - 1, description="seed of the validation split and of training")
+    validation_fraction: float = Field(default=0.1, gt=0, le=0.5, description="share of train held out for validation")
+    threshold: float = Field(default=0.97, gt=0, le=1, description="minimum test accuracy for promotion to production")
     per_class_floor: float = Field(
-        0.95, ge=0, le=1, description="minimum test accuracy of every class (digit) for promotion")
+        default=0.95, ge=0, le=1, description="minimum test accuracy of every class (digit) for promotion")
     per_class_margin: float = Field(
-        0.01, ge=0, le=1, description="most a class's test accuracy may fall below production's on it for promotion")
+        default=0.01, ge=0, le=1, description="most a class's test accuracy may fall below production's on it for promotion")
     require_significant: bool = Field(
-        False, description="promote only a candidate significantly better than production (exact McNemar test on "
+        default=False, description="promote only a candidate significantly better than production (exact McNemar test on "
         "the test images only one of them gets right); otherwise not worse is enough")
     significance_alpha: float = Field(
-        0.05, gt=0, lt=1, description="significance level of the McNemar test against production")
+        default=0.05, gt=0, lt=1, description="significance level of the McNemar test against production")
     force_retrain: bool = Field(
-        False, description="train even when a model with the same inputs (data, configuration, seed, code, "
+        default=False, description="train even when a model with the same inputs (data, configuration, seed, code, "
         "framework versions) was trained before, instead of taking it from the cache")
     data_source: Literal["bundle", "tfds"] = Field(
-        "bundle", description="bundle: the MNIST files shipped with the package (offline); tfds: tensorflow-datasets' download")
-    bundle_dir: Optional[str] = Field(
-        None, description="folder of the four MNIST IDX .gz files (default: the copy shipped with the package)")
-    extra_data: Optional[str] = Field(
-        None, description="folder of extra labelled pictures for training: one sub-folder per class, 0 to 9, "
+        default="bundle", description="bundle: the MNIST files shipped with the package (offline); tfds: tensorflow-datasets' download")
+    bundle_dir: str | None = Field(
+        default=None, description="folder of the four MNIST IDX .gz files (default: the copy shipped with the package)")
+    extra_data: str | None = Field(
+        default=None, description="folder of extra labelled pictures for training: one sub-folder per class, 0 to 9, "
         "of PNG/JPEG pictures (default: none)")
-    artifacts_dir: Optional[str] = Field(
-        None, description="where splits, runs and the registry go (default: $MNIST_ARTIFACTS_DIR or ./artifacts)")
+    artifacts_dir: str | None = Field(
+        default=None, description="where splits, runs and the registry go (default: $MNIST_ARTIFACTS_DIR or ./artifacts)")
 
     @field_validator("dropout")
     @classmethod
@@ -73,10 +74,16 @@ class PipelineParameters(BaseModel):
 
 DATA_FIELDS = ("data_source", "bundle_dir", "extra_data", "artifacts_dir")
 # The parameters that say which data a run trains on (and where its registry is): the change check's.
-DataParameters = create_model(
-    "DataParameters", __config__=ConfigDict(extra="forbid", frozen=True),
-    **{name: (PipelineParameters.model_fields[name].annotation, PipelineParameters.model_fields[name])
-       for name in DATA_FIELDS})
+_DATA_FIELDS: dict[str, Any] = {name: (PipelineParameters.model_fields[name].annotation,
+                                       PipelineParameters.model_fields[name]) for name in DATA_FIELDS}
+if TYPE_CHECKING:  # a model built at run time has no static type: what the type checker is told of this one
+    class DataParameters(BaseModel):
+        data_source: Literal["bundle", "tfds"]
+        bundle_dir: str | None
+        extra_data: str | None
+        artifacts_dir: str | None
+else:
+    DataParameters = create_model("DataParameters", __config__=ConfigDict(extra="forbid", frozen=True), **_DATA_FIELDS)
 
 
 def allowed(field_name: str) -> str:
@@ -90,7 +97,18 @@ def allowed(field_name: str) -> str:
     return " and ".join(bounds)
 
 
-def validate_parameters(values: dict, model: type[BaseModel] = PipelineParameters) -> BaseModel:
+ParametersT = TypeVar("ParametersT", bound=BaseModel)
+
+
+@overload
+def validate_parameters(values: dict[str, Any]) -> PipelineParameters: ...
+
+
+@overload
+def validate_parameters(values: dict[str, Any], model: type[ParametersT]) -> ParametersT: ...
+
+
+def validate_parameters(values: dict[str, Any], model: type[BaseModel] = PipelineParameters) -> BaseModel:
     """Build the parameters (of `model`: a sweep's parameters reuse these fields), or raise one error
     naming each bad parameter and what it allows."""
     try:
@@ -116,11 +134,14 @@ def signature(model: type[BaseModel] = PipelineParameters) -> inspect.Signature:
     ])
 
 
-def takes_parameters(function: Callable, model: type[BaseModel] = PipelineParameters) -> Callable:
+FunctionT = TypeVar("FunctionT", bound=Callable[..., Any])
+
+
+def takes_parameters(function: FunctionT, model: type[BaseModel] = PipelineParameters) -> FunctionT:
     """Give `function(**values)` the signature of `model` (`PipelineParameters` unless another is
     given), and an `Args:` section in its docstring with each parameter's description (Prefect reads
     both for the parameter schema)."""
-    function.__signature__ = signature(model).replace(return_annotation=inspect.signature(function).return_annotation)
+    function.__signature__ = signature(model)  # type: ignore[attr-defined]  # inspect.signature reads it; functions take any attribute.replace(return_annotation=inspect.signature(function).return_annotation)
     arguments = "\n".join(f"    {name}: {field.description}" for name, field in model.model_fields.items())
     function.__doc__ = f"{inspect.cleandoc(function.__doc__ or '')}\n\nArgs:\n{arguments}\n"
     return function

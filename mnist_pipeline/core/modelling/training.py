@@ -13,6 +13,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from mnist_pipeline.core.support.faults import crash_point, fail_training_in, in
 from mnist_pipeline.core.support.files import atomic_path, sha256_file, write_json_atomic
 from mnist_pipeline.core.modelling.models import TrainingConfig, build_model
 from mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow
-from mnist_pipeline.core.data.splits import SplitFiles
+from mnist_pipeline.core.data.splits import Log, SplitFiles
 
 SHUFFLE_BUFFER = 10_000
 
@@ -36,11 +37,11 @@ class TrainedModel:
     train_seconds: float
     weights_sha256: str = ""  # the trained weights' values: equal weights are the same model, whatever the file's bytes
 
-    def fetched(self) -> "TrainedModel":
+    def fetched(self) -> TrainedModel:
         """This model with its files on this machine (downloaded from the artifact store if need be)."""
         return replace(self, model_path=str(store.fetch(self.model_path)), history_path=str(store.fetch(self.history_path)))
 
-    def published(self) -> "TrainedModel":
+    def published(self) -> TrainedModel:
         """This model with its files referenced by their URLs in the artifact store, if they mirror one
         (once its run folder was uploaded with `store.publish`)."""
         return replace(self, model_path=store.ref_of(self.model_path), history_path=store.ref_of(self.history_path))
@@ -63,7 +64,7 @@ def training_key(config: TrainingConfig, data_sha256: str, runs_root: str) -> st
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
-def weights_sha256(model) -> str:
+def weights_sha256(model: Any) -> str:
     """SHA-256 of a Keras model's weight values, in order (the `.keras` file's bytes also hold
     metadata such as the time it was saved, so two identical models rarely have identical files)."""
     digest = hashlib.sha256()
@@ -72,7 +73,7 @@ def weights_sha256(model) -> str:
     return digest.hexdigest()
 
 
-def input_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle_seed: int | None = None):
+def input_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle_seed: int | None = None) -> Any:
     """Batched, prefetched tf.data pipeline of raw uint8 images; shuffled when a seed is given."""
     import tensorflow as tf
 
@@ -82,7 +83,7 @@ def input_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, *, s
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def prepare_training(config: TrainingConfig, data: SplitFiles):
+def prepare_training(config: TrainingConfig, data: SplitFiles) -> tuple[Any, Any, Any]:
     """(compiled model, train pipeline, validation pipeline), seeded by the config: the set-up of
     every training run, shared with the benchmark."""
     tf = import_tensorflow()
@@ -100,22 +101,22 @@ def prepare_training(config: TrainingConfig, data: SplitFiles):
     return model, train_ds, validation_ds
 
 
-def early_stopping(config: TrainingConfig):
+def early_stopping(config: TrainingConfig) -> Any:
     """Stop when validation loss has not improved for `patience` epochs; keep the best epoch's weights."""
     import keras
 
     return keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
 
 
-def _epoch_logger(log):
+def _epoch_logger(log: Log) -> Any:
     """A Keras callback that logs one line per epoch: loss, accuracy, val_loss, val_accuracy, seconds."""
     import keras
 
-    class EpochLogger(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
+    class EpochLogger(keras.callbacks.Callback):  # type: ignore[misc]  # Keras is untyped: its classes are Any
+        def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             self.started = time.perf_counter()
 
-        def on_epoch_end(self, epoch, logs=None):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             logs = logs or {}
             log.info(
                 "epoch %d/%d: loss=%.4f accuracy=%.4f val_loss=%.4f val_accuracy=%.4f seconds=%.1f",
@@ -127,13 +128,13 @@ def _epoch_logger(log):
     return EpochLogger()
 
 
-def _fault_injector(attempt: int):
+def _fault_injector(attempt: int) -> Any:
     """A Keras callback for the test aids: fails the first attempt at the epoch `MNIST_TEST_FAIL_ONCE` names,
     kills the process at the epoch `MNIST_TEST_CRASH_AT` names (see core/support/faults.py)."""
     import keras
 
-    class FaultInjector(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
+    class FaultInjector(keras.callbacks.Callback):  # type: ignore[misc]  # Keras is untyped: its classes are Any
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             crash_point(f"train@epoch{epoch + 1}")
             inject_fault("train", attempt, epoch=epoch + 1)
 
@@ -157,8 +158,8 @@ def read_history(history_csv: Path) -> dict[str, list[float]]:
     return {metric: [float(row[metric]) for row in ordered] for metric in ordered[0]} if ordered else {}
 
 
-def fit(config: TrainingConfig, data: SplitFiles, run_dir: Path, log, *, tensorboard_dir: Path | None = None,
-        attempt: int = 1, callbacks: tuple = ()) -> TrainedModel:
+def fit(config: TrainingConfig, data: SplitFiles, run_dir: Path, log: Log, *, tensorboard_dir: Path | None = None,
+        attempt: int = 1, callbacks: tuple[Any, ...] = ()) -> TrainedModel:
     """Train, keep the best epoch's weights (by validation loss), and save `model.keras` atomically.
 
     TensorBoard logs go to `tensorboard_dir` when given; `callbacks` are added to Keras' own (the

@@ -26,6 +26,6 @@ class RunSummary:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "RunSummary":
+    def from_json(cls, text: str) -> RunSummary:
         data = json.loads(text)
         return cls(**{**data, "accuracy_interval_95": tuple(data["accuracy_interval_95"])})

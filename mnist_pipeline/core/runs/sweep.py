@@ -16,7 +16,8 @@ import random
 import socket
 import typing
 from dataclasses import asdict, dataclass
-from typing import Annotated, Optional
+from types import GenericAlias
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, create_model
 
@@ -31,34 +32,37 @@ SWEPT = ("learning_rate", "batch_size", "epochs", "width", "dropout")  # what Tr
 MAX_CANDIDATES = 64
 
 
-def _scalar(annotation):
+def _scalar(annotation: Any) -> Any:
     """`X` of `Optional[X]`."""
     return next(arg for arg in typing.get_args(annotation) if arg is not type(None))
 
 
-def _values_of(name: str):
+def _values_of(name: str) -> tuple[Any, Any]:
     """A swept parameter: a list of values each allowed for the single run's parameter of that name."""
     field = PipelineParameters.model_fields[name]
-    return (list[Annotated[_scalar(field.annotation), *field.metadata]],
+    return (GenericAlias(list, (Annotated[(_scalar(field.annotation), *field.metadata)],)),
             Field([], description=f"values to try, one or more: {field.description}"))
 
 
+_SWEEP_FIELDS: dict[str, Any] = {
+    **{name: (field.annotation, field) for name, field in PipelineParameters.model_fields.items() if name not in SWEPT},
+    **{name: _values_of(name) for name in SWEPT},
+}
 SweepParameters = create_model(
     "SweepParameters",
     __config__=ConfigDict(extra="forbid", frozen=True),
-    **{name: (field.annotation, field) for name, field in PipelineParameters.model_fields.items() if name not in SWEPT},
-    **{name: _values_of(name) for name in SWEPT},
-    samples=(Optional[int], Field(None, ge=1, le=MAX_CANDIDATES, description=(
+    **_SWEEP_FIELDS,
+    samples=(int | None, Field(None, ge=1, le=MAX_CANDIDATES, description=(
         "train this many combinations of the grid, drawn at random (seeded by sample_seed), instead of all"))),
     sample_seed=(int, Field(0, ge=0, le=2**31 - 1, description="seed of the random sample of the grid")),
-    max_parallel=(Optional[int], Field(None, ge=1, le=256, description=(
+    max_parallel=(int | None, Field(None, ge=1, le=256, description=(
         "candidates training at once on the local cluster, one worker process each (default: the machine's cores)"))),
-    dask_address=(Optional[str], Field(None, pattern=r"^(tcp|tls)://[^\s/:]+:\d+$", description=(
+    dask_address=(str | None, Field(None, pattern=r"^(tcp|tls)://[^\s/:]+:\d+$", description=(
         "an existing Dask scheduler to train on, e.g. tcp://host:8786 (default: a local cluster of processes)"))),
 )
 
 
-def candidate_configs(params) -> list[TrainingConfig]:
+def candidate_configs(params: Any) -> list[TrainingConfig]:
     """The training configurations of a sweep: every combination of the swept values (the preset's own
     value where none is given), or `samples` of them drawn at random, in grid order."""
     defaults = PRESETS[params.preset].defaults
@@ -89,7 +93,7 @@ def candidate_configs(params) -> list[TrainingConfig]:
             "Invalid sweep: max_parallel sizes the local cluster, but dask_address names an existing one, whose "
             "workers decide how many candidates train at once; give one or the other")
     try:
-        return [training_config(params.preset, params.seed, patience=params.patience, **dict(zip(SWEPT, combination)))
+        return [training_config(params.preset, params.seed, patience=params.patience, **dict(zip(SWEPT, combination, strict=True)))
                 for combination in combinations]
     except ConfigError as error:
         raise InvalidParameterError(f"Invalid sweep: {error}") from None
@@ -102,7 +106,7 @@ def check_dask_cluster(address: str) -> None:
     host, port = address.split("://", 1)[1].rsplit(":", 1)
     try:
         socket.create_connection((host, int(port)), timeout=10).close()  # a refused connection fails at once
-        with Client(address, timeout="10s", set_as_default=False) as client:
+        with Client(address, timeout="10s", set_as_default=False) as client:  # type: ignore[no-untyped-call]  # distributed leaves Client.__init__ unannotated
             workers = client.scheduler_info()["workers"]
     except (OSError, TimeoutError) as error:
         raise PipelineError(
@@ -137,9 +141,10 @@ class Trial:
         if not self.trained:
             return None
         history = json.loads(store.fetch(self.trained.history_path).read_text())
-        return history["val_accuracy"][self.trained.best_epoch - 1]
+        accuracy: float = history["val_accuracy"][self.trained.best_epoch - 1]
+        return accuracy
 
-    def record(self) -> dict:
+    def record(self) -> dict[str, Any]:
         """What the sweep report and `sweep.json` show of this candidate (its model's folder: an earlier
         run's when the training came from the cache)."""
         return {
@@ -156,15 +161,15 @@ class Trial:
 def select(trials: list[Trial]) -> Trial:
     """The completed candidate with the highest validation accuracy; of equals, the fastest to train
     (then the first in grid order)."""
-    completed = [trial for trial in trials if trial.trained]
+    completed = [(trial, trial.trained) for trial in trials if trial.trained]
     if not completed:
         failures = "; ".join(f"{trial.name}: {trial.error}" for trial in trials)
         raise SweepFailedError(f"Every candidate of the sweep failed, so none can be selected ({failures}). "
                                "Fix the cause named above and run the sweep again.")
-    return max(completed, key=lambda trial: (trial.validation_accuracy, -trial.trained.train_seconds))
+    return max(completed, key=lambda pair: (pair[0].validation_accuracy, -pair[1].train_seconds))[0]
 
 
-def candidates_table(records: list[dict], selected: str) -> str:
+def candidates_table(records: list[dict[str, Any]], selected: str) -> str:
     """The candidates as a markdown table (also readable as plain text), the selected one marked."""
     lines = ["| candidate | learning rate | batch size | max epochs | width | dropout | validation accuracy | "
              "epochs run | training s | status |", "| --- " * 10 + "|"]
@@ -182,7 +187,7 @@ def candidates_table(records: list[dict], selected: str) -> str:
 class SweepSummary:
     """What a sweep returns: every candidate's record, the selected one and its single-run summary."""
 
-    candidates: list[dict]
+    candidates: list[dict[str, Any]]
     selected: str
     run: RunSummary  # the selected candidate's evaluation and the gate's decision
     sweep_dir: str  # sweep.json and the plot
