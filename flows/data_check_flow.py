@@ -10,11 +10,12 @@ two. Scheduled nightly (prefect.yaml `nightly-data-check`); the training deploym
 from __future__ import annotations
 
 import functools
+from typing import Any
 
-from prefect import flow
+from prefect import State, flow
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
-from prefect.states import Completed, State
+from prefect.states import Completed
 
 from mnist_pipeline.core.data import extra_data
 from mnist_pipeline.core.modelling.parameters import DataParameters, takes_parameters, validate_parameters
@@ -29,7 +30,7 @@ DATA_RESOURCE = "mnist.data"
 
 @flow(name="mnist-data-check", log_prints=True)
 @functools.partial(takes_parameters, model=DataParameters)
-def check_data(**values) -> State:
+def check_data(**values: Any) -> State:
     """Emit `mnist.data.changed` when the data differ from what the production model was trained on.
 
     Ends in a `Completed` state named `Changed` or `Unchanged`.

@@ -10,18 +10,20 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 if __name__ == "__main__":  # answer the command line before Prefect (1.5 s to import) loads
     from mnist_pipeline.cli.main import entry_point
 
     entry_point(["run", *sys.argv[1:]])
 
-from prefect import flow
+from prefect import State, flow
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
-from prefect.states import Completed, State
+from prefect.states import Completed
 
 from mnist_pipeline.core.data import extra_data
 from mnist_pipeline.core.registry.decisions import DecisionRecord
@@ -61,7 +63,7 @@ class Plan:
         return GateSettings.of(self.params.model_dump())
 
     @property
-    def run_params(self) -> dict:
+    def run_params(self) -> dict[str, Any]:
         """What the registry keeps of this run besides the training configuration and the gate."""
         return {"split_recipe_key": self.recipe.key, "data_source": self.params.data_source,
                 "data_fingerprint": self.recipe.data_fingerprint, "extra_pictures": len(self.recipe.extra_sha256)}
@@ -69,15 +71,15 @@ class Plan:
 
 def run_name() -> str:
     """What ran, and when: e.g. `cnn-seed42-20261129T071835Z` (shown in Prefect's lists of runs)."""
-    def given(name: str):
+    def given(name: str) -> Any:
         return flow_run.parameters.get(name, PipelineParameters.model_fields[name].default)
 
-    return f"{given('preset')}-seed{given('seed')}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    return f"{given('preset')}-seed{given('seed')}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
 
 
 @flow(name="mnist-training-pipeline", flow_run_name=run_name, log_prints=True)
 @takes_parameters
-def mnist_pipeline(**values) -> State:
+def mnist_pipeline(**values: Any) -> State:
     """Train an MNIST classifier and promote it to production if it passes the gate.
 
     The run ends in a `Completed` state named `Promoted`, `Rejected` or `Unchanged` (the training
@@ -107,12 +109,15 @@ def mnist_pipeline(**values) -> State:
 def summarize(decision: DecisionRecord, trained: TrainedModel, evaluation: Evaluation, registry_dir: str,
               run_dir: str) -> RunSummary:
     """What a run returns: its model's results, the gate's decision, and the registry after it."""
+    version = decision.candidate
+    if version is None:  # a registration's decision always names the version it decided on
+        raise PipelineError(f"the registry's decision names no version: {decision.reason}")
     registry = open_registry(registry_dir)
     return RunSummary(
-        version=decision.candidate, preset=trained.config.preset, accuracy=evaluation.accuracy,
+        version=version, preset=trained.config.preset, accuracy=evaluation.accuracy,
         accuracy_interval_95=evaluation.interval_95, promoted=decision.promoted, reason=decision.reason,
         production=registry.production(), epochs_run=trained.epochs_run, train_seconds=trained.train_seconds,
-        version_dir=store.join(registry.location, "versions", decision.candidate), run_dir=run_dir,
+        version_dir=store.join(registry.location, "versions", version), run_dir=run_dir,
         decision_log=str(registry.decision_log), verdict=decision.verdict,
     )
 
@@ -120,8 +125,11 @@ def summarize(decision: DecisionRecord, trained: TrainedModel, evaluation: Evalu
 def tag_run(tag: str) -> None:
     """Add `tag` to this flow run's tags, for the UI's lists and filters (the preset is a parameter, so
     neither the deployment nor the caller can set it in advance)."""
+    run_id = flow_run.get_id()
+    if run_id is None:
+        raise PipelineError("tag_run tags the flow run it is called in: there is none")
     with get_client(sync_client=True) as client:
-        client.update_flow_run(flow_run.get_id(), tags=sorted({*flow_run.get_tags(), tag}))
+        client.update_flow_run(UUID(run_id), tags=sorted({*flow_run.get_tags(), tag}))
 
 
 def make_plan(params: PipelineParameters) -> Plan:
@@ -132,7 +140,7 @@ def make_plan(params: PipelineParameters) -> Plan:
     if paths.shared:
         store.ObjectStore(paths.location).check()
     bundle_dir, extra_dir = data_folders(params)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return Plan(
         params=params,
         paths=paths,

@@ -15,18 +15,19 @@ import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 if __name__ == "__main__":  # answer the command line before Prefect loads
     from mnist_pipeline.cli.main import entry_point
 
     entry_point(["sweep", *sys.argv[1:]])
 
-from prefect import flow, get_client, unmapped
+from prefect import State, flow, get_client, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect.states import Completed, State
-from prefect_dask import DaskTaskRunner
+from prefect.states import Completed
+from prefect_dask.task_runners import DaskTaskRunner
 
 from mnist_pipeline.core.storage import store
 from mnist_pipeline.core.support.files import write_json_atomic
@@ -57,12 +58,13 @@ class SweepPlan:
 
     @property
     def sweep_dir(self) -> Path:
-        return self.base.run_dir.with_name(f"{self.base.run_dir.name}-sweep")
+        run_dir: Path = self.base.run_dir  # (mypy does not resolve the mnist_pipeline.flows alias: Plan is Any to it)
+        return run_dir.with_name(f"{run_dir.name}-sweep")
 
 
 @flow(name="mnist-sweep", flow_run_name=lambda: f"sweep-{run_name()}", log_prints=True)
 @functools.partial(takes_parameters, model=SweepParameters)
-def mnist_sweep(**values) -> State:
+def mnist_sweep(**values: Any) -> State:
     """Train several configurations of one preset in parallel on Dask; evaluate the one with the best
     validation accuracy on the test split and offer it to the promotion gate.
 
@@ -77,7 +79,8 @@ def mnist_sweep(**values) -> State:
     data = preprocess(split(base.recipe, str(base.bundle_dir), refs(paths.splits), str(paths.tfds_data),
                             base.extra_dir and str(base.extra_dir)))
     with workers_share_this_api():
-        trials = train_candidates.with_options(task_runner=plan.task_runner)(
+        # with_options wants a TaskRunner[PrefectFuture[Any]]; a DaskTaskRunner is one (of its own future subclass)
+        trials = train_candidates.with_options(task_runner=plan.task_runner)(  # type: ignore[arg-type]
             plan.trials, data, refs(paths.tensorboard), paths.location, base.params.force_retrain)
     selected = select(trials)
     evaluation = evaluate.with_options(result_storage=results)(selected.trained, data, selected.run_dir)
@@ -104,7 +107,7 @@ def train_candidates(trials: list[Trial], data: SplitFiles, tensorboard_root: st
         [store.join(tensorboard_root, store.local_path(trial.run_dir).name) for trial in trials])
     futures.wait()
     finished = []
-    for trial, future in zip(trials, futures):
+    for trial, future in zip(trials, futures, strict=True):
         if future.state.is_completed():
             finished.append(replace(trial, trained=future.result()))
         else:  # recorded as failed; the sweep goes on with the others
@@ -114,7 +117,7 @@ def train_candidates(trials: list[Trial], data: SplitFiles, tensorboard_root: st
     return finished
 
 
-def make_sweep_plan(params) -> SweepPlan:
+def make_sweep_plan(params: Any) -> SweepPlan:
     """Expand and check the grid, resolve the folders, and find or size the cluster, before any work."""
     configs = candidate_configs(params)
     base = make_plan(PipelineParameters(**params.model_dump(include=set(PipelineParameters.model_fields) - set(SWEPT))))
@@ -142,7 +145,7 @@ def dask_task_runner(address: str | None, max_parallel: int | None, candidates: 
     })
 
 
-def workers_share_this_api():
+def workers_share_this_api() -> contextlib.AbstractContextManager[Any]:
     """Dask workers are other processes: with no Prefect API configured, each would start a temporary
     server of its own, whose records no one sees and which knows no concurrency limit. Hand them this
     flow's server (its settings travel with every task Dask runs)."""

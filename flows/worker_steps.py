@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect.deployments.steps import set_working_directory
+from prefect.deployments.steps.pull import set_working_directory
 
 
 def enter_project_root() -> dict[str, str]:

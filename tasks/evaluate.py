@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_table_artifact
+from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 from prefect.runtime import task_run
 
@@ -21,7 +23,7 @@ from mnist_pipeline.core.modelling.training import TrainedModel
 PER_CLASS_TABLE_KEY = "mnist-per-class-accuracy"
 
 
-def _inputs_key(context, parameters: dict) -> str:
+def _inputs_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Prefect's cache key of an evaluation: `evaluation_key` of its model, data and folder."""
     return evaluation_key(parameters["trained"].model_path, parameters["data"].data_sha256,
                           store.parent(parameters["run_dir"]))

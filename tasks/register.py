@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
@@ -15,6 +16,7 @@ from mnist_pipeline.core.storage import store
 from mnist_pipeline.core.registry.decisions import DecisionRecord
 from mnist_pipeline.orchestration.retries import retry_unless_permanent
 from mnist_pipeline.core.evaluation.gate import GateSettings
+from mnist_pipeline.core.support.errors import PipelineError
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
 from mnist_pipeline.core.registry.registry import Candidate, open_registry
 from mnist_pipeline.core.registry.report import render_report
@@ -27,7 +29,7 @@ REPORT_KEY = "mnist-training-report"
 
 @task(name="register", retries=3, retry_delay_seconds=1, retry_condition_fn=retry_unless_permanent)
 def register(trained: TrainedModel, evaluation: Evaluation, data: SplitFiles, registry_dir: str,
-             gate: GateSettings | float, run_params: dict) -> DecisionRecord:
+             gate: GateSettings | float, run_params: dict[str, Any]) -> DecisionRecord:
     """Register exactly once (a retry completes an interrupted registration) and publish the report.
     `gate` is the gate's settings; a bare threshold (as the sweep flow passes) takes the defaults of the
     others."""
@@ -36,14 +38,17 @@ def register(trained: TrainedModel, evaluation: Evaluation, data: SplitFiles, re
     registry = open_registry(registry_dir)
     candidate = Candidate(trained.fetched(), evaluation.fetched(), data, gate, run_params, flow_run.get_id())
     decision = registry.register(candidate, attempt=task_run.run_count)
+    version = decision.candidate
+    if version is None:  # a registration's decision always names the version it decided on
+        raise PipelineError(f"the registry's decision names no version: {decision.reason}")
     low, high = evaluation.interval_95
     get_run_logger().info("%s %s: %s (95%% CI %.4f-%.4f)", decision.candidate, decision.verdict,
                           decision.reason, low, high)
     metrics = json.loads(Path(candidate.evaluation.metrics_path).read_text())
     create_markdown_artifact(
         key=REPORT_KEY,
-        markdown=render_report(decision, metrics, registry.version_dir(decision.candidate), trained.config.preset,
-                               files_at=store.join(registry.location, "versions", decision.candidate)),
+        markdown=render_report(decision, metrics, registry.version_dir(version), trained.config.preset,
+                               files_at=store.join(registry.location, "versions", version)),
         description=f"MNIST {trained.config.preset}: {decision.verdict} ({evaluation.accuracy:.4f})",
     )
     return decision

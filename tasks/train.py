@@ -11,8 +11,11 @@ nothing waits, and nothing is logged about it.
 
 from __future__ import annotations
 
+from typing import Any, cast
+from uuid import UUID
 
 from prefect import task
+from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 from prefect.runtime import task_run
 
@@ -28,24 +31,25 @@ TRAINING_TAG = "mnist-training"
 TRAINING_CONCURRENCY_LIMIT = f"tag:{TRAINING_TAG}"  # the server's name of the tag's limit
 
 
-def _progress_reporter(preset: str):
+def _progress_reporter(preset: str) -> Any:
     """A Keras callback that shows "epoch k of n" as a Prefect progress artifact while training runs."""
     import_tensorflow()
     import keras
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-    class ProgressReporter(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
+    class ProgressReporter(keras.callbacks.Callback):  # type: ignore[misc]  # Keras is untyped: its classes are Any
+        def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
             self.epochs_done = 0
-            self.artifact_id = create_progress_artifact(
-                0.0, key=PROGRESS_KEY, description=f"Training {preset}: epoch 0 of {self.params['epochs']}")
+            # typed "the id, or a coroutine in an async context": Keras calls this from sync code
+            self.artifact_id = cast(UUID, create_progress_artifact(
+                0.0, key=PROGRESS_KEY, description=f"Training {preset}: epoch 0 of {self.params['epochs']}"))
 
-        def on_epoch_end(self, epoch, logs=None):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             self.epochs_done, planned = epoch + 1, self.params["epochs"]
             update_progress_artifact(self.artifact_id, 100.0 * self.epochs_done / planned,
                                      description=f"Training {preset}: epoch {self.epochs_done} of {planned}")
 
-        def on_train_end(self, logs=None):
+        def on_train_end(self, logs: dict[str, float] | None = None) -> None:
             if self.epochs_done < self.params["epochs"]:
                 update_progress_artifact(self.artifact_id, 100.0, description=(
                     f"Trained {preset}: early stopping after epoch {self.epochs_done} of {self.params['epochs']}"))
@@ -53,7 +57,7 @@ def _progress_reporter(preset: str):
     return ProgressReporter()
 
 
-def _inputs_key(context, parameters: dict) -> str:
+def _inputs_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Prefect's cache key of a training: `training_key` of its inputs (the run's own folders aside)."""
     return training_key(parameters["config"], parameters["data"].data_sha256, store.parent(parameters["run_dir"]))
 

@@ -17,15 +17,18 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import FormData
 from pydantic import BaseModel, Field
 
 from mnist_pipeline.core.modelling.models import top_classes
@@ -79,7 +82,7 @@ class JsonImages(BaseModel):
     """Raw pixel values 0-255, white digit on black, as MNIST: one [28, 28] image or a batch
     ([n, 28, 28], [n, 28, 28, 1] or [n, 784])."""
 
-    images: list
+    images: list[Any]
 
 
 PREDICT_BODY = {"requestBody": {"required": True, "content": {
@@ -103,7 +106,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     corrections = CorrectionStore(settings.corrections, settings.corrections_max_bytes)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         holder.start()
         worker = asyncio.create_task(batcher.run())
         yield
@@ -123,7 +126,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return FileResponse(STATIC / "index.html")
 
     @app.get("/healthz", summary="The process answers")
-    async def healthz() -> dict:
+    async def healthz() -> dict[str, Any]:
         return {"status": "ok", "pending_requests": batcher.pending}
 
     @app.get("/readyz", summary="A verified model is loaded (503 until then)")
@@ -133,7 +136,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return JSONResponse({"ready": True, "version": holder.current.version})
 
     @app.get("/v1/model", summary="The model served, and any newer one refused")
-    async def model() -> dict:
+    async def model() -> dict[str, Any]:
         refused = holder.refused
         return {
             "serving": holder.current.info if holder.current else None,
@@ -148,7 +151,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
               responses={413: {"description": "body too large"}, 415: {"description": "not a picture or JSON"},
                          422: {"description": "a picture or array that cannot be classified"},
                          503: {"description": "no model loaded yet, or too many requests waiting"}})
-    async def predict(request: Request, invert: bool = False) -> dict:
+    async def predict(request: Request, invert: bool = False) -> dict[str, Any]:
         """`invert=true` for dark digits on a light background."""
         if holder.current is None:
             raise HTTPException(503, f"not ready: {_not_ready(holder)}")
@@ -160,11 +163,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return {"version": version, "predictions": [
             {"index": i, "class": int(np.argmax(row)), "probabilities": [round(float(p), 6) for p in row],
              "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}
-            for i, (row, top) in enumerate(zip(probabilities, top_classes(probabilities, TOP_K)))]}
+            for i, (row, top) in enumerate(zip(probabilities, top_classes(probabilities, TOP_K), strict=True))]}
 
     @app.post("/v1/corrections", status_code=201, openapi_extra=CORRECTION_BODY,
               summary="Store a drawing the model got wrong, with its right label, for training")
-    async def correct(request: Request) -> dict:
+    async def correct(request: Request) -> dict[str, Any]:
         form = await _form(request, settings.max_upload_bytes)
         label = str(form.get("label", ""))
         if label not in DIGITS:
@@ -181,6 +184,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
 def _predict(holder: ModelHolder, images: np.ndarray) -> tuple[str, np.ndarray]:
     served = holder.current  # taken once: a swap during this call changes nothing for this batch
+    if served is None:  # `predict` answers 503 before queueing while no model is loaded
+        raise RuntimeError("no model is loaded")
     return served.version, served.predict(images)
 
 
@@ -211,13 +216,13 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def _form(request: Request, limit: int):
+async def _form(request: Request, limit: int) -> FormData:
     """A multipart form read within `limit` bytes (Starlette would spool an upload of any size)."""
     if _media_type(request) != "multipart/form-data":
         raise HTTPException(415, f"expected multipart/form-data, got {_media_type(request) or 'no Content-Type'}")
     body = await _read_body(request, limit)
 
-    async def receive() -> dict:
+    async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return await Request(request.scope, receive).form(max_files=MAX_IMAGES_PER_REQUEST, max_fields=10)
@@ -240,7 +245,7 @@ async def _request_images(request: Request, limit: int, invert: bool) -> np.ndar
                              "application/json")
 
 
-async def _pictures(uploads: list, invert: bool) -> np.ndarray:
+async def _pictures(uploads: list[Any], invert: bool) -> np.ndarray:
     files = [upload for upload in uploads if hasattr(upload, "read")]
     if not files:
         raise HTTPException(422, "no picture: send it as a multipart/form-data field named `file`")
@@ -251,7 +256,7 @@ def _laid_out(pictures: list[bytes], invert: bool) -> np.ndarray:
     if len(pictures) > MAX_IMAGES_PER_REQUEST:
         raise HTTPException(422, f"{len(pictures)} pictures in one request; send at most {MAX_IMAGES_PER_REQUEST}")
     names = [f"picture {i + 1}" for i in range(len(pictures))]
-    return np.stack([read_picture(io.BytesIO(data), invert, name, WORDING) for name, data in zip(names, pictures)])
+    return np.stack([read_picture(io.BytesIO(data), invert, name, WORDING) for name, data in zip(names, pictures, strict=True)])
 
 
 def _json_images(body: bytes, invert: bool) -> np.ndarray:

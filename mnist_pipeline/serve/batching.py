@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -29,7 +29,7 @@ class ServiceBusy(Exception):
 @dataclass
 class _Waiting:
     images: np.ndarray
-    answer: asyncio.Future
+    answer: asyncio.Future[tuple[str, np.ndarray]]
 
 
 class MicroBatcher:
@@ -48,7 +48,7 @@ class MicroBatcher:
                               f"(at most {self.max_pending}); retry in a moment")
         self.pending += 1
         try:
-            answer = asyncio.get_running_loop().create_future()
+            answer: asyncio.Future[tuple[str, np.ndarray]] = asyncio.get_running_loop().create_future()
             self._queue.put_nowait(_Waiting(images, answer))
             return await answer
         finally:
@@ -61,7 +61,7 @@ class MicroBatcher:
             try:
                 version, probabilities = await asyncio.to_thread(
                     self._predict, np.concatenate([waiting.images for waiting in batch]))
-            except Exception as error:  # noqa: BLE001 - every request of the batch gets the failure
+            except Exception as error:  # every request of the batch gets the failure
                 for waiting in batch:
                     if not waiting.answer.done():
                         waiting.answer.set_exception(error)

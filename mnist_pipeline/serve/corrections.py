@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,7 @@ class CorrectionStore:
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="PNG")  # uint8 [28, 28]: grayscale
         png = buffer.getvalue()
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         path = self.root / str(label) / f"{stamp}-{uuid.uuid4().hex[:12]}.png"
         with self._lock:
             if self.used + len(png) > self.max_bytes:

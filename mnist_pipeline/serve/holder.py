@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -38,8 +39,8 @@ class LoadedModel:
     """A verified, loaded model and what `GET /v1/model` says about it."""
 
     version: str
-    model: object
-    info: dict
+    model: Any  # a Keras model
+    info: dict[str, Any]
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities [n, 10] of uint8 images [n, 28, 28]. `predict_on_batch` runs the whole
@@ -120,7 +121,7 @@ class ModelHolder:
         before = self.current.version if self.current else None
         try:
             loaded = load_verified(self.registry, version)
-        except Exception as error:  # noqa: BLE001 - any failure refuses the model; the old one keeps serving
+        except Exception as error:  # any failure refuses the model; the old one keeps serving
             reason = str(error) if isinstance(error, PipelineError) else f"{type(error).__name__}: {error}"
             self.refused = Refusal(version, reason, now_iso(), time.monotonic())
             LOG.error("refused %s as production model (%s keeps serving): %s", version, before or "no model", reason)
@@ -138,7 +139,7 @@ class ModelHolder:
         while True:
             try:
                 self.refresh()
-            except Exception:  # noqa: BLE001 - the watcher must outlive any one failed look
+            except Exception:  # the watcher must outlive any one failed look
                 LOG.exception("watching the production pointer failed; trying again")
             if self._stop.wait(self.poll_seconds):
                 return
