@@ -141,7 +141,9 @@ def takes_parameters(function: FunctionT, model: type[BaseModel] = PipelineParam
     """Give `function(**values)` the signature of `model` (`PipelineParameters` unless another is
     given), and an `Args:` section in its docstring with each parameter's description (Prefect reads
     both for the parameter schema)."""
-    function.__signature__ = signature(model)  # type: ignore[attr-defined]  # inspect.signature reads it; functions take any attribute.replace(return_annotation=inspect.signature(function).return_annotation)
+    # inspect.signature reads `__signature__`; mypy does not know that a function takes any attribute
+    function.__signature__ = signature(model).replace(  # type: ignore[attr-defined]
+        return_annotation=inspect.signature(function).return_annotation)
     arguments = "\n".join(f"    {name}: {field.description}" for name, field in model.model_fields.items())
     function.__doc__ = f"{inspect.cleandoc(function.__doc__ or '')}\n\nArgs:\n{arguments}\n"
     return function
