@@ -40,10 +40,10 @@ import sys
 import sysconfig
 import threading
 import time
-from dataclasses import dataclass
-from types import FrameType, TracebackType
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mnist_pipeline.core.storage.store import CACHE_ENV_VAR

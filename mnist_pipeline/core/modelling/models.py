@@ -6,9 +6,9 @@ pixels to [0, 1], so training, evaluation and serving share one preprocessing st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
