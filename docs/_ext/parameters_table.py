@@ -7,10 +7,16 @@ manual cannot drift from `PipelineParameters`.
 
 Option `:changed-from: module.Model` lists only the fields that are new, or typed differently, in the
 model than in that one (a sweep's parameters beside a run's).
+
+    ```{presets-table} mnist_pipeline.core.modelling.models.PRESETS
+    ```
+
+writes the presets' training recipes (their `TrainingConfig` defaults) the same way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import typing
 from typing import Any
@@ -174,6 +180,51 @@ class ParametersTable(SphinxDirective):
         return [table(rows(model, before), model.__name__)]
 
 
+def presets_table(presets: dict[str, Any]) -> nodes.table:
+    """A table of each preset's defaults: one row a preset, one column a `TrainingConfig` field (the
+    seed aside: it is a run's, not a preset's), and whether the learning rate decays."""
+    names = [f.name for f in dataclasses.fields(next(iter(presets.values())).defaults) if f.name not in ("seed",)]
+    headers = [*(name.replace("_", " ") for name in names), "cosine decay"]
+    group = nodes.tgroup(cols=len(headers))
+    for _ in headers:
+        group += nodes.colspec(colwidth=10)
+
+    def row(cells: list[nodes.Node]) -> nodes.row:
+        built = nodes.row()
+        for cell in cells:
+            entry = nodes.entry()
+            entry += nodes.paragraph("", "", cell)
+            built += entry
+        return built
+
+    head = nodes.thead()
+    head += row([nodes.Text(header) for header in headers])
+    group += head
+    body = nodes.tbody()
+    for preset in presets.values():
+        values = [getattr(preset.defaults, name) for name in names]
+        cells: list[nodes.Node] = [nodes.literal(str(values[0]), str(values[0]))]
+        cells += [nodes.Text("none" if value is None else str(value)) for value in values[1:]]
+        cells.append(nodes.Text("yes" if getattr(preset, "cosine_decay", False) else "no"))
+        body += row(cells)
+    group += body
+    built = nodes.table(classes=["presets-table"])
+    built += group
+    return built
+
+
+class PresetsTable(SphinxDirective):
+    required_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        module, _, name = self.arguments[0].rpartition(".")
+        loaded = importlib.import_module(module)
+        if getattr(loaded, "__file__", None):
+            self.env.note_dependency(loaded.__file__)
+        return [presets_table(getattr(loaded, name))]
+
+
 def setup(app: Any) -> dict[str, Any]:
     app.add_directive("parameters-table", ParametersTable)
+    app.add_directive("presets-table", PresetsTable)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
