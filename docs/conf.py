@@ -27,6 +27,10 @@ exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 myst_heading_anchors = 3  # `[text](page.md#a-heading)` and `(#a-heading)` links to h1-h3
 myst_enable_extensions = ["colon_fence", "deflist"]
 
+highlight_language = "text"  # a fence without a language is output or a diagram, not Python
+
 html_theme = "furo"
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 html_title = "MNIST training pipeline"
 html_show_sourcelink = False

@@ -47,7 +47,7 @@ def test_the_parameters_page_uses_the_generated_table():
 def test_the_parameters_table_lists_every_field_with_its_default():
     table = parameters_table.table(parameters_table.rows(PipelineParameters), "PipelineParameters")
     header = [entry.astext() for entry in next(iter(table.findall(nodes.thead))).findall(nodes.entry)]
-    rows = {row[0].split(" ")[0]: dict(zip(header, row, strict=True)) for row in table_rows(table)}
+    rows = {row[0].split()[0]: dict(zip(header, row, strict=True)) for row in table_rows(table)}
     assert list(rows) == list(PipelineParameters.model_fields), "one row per field, in the model's order"
     for name, field in PipelineParameters.model_fields.items():
         row = rows[name]

@@ -124,16 +124,17 @@ def rows(model: type[BaseModel], changed_from: type[BaseModel] | None = None) ->
 
 
 def table(rows_: list[dict[str, str]], model_name: str) -> nodes.table:
-    """A docutils table of `rows_`: the name with its option, then type, default, allowed, description."""
+    """A docutils table of `rows_`: the name over its option(s), then type, default, allowed, description."""
     group = nodes.tgroup(cols=len(HEADERS))
     for width in (20, 10, 10, 14, 36):
         group += nodes.colspec(colwidth=width)
 
-    def row(cells: list[nodes.Node]) -> nodes.row:
+    def row(cells: list[nodes.Node | list[nodes.Node]]) -> nodes.row:
         built = nodes.row()
         for cell in cells:
             entry = nodes.entry()
-            entry += nodes.paragraph("", "", cell)
+            for line in cell if isinstance(cell, list) else [cell]:  # a list: one paragraph a line
+                entry += nodes.paragraph("", "", line)
             built += entry
         return built
 
@@ -142,14 +143,7 @@ def table(rows_: list[dict[str, str]], model_name: str) -> nodes.table:
     group += head
     body = nodes.tbody()
     for item in rows_:
-        name = nodes.inline(
-            "",
-            "",
-            nodes.literal(item["parameter"], item["parameter"]),
-            nodes.Text(" ("),
-            nodes.literal(item["option"], item["option"]),
-            nodes.Text(")"),
-        )
+        name = [nodes.literal(text, text) for text in (item["parameter"], *item["option"].split(" / "))]
         body += row(
             [
                 name,
