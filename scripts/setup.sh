@@ -3,7 +3,7 @@
 # (the runtime dependencies and every extra: test, bench), then the project itself, editable: the
 # deployments in prefect.yaml run from the checkout.
 # Idempotent: while requirements.lock and pyproject.toml are unchanged, a second call returns at once
-# (delete .venv/.setup-done to force a reinstall). To refresh the lock, see README, "Installing".
+# (delete .venv/.setup-done to force a reinstall). To refresh the lock, see docs/development.md, "Refreshing the lock".
 # Usage: bash scripts/setup.sh [extras]   e.g. `bash scripts/setup.sh test`
 set -euo pipefail
 cd "$(dirname "$0")/.."
