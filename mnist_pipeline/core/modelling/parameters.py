@@ -11,14 +11,34 @@ from __future__ import annotations
 import inspect
 from typing import Annotated, Callable, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from mnist_pipeline.core.support.errors import PermanentError
 from mnist_pipeline.core.modelling.models import ConfigError, training_config
+from mnist_pipeline.core.support.errors import PermanentError
 
 
 class InvalidParameterError(PermanentError):
     pass
+
+
+def _not_a_bool(value: object) -> object:
+    """Refuse True/False for a number: pydantic would take them as 1 and 0 (`dropout=False` as 0.0)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_is_not_a_number", "Input should be a number, not true or false")
+    return value
+
+
+NOT_BOOL = BeforeValidator(_not_a_bool)  # in a numeric field's metadata, so sweeps and Prefect's schema carry it
 
 
 class PipelineParameters(BaseModel):
@@ -26,26 +46,34 @@ class PipelineParameters(BaseModel):
 
     preset: Literal["cnn", "mlp", "seed-mlp"] = Field(
         "cnn", description="model preset: cnn (>= 99%), mlp (fast, >= 97.5%), seed-mlp (the tutorial as written)")
-    epochs: Optional[int] = Field(None, ge=1, le=1000, description="maximum epochs (default: the preset's)")
-    batch_size: Optional[int] = Field(None, ge=1, le=54000, description="batch size (default: the preset's)")
-    learning_rate: Optional[float] = Field(None, gt=0, le=1, description="Adam learning rate (default: the preset's)")
-    patience: Optional[int] = Field(
+    epochs: Annotated[int | None, NOT_BOOL] = Field(
+        None, ge=1, le=1000, description="maximum epochs (default: the preset's)")
+    batch_size: Annotated[int | None, NOT_BOOL] = Field(
+        None, ge=1, le=54000, description="batch size (default: the preset's)")
+    learning_rate: Annotated[float | None, NOT_BOOL] = Field(
+        None, gt=0, le=1, description="Adam learning rate (default: the preset's)")
+    patience: Annotated[int | None, NOT_BOOL] = Field(
         None, ge=0, le=1000, description="early-stopping patience in epochs (default: the preset's)")
-    width: Optional[int] = Field(
-        None, ge=1, le=4096, description="units of the first dense layer; the mlp's second has half (default: the preset's)")
-    dropout: Optional[float] = Field(
-        None, ge=0, lt=1, description="dropout rate, for the presets with a dropout layer: cnn, mlp (default: the preset's)")
-    seed: int = Field(42, ge=0, le=2**31 - 1, description="seed of the validation split and of training")
-    validation_fraction: float = Field(0.1, gt=0, le=0.5, description="share of train held out for validation")
-    threshold: float = Field(0.97, gt=0, le=1, description="minimum test accuracy for promotion to production")
-    per_class_floor: float = Field(
+    width: Annotated[int | None, NOT_BOOL] = Field(
+        None, ge=1, le=4096,
+        description="units of the first dense layer; the mlp's second has half (default: the preset's)")
+    dropout: Annotated[float | None, NOT_BOOL] = Field(
+        None, ge=0, lt=1,
+        description="dropout rate, for the presets with a dropout layer: cnn, mlp (default: the preset's)")
+    seed: Annotated[int, NOT_BOOL] = Field(
+        42, ge=0, le=2**31 - 1, description="seed of the validation split and of training")
+    validation_fraction: Annotated[float, NOT_BOOL] = Field(
+        0.1, gt=0, le=0.5, description="share of train held out for validation")
+    threshold: Annotated[float, NOT_BOOL] = Field(
+        0.97, gt=0, le=1, description="minimum test accuracy for promotion to production")
+    per_class_floor: Annotated[float, NOT_BOOL] = Field(
         0.95, ge=0, le=1, description="minimum test accuracy of every class (digit) for promotion")
-    per_class_margin: float = Field(
+    per_class_margin: Annotated[float, NOT_BOOL] = Field(
         0.01, ge=0, le=1, description="most a class's test accuracy may fall below production's on it for promotion")
     require_significant: bool = Field(
         False, description="promote only a candidate significantly better than production (exact McNemar test on "
         "the test images only one of them gets right); otherwise not worse is enough")
-    significance_alpha: float = Field(
+    significance_alpha: Annotated[float, NOT_BOOL] = Field(
         0.05, gt=0, lt=1, description="significance level of the McNemar test against production")
     force_retrain: bool = Field(
         False, description="train even when a model with the same inputs (data, configuration, seed, code, "

@@ -20,12 +20,12 @@ from typing import Annotated, Optional
 
 from pydantic import ConfigDict, Field, create_model
 
+from mnist_pipeline.core.modelling.models import PRESETS, ConfigError, TrainingConfig, training_config
+from mnist_pipeline.core.modelling.parameters import NOT_BOOL, InvalidParameterError, PipelineParameters
+from mnist_pipeline.core.modelling.training import TrainedModel
+from mnist_pipeline.core.runs.summary import RunSummary
 from mnist_pipeline.core.storage import store
 from mnist_pipeline.core.support.errors import PipelineError
-from mnist_pipeline.core.modelling.models import ConfigError, PRESETS, TrainingConfig, training_config
-from mnist_pipeline.core.modelling.parameters import InvalidParameterError, PipelineParameters
-from mnist_pipeline.core.runs.summary import RunSummary
-from mnist_pipeline.core.modelling.training import TrainedModel
 
 SWEPT = ("learning_rate", "batch_size", "epochs", "width", "dropout")  # what TrainingConfig lets a preset vary
 MAX_CANDIDATES = 64
@@ -48,10 +48,11 @@ SweepParameters = create_model(
     __config__=ConfigDict(extra="forbid", frozen=True),
     **{name: (field.annotation, field) for name, field in PipelineParameters.model_fields.items() if name not in SWEPT},
     **{name: _values_of(name) for name in SWEPT},
-    samples=(Optional[int], Field(None, ge=1, le=MAX_CANDIDATES, description=(
+    samples=(Annotated[int | None, NOT_BOOL], Field(None, ge=1, le=MAX_CANDIDATES, description=(
         "train this many combinations of the grid, drawn at random (seeded by sample_seed), instead of all"))),
-    sample_seed=(int, Field(0, ge=0, le=2**31 - 1, description="seed of the random sample of the grid")),
-    max_parallel=(Optional[int], Field(None, ge=1, le=256, description=(
+    sample_seed=(Annotated[int, NOT_BOOL], Field(
+        0, ge=0, le=2**31 - 1, description="seed of the random sample of the grid")),
+    max_parallel=(Annotated[int | None, NOT_BOOL], Field(None, ge=1, le=256, description=(
         "candidates training at once on the local cluster, one worker process each (default: the machine's cores)"))),
     dask_address=(Optional[str], Field(None, pattern=r"^(tcp|tls)://[^\s/:]+:\d+$", description=(
         "an existing Dask scheduler to train on, e.g. tcp://host:8786 (default: a local cluster of processes)"))),
