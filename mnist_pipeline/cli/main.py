@@ -77,7 +77,7 @@ def entry_point(argv: list[str] | None = None) -> None:
     and close their connections to the server) and then runs the exit handlers (Prefect's stops its
     temporary server); after those, nothing is left to do but free memory and finalise modules, and
     with TensorFlow loaded that teardown alone takes 1-2.5 s (measured: `import tensorflow` and one op,
-    then `sys.exit` vs `os._exit`: 11.1 s vs 8.7 s on the loaded 2-core CI machine). So: the same two
+    then `sys.exit` vs `os._exit`: 11.1 s vs 8.7 s on a busy 2-core machine). So: the same two
     steps, then `os._exit`. Everything the pipeline writes is closed by then (atomic writes).
 
     Why private APIs: Python has no public way to run just those two steps. `threading._shutdown` is

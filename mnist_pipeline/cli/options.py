@@ -104,7 +104,7 @@ def switch(parser: argparse.ArgumentParser, name: str, help: str, default: bool 
 
 def artifacts_dir(parser: argparse.ArgumentParser, use: str = "whose registry/ is used") -> None:
     """--artifacts-dir, for the commands that read the registry (run and sweep take it from their parameters)."""
-    parser.add_argument("--artifacts-dir", metavar="DIR",
+    parser.add_argument("--artifacts-dir",
                         help=f"the pipeline's artifacts folder, {use} (default: $MNIST_ARTIFACTS_DIR or artifacts/)")
 
 

@@ -28,7 +28,7 @@ def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
                         help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 for all)")
     parser.add_argument("--port", type=options.whole_number(1, 65535), default=8000, help="port (default: %(default)s)")
     options.artifacts_dir(parser, "whose registry/ is served")
-    parser.add_argument("--corrections-dir", metavar="DIR", help="where the page's corrections go, as "
+    parser.add_argument("--corrections-dir", help="where the page's corrections go, as "
                         "<label>/<time>-<id>.png (default: corrections/ in the artifacts folder)")
     parser.add_argument("--corrections-max-mb", type=options.whole_number(1, 1_000_000), default=100,
                         help="size cap of the corrections folder, in MB (default: %(default)s)")
