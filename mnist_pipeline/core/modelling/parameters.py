@@ -9,7 +9,8 @@ and TensorFlow so that `--help` and bad values answer at once.
 from __future__ import annotations
 
 import inspect
-from typing import Annotated, Callable, Literal, Optional
+from collections.abc import Callable
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -79,13 +80,14 @@ class PipelineParameters(BaseModel):
         False, description="train even when a model with the same inputs (data, configuration, seed, code, "
         "framework versions) was trained before, instead of taking it from the cache")
     data_source: Literal["bundle", "tfds"] = Field(
-        "bundle", description="bundle: the MNIST files shipped with the package (offline); tfds: tensorflow-datasets' download")
-    bundle_dir: Optional[str] = Field(
+        "bundle",
+        description="bundle: the MNIST files shipped with the package (offline); tfds: tensorflow-datasets' download")
+    bundle_dir: str | None = Field(
         None, description="folder of the four MNIST IDX .gz files (default: the copy shipped with the package)")
-    extra_data: Optional[str] = Field(
+    extra_data: str | None = Field(
         None, description="folder of extra labelled pictures for training: one sub-folder per class, 0 to 9, "
         "of PNG/JPEG pictures (default: none)")
-    artifacts_dir: Optional[str] = Field(
+    artifacts_dir: str | None = Field(
         None, description="where splits, runs and the registry go (default: $MNIST_ARTIFACTS_DIR or ./artifacts)")
 
     @field_validator("dropout")
@@ -127,7 +129,8 @@ def validate_parameters(values: dict, model: type[BaseModel] = PipelineParameter
         problems = []
         for item in error.errors():
             name = ".".join(str(part) for part in item["loc"]) or "parameters"
-            field = str(item["loc"][0]) if item["loc"] else ""  # a list's item, e.g. learning_rate.1, allows what its field does
+            # a list's item, e.g. learning_rate.1, allows what its field does
+            field = str(item["loc"][0]) if item["loc"] else ""
             limits = allowed(field) if field in PipelineParameters.model_fields else ""
             hint = f" (allowed: {limits})" if limits else ""
             problems.append(f"{name}={item.get('input')!r}: {item['msg']}{hint}")

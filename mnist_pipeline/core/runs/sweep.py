@@ -16,7 +16,7 @@ import random
 import socket
 import typing
 from dataclasses import asdict, dataclass
-from typing import Annotated, Optional
+from typing import Annotated
 
 from pydantic import ConfigDict, Field, create_model
 
@@ -54,7 +54,7 @@ SweepParameters = create_model(
         0, ge=0, le=2**31 - 1, description="seed of the random sample of the grid")),
     max_parallel=(Annotated[int | None, NOT_BOOL], Field(None, ge=1, le=256, description=(
         "candidates training at once on the local cluster, one worker process each (default: the machine's cores)"))),
-    dask_address=(Optional[str], Field(None, pattern=r"^(tcp|tls)://[^\s/:]+:\d+$", description=(
+    dask_address=(str | None, Field(None, pattern=r"^(tcp|tls)://[^\s/:]+:\d+$", description=(
         "an existing Dask scheduler to train on, e.g. tcp://host:8786 (default: a local cluster of processes)"))),
 )
 
@@ -90,7 +90,8 @@ def candidate_configs(params) -> list[TrainingConfig]:
             "Invalid sweep: max_parallel sizes the local cluster, but dask_address names an existing one, whose "
             "workers decide how many candidates train at once; give one or the other")
     try:
-        return [training_config(params.preset, params.seed, patience=params.patience, **dict(zip(SWEPT, combination)))
+        return [training_config(params.preset, params.seed, patience=params.patience,
+                                **dict(zip(SWEPT, combination, strict=True)))
                 for combination in combinations]
     except ConfigError as error:
         raise InvalidParameterError(f"Invalid sweep: {error}") from None
@@ -174,8 +175,8 @@ def candidates_table(records: list[dict], selected: str) -> str:
         accuracy = f"{r['validation_accuracy']:.4f}" if r["validation_accuracy"] is not None else "-"
         dropout = f"{r['dropout']:g}" if r["dropout"] is not None else "-"
         lines.append(f"| {r['candidate']}{mark} | {r['learning_rate']:g} | {r['batch_size']} | {r['epochs']} | "
-                     f"{r['width']} | {dropout} | {accuracy} | {r['epochs_run'] or '-'} | {r['train_seconds'] or '-'} | "
-                     f"{r['status']} |")
+                     f"{r['width']} | {dropout} | {accuracy} | {r['epochs_run'] or '-'} | "
+                     f"{r['train_seconds'] or '-'} | {r['status']} |")
     return "\n".join(lines)
 
 
