@@ -14,10 +14,14 @@ from mnist_pipeline.core.support.errors import PipelineError
 
 def prepare_prefect() -> None:
     """Before Prefect loads: the pipeline runs offline, so keep Prefect's temporary server from trying
-    to send telemetry, and give it more than Prefect's default 20 s to start on a busy 2-core machine;
-    then keep `PipelineError` tracebacks off the console (see `_WithoutTracebacksOf`)."""
+    to send telemetry, and give it more than Prefect's default 20 s to start on a busy 2-core machine."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+
+def hide_pipeline_error_tracebacks() -> None:
+    """Once the flow's module is loaded (Prefect sets up its console logging then): keep `PipelineError`
+    tracebacks off the console (see `_WithoutTracebacksOf`)."""
     from prefect.logging.handlers import PrefectConsoleHandler
 
     for handler in logging.getLogger().handlers:

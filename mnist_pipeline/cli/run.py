@@ -12,7 +12,7 @@ import functools
 import threading
 
 from mnist_pipeline.cli import options
-from mnist_pipeline.cli.flow_runs import finish, prepare_prefect
+from mnist_pipeline.cli.flow_runs import finish, hide_pipeline_error_tracebacks, prepare_prefect
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
 from mnist_pipeline.core.runs.summary import RunSummary
 from mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow
@@ -49,6 +49,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     params = options.validated(parser, args, PipelineParameters)
     prepare_prefect()
     from mnist_pipeline.flows import mnist_flow
+
+    hide_pipeline_error_tracebacks()
 
     # TensorFlow takes seconds to import: do it while Prefect starts its server (a process of its own,
     # waited for), not while Prefect imports (in this process, competing for the interpreter).

@@ -12,7 +12,7 @@ import argparse
 import functools
 
 from mnist_pipeline.cli import options
-from mnist_pipeline.cli.flow_runs import finish, prepare_prefect
+from mnist_pipeline.cli.flow_runs import finish, hide_pipeline_error_tracebacks, prepare_prefect
 from mnist_pipeline.cli.run import format_summary
 from mnist_pipeline.core.runs.sweep import (
     SweepParameters,
@@ -55,6 +55,7 @@ def sweep(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     prepare_prefect()
     from mnist_pipeline.flows import sweep_flow
 
+    hide_pipeline_error_tracebacks()
     summary = sweep_flow.mnist_sweep(**params.model_dump())
     print(format_sweep(summary))
     return finish(summary.run, args.summary_json, args.fail_if_not_promoted, summary.to_json())
