@@ -6,12 +6,14 @@ bad input is in test_cli.py and test_run_command.py."""
 from __future__ import annotations
 
 import math
+import typing
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mnist_pipeline.core.modelling.parameters import InvalidParameterError, PipelineParameters, validate_parameters
+from mnist_pipeline.core.runs.sweep import SweepParameters
 
 ANY_VALUE = st.one_of(
     st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
@@ -68,3 +70,24 @@ def test_message_names_parameter_and_allowed_range(name, value, allowed):
         validate_parameters({name: value})
     assert f"{name}={value!r}" in str(error.value) and f"(allowed: {allowed})" in str(error.value)
 
+
+
+
+def numeric_fields(model) -> list[str]:
+    """The fields of `model` that take a number (or a list of numbers)."""
+    def takes(annotation) -> set:
+        args = typing.get_args(annotation)
+        return {annotation} | {kind for arg in args for kind in takes(arg)} if args else {annotation}
+    return [name for name, field in model.model_fields.items() if takes(field.annotation) & {int, float}]
+
+
+@pytest.mark.parametrize("model, name", [(PipelineParameters, name) for name in numeric_fields(PipelineParameters)]
+                         + [(SweepParameters, name) for name in numeric_fields(SweepParameters)])
+@pytest.mark.parametrize("value", [False, True])
+def test_true_and_false_are_refused_as_numbers_by_name(model, name, value):
+    """pydantic would take them as 1 and 0 (hypothesis found `dropout=False` accepted for seed-mlp)."""
+    swept = typing.get_origin(model.model_fields[name].annotation) is list
+    given = [value] if swept else value
+    with pytest.raises(InvalidParameterError) as error:
+        validate_parameters({name: given, **({"preset": "seed-mlp"} if name == "dropout" else {})}, model)
+    assert f"{name}{'.0' if swept else ''}={value!r}: Input should be a number, not true or false" in str(error.value)

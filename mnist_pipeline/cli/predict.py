@@ -1,16 +1,45 @@
-"""`mnist-pipeline predict`: classify files with a registered model and print the top classes."""
+"""`mnist-pipeline predict`: classify files with a registered model and print the top classes.
+
+TensorFlow loads only when a model does (after every file was read and checked)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.core.modelling.models import load_model, predict_probabilities, top_classes
+from mnist_pipeline.cli import options
 from mnist_pipeline.core.data.pictures import InputError, file_kind, read_inputs
+from mnist_pipeline.core.modelling.models import load_model, predict_probabilities, top_classes
 from mnist_pipeline.core.registry.registry import Registry, RegistryError
+
+DESCRIPTION = ("Classify handwritten digits. FILEs are pictures (PNG, JPEG, any size or colour mode: laid out as "
+               "MNIST's digits are, white on black in 28x28), .npy arrays or MNIST IDX files of 28x28 images "
+               "(pixel values 0-255).")
+
+
+def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("predict", help="classify digit images with the production (or a chosen) model",
+                                   description=DESCRIPTION)
+    parser.add_argument("files", nargs="+", metavar="FILE", help="picture, .npy array or IDX file")
+    parser.add_argument("--version", type=options.version, help="registered version to use: N, vN or v000N "
+                        "(default: the production model)")
+    parser.add_argument("--top-k", type=options.top_k, default=3,
+                        help="classes to show per image, 1 to 10 (default: %(default)s)")
+    options.switch(parser, "json", "print JSON instead of text")
+    options.switch(parser, "invert", "the images show dark digits on a light background")
+    options.artifacts_dir(parser)
+    parser.set_defaults(func=predict)
+    return parser
+
+
+def predict(args: argparse.Namespace) -> int:
+    registry = options.registry_at(args.artifacts_dir)
+    print(predict_files(args.files, registry, args.version, args.top_k, args.invert, args.json))
+    return options.EXIT_OK
 
 
 @dataclass(frozen=True)
@@ -31,7 +60,9 @@ def load_files(files: list[str], invert: bool) -> tuple[list[tuple[str, int | No
 
     Raises one InputError naming each file that cannot be classified, and why.
     """
-    names, batches, problems = [], [], []
+    names: list[tuple[str, int | None]] = []
+    batches: list[np.ndarray] = []
+    problems: list[str] = []
     for file in files:
         try:
             images = read_inputs(Path(file), invert)
@@ -65,15 +96,15 @@ def classify(registry: Registry, version: str, images: np.ndarray) -> np.ndarray
     return predict_probabilities(load_model(registry.model_path(version)), images)
 
 
-
 def predict_files(files: list[str], registry: Registry, version: str | None, top_k: int, invert: bool,
                   as_json: bool) -> str:
     """The command's output: one line per image (or JSON)."""
     names, images = load_files(files, invert)
     version = model_version(registry, version)
     is_production = version == registry.production()
+    probabilities = classify(registry, version, images)
     predictions = [Prediction(source, index, top)
-                   for (source, index), top in zip(names, top_classes(classify(registry, version, images), top_k))]
+                   for (source, index), top in zip(names, top_classes(probabilities, top_k), strict=True)]
     if as_json:
         return json.dumps({
             "model": {"version": version, "production": is_production},

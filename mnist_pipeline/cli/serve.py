@@ -10,6 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from mnist_pipeline.cli import options
 from mnist_pipeline.core.support.errors import PipelineError
 
 DESCRIPTION = (
@@ -20,41 +21,32 @@ DESCRIPTION = (
 )
 
 
-def _number(low: float, high: float, kind=int):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text} is outside {low:g}-{high:g}")
-        return value
-    return parse
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("serve", help="serve the production model over HTTP, with a page to draw "
+                                   "digits on", description=DESCRIPTION)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 for all)")
-    parser.add_argument("--port", type=_number(1, 65535), default=8000, help="port (default: %(default)s)")
-    parser.add_argument("--artifacts-dir", help="the pipeline's artifacts folder, whose registry/ is served "
-                        "(default: $MNIST_ARTIFACTS_DIR or artifacts/)")
-    parser.add_argument("--corrections-dir", help="where the page's corrections go, as <label>/<time>-<id>.png "
-                        "(default: corrections/ in the artifacts folder)")
-    parser.add_argument("--corrections-max-mb", type=_number(1, 1_000_000), default=100,
+    parser.add_argument("--port", type=options.whole_number(1, 65535), default=8000, help="port (default: %(default)s)")
+    options.artifacts_dir(parser, "whose registry/ is served")
+    parser.add_argument("--corrections-dir", help="where the page's corrections go, as "
+                        "<label>/<time>-<id>.png (default: corrections/ in the artifacts folder)")
+    parser.add_argument("--corrections-max-mb", type=options.whole_number(1, 1_000_000), default=100,
                         help="size cap of the corrections folder, in MB (default: %(default)s)")
-    parser.add_argument("--max-upload-mb", type=_number(1, 1000), default=10,
+    parser.add_argument("--max-upload-mb", type=options.whole_number(1, 1000), default=10,
                         help="largest request body, in MB (default: %(default)s)")
-    parser.add_argument("--max-batch", type=_number(1, 4096), default=64,
+    parser.add_argument("--max-batch", type=options.whole_number(1, 4096), default=64,
                         help="images per model call when requests are batched together; 1 turns micro-batching "
                         "off (default: %(default)s)")
-    parser.add_argument("--batch-window-ms", type=_number(0, 10_000, float), default=2.0,
+    parser.add_argument("--batch-window-ms", type=options.number(0, 10_000), default=2.0,
                         help="how long a batch waits for more requests before it runs (default: %(default)s)")
-    parser.add_argument("--queue-size", type=_number(1, 100_000), default=256,
+    parser.add_argument("--queue-size", type=options.whole_number(1, 100_000), default=256,
                         help="requests admitted at once; more are answered 503 at once (default: %(default)s)")
-    parser.add_argument("--poll-seconds", type=_number(0.05, 3600, float), default=2.0,
+    parser.add_argument("--poll-seconds", type=options.number(0.05, 3600), default=2.0,
                         help="how often the production pointer is read (default: %(default)s)")
-    parser.add_argument("--access-log", action="store_true", help="log every request (off by default: at "
-                        "a thousand requests a second it costs more than it tells)")
+    options.switch(parser, "access-log", "log every request (at a thousand requests a second it costs more "
+                   "than it tells)")
+    parser.set_defaults(func=serve)
+    return parser
 
 
 def _quiet_logs() -> None:

@@ -12,14 +12,34 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from mnist_pipeline.core.support.errors import PermanentError
 from mnist_pipeline.core.modelling.models import ConfigError, training_config
+from mnist_pipeline.core.support.errors import PermanentError
 
 
 class InvalidParameterError(PermanentError):
     pass
+
+
+def _not_a_bool(value: object) -> object:
+    """Refuse True/False for a number: pydantic would take them as 1 and 0 (`dropout=False` as 0.0)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_is_not_a_number", "Input should be a number, not true or false")
+    return value
+
+
+NOT_BOOL = BeforeValidator(_not_a_bool)  # in a numeric field's metadata, so sweeps and Prefect's schema carry it
 
 
 class PipelineParameters(BaseModel):
@@ -27,32 +47,41 @@ class PipelineParameters(BaseModel):
 
     preset: Literal["cnn", "mlp", "seed-mlp"] = Field(
         default="cnn", description="model preset: cnn (>= 99%), mlp (fast, >= 97.5%), seed-mlp (the tutorial as written)")
-    epochs: int | None = Field(default=None, ge=1, le=1000, description="maximum epochs (default: the preset's)")
-    batch_size: int | None = Field(default=None, ge=1, le=54000, description="batch size (default: the preset's)")
-    learning_rate: float | None = Field(default=None, gt=0, le=1, description="Adam learning rate (default: the preset's)")
-    patience: int | None = Field(
+    epochs: Annotated[int | None, NOT_BOOL] = Field(
+        default=None, ge=1, le=1000, description="maximum epochs (default: the preset's)")
+    batch_size: Annotated[int | None, NOT_BOOL] = Field(
+        default=None, ge=1, le=54000, description="batch size (default: the preset's)")
+    learning_rate: Annotated[float | None, NOT_BOOL] = Field(
+        default=None, gt=0, le=1, description="Adam learning rate (default: the preset's)")
+    patience: Annotated[int | None, NOT_BOOL] = Field(
         default=None, ge=0, le=1000, description="early-stopping patience in epochs (default: the preset's)")
-    width: int | None = Field(
-        default=None, ge=1, le=4096, description="units of the first dense layer; the mlp's second has half (default: the preset's)")
-    dropout: float | None = Field(
-        default=None, ge=0, lt=1, description="dropout rate, for the presets with a dropout layer: cnn, mlp (default: the preset's)")
-    seed: int = Field(default=42, ge=0, le=2**31 - 1, description="seed of the validation split and of training")
-    validation_fraction: float = Field(default=0.1, gt=0, le=0.5, description="share of train held out for validation")
-    threshold: float = Field(default=0.97, gt=0, le=1, description="minimum test accuracy for promotion to production")
-    per_class_floor: float = Field(
+    width: Annotated[int | None, NOT_BOOL] = Field(
+        default=None, ge=1, le=4096,
+        description="units of the first dense layer; the mlp's second has half (default: the preset's)")
+    dropout: Annotated[float | None, NOT_BOOL] = Field(
+        default=None, ge=0, lt=1,
+        description="dropout rate, for the presets with a dropout layer: cnn, mlp (default: the preset's)")
+    seed: Annotated[int, NOT_BOOL] = Field(
+        default=42, ge=0, le=2**31 - 1, description="seed of the validation split and of training")
+    validation_fraction: Annotated[float, NOT_BOOL] = Field(
+        default=0.1, gt=0, le=0.5, description="share of train held out for validation")
+    threshold: Annotated[float, NOT_BOOL] = Field(
+        default=0.97, gt=0, le=1, description="minimum test accuracy for promotion to production")
+    per_class_floor: Annotated[float, NOT_BOOL] = Field(
         default=0.95, ge=0, le=1, description="minimum test accuracy of every class (digit) for promotion")
-    per_class_margin: float = Field(
+    per_class_margin: Annotated[float, NOT_BOOL] = Field(
         default=0.01, ge=0, le=1, description="most a class's test accuracy may fall below production's on it for promotion")
     require_significant: bool = Field(
         default=False, description="promote only a candidate significantly better than production (exact McNemar test on "
         "the test images only one of them gets right); otherwise not worse is enough")
-    significance_alpha: float = Field(
+    significance_alpha: Annotated[float, NOT_BOOL] = Field(
         default=0.05, gt=0, lt=1, description="significance level of the McNemar test against production")
     force_retrain: bool = Field(
         default=False, description="train even when a model with the same inputs (data, configuration, seed, code, "
         "framework versions) was trained before, instead of taking it from the cache")
     data_source: Literal["bundle", "tfds"] = Field(
-        default="bundle", description="bundle: the MNIST files shipped with the package (offline); tfds: tensorflow-datasets' download")
+        "bundle",
+        description="bundle: the MNIST files shipped with the package (offline); tfds: tensorflow-datasets' download")
     bundle_dir: str | None = Field(
         default=None, description="folder of the four MNIST IDX .gz files (default: the copy shipped with the package)")
     extra_data: str | None = Field(
@@ -117,7 +146,8 @@ def validate_parameters(values: dict[str, Any], model: type[BaseModel] = Pipelin
         problems = []
         for item in error.errors():
             name = ".".join(str(part) for part in item["loc"]) or "parameters"
-            field = str(item["loc"][0]) if item["loc"] else ""  # a list's item, e.g. learning_rate.1, allows what its field does
+            # a list's item, e.g. learning_rate.1, allows what its field does
+            field = str(item["loc"][0]) if item["loc"] else ""
             limits = allowed(field) if field in PipelineParameters.model_fields else ""
             hint = f" (allowed: {limits})" if limits else ""
             problems.append(f"{name}={item.get('input')!r}: {item['msg']}{hint}")

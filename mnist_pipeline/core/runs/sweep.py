@@ -21,12 +21,12 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, create_model
 
+from mnist_pipeline.core.modelling.models import PRESETS, ConfigError, TrainingConfig, training_config
+from mnist_pipeline.core.modelling.parameters import NOT_BOOL, InvalidParameterError, PipelineParameters
+from mnist_pipeline.core.modelling.training import TrainedModel
+from mnist_pipeline.core.runs.summary import RunSummary
 from mnist_pipeline.core.storage import store
 from mnist_pipeline.core.support.errors import PipelineError
-from mnist_pipeline.core.modelling.models import ConfigError, PRESETS, TrainingConfig, training_config
-from mnist_pipeline.core.modelling.parameters import InvalidParameterError, PipelineParameters
-from mnist_pipeline.core.runs.summary import RunSummary
-from mnist_pipeline.core.modelling.training import TrainedModel
 
 SWEPT = ("learning_rate", "batch_size", "epochs", "width", "dropout")  # what TrainingConfig lets a preset vary
 MAX_CANDIDATES = 64
@@ -52,10 +52,11 @@ SweepParameters = create_model(
     "SweepParameters",
     __config__=ConfigDict(extra="forbid", frozen=True),
     **_SWEEP_FIELDS,
-    samples=(int | None, Field(None, ge=1, le=MAX_CANDIDATES, description=(
+    samples=(Annotated[int | None, NOT_BOOL], Field(None, ge=1, le=MAX_CANDIDATES, description=(
         "train this many combinations of the grid, drawn at random (seeded by sample_seed), instead of all"))),
-    sample_seed=(int, Field(0, ge=0, le=2**31 - 1, description="seed of the random sample of the grid")),
-    max_parallel=(int | None, Field(None, ge=1, le=256, description=(
+    sample_seed=(Annotated[int, NOT_BOOL], Field(
+        0, ge=0, le=2**31 - 1, description="seed of the random sample of the grid")),
+    max_parallel=(Annotated[int | None, NOT_BOOL], Field(None, ge=1, le=256, description=(
         "candidates training at once on the local cluster, one worker process each (default: the machine's cores)"))),
     dask_address=(str | None, Field(None, pattern=r"^(tcp|tls)://[^\s/:]+:\d+$", description=(
         "an existing Dask scheduler to train on, e.g. tcp://host:8786 (default: a local cluster of processes)"))),
@@ -93,7 +94,8 @@ def candidate_configs(params: Any) -> list[TrainingConfig]:
             "Invalid sweep: max_parallel sizes the local cluster, but dask_address names an existing one, whose "
             "workers decide how many candidates train at once; give one or the other")
     try:
-        return [training_config(params.preset, params.seed, patience=params.patience, **dict(zip(SWEPT, combination, strict=True)))
+        return [training_config(params.preset, params.seed, patience=params.patience,
+                                **dict(zip(SWEPT, combination, strict=True)))
                 for combination in combinations]
     except ConfigError as error:
         raise InvalidParameterError(f"Invalid sweep: {error}") from None
@@ -178,8 +180,8 @@ def candidates_table(records: list[dict[str, Any]], selected: str) -> str:
         accuracy = f"{r['validation_accuracy']:.4f}" if r["validation_accuracy"] is not None else "-"
         dropout = f"{r['dropout']:g}" if r["dropout"] is not None else "-"
         lines.append(f"| {r['candidate']}{mark} | {r['learning_rate']:g} | {r['batch_size']} | {r['epochs']} | "
-                     f"{r['width']} | {dropout} | {accuracy} | {r['epochs_run'] or '-'} | {r['train_seconds'] or '-'} | "
-                     f"{r['status']} |")
+                     f"{r['width']} | {dropout} | {accuracy} | {r['epochs_run'] or '-'} | "
+                     f"{r['train_seconds'] or '-'} | {r['status']} |")
     return "\n".join(lines)
 
 

@@ -1,0 +1,226 @@
+"""`mnist-pipeline registry list|show|promote|rollback|check|repair`: the registry as text for people.
+
+The state changes themselves are `Registry.promote`, `Registry.rollback` and `Registry.repair`
+(core/registry/registry.py). `promote` exits 3 when the gate refuses; `check` and `repair` exit 1
+while a problem remains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from typing import Any
+
+from mnist_pipeline.cli import options
+from mnist_pipeline.core.evaluation.gate import GateSettings
+from mnist_pipeline.core.modelling.parameters import PipelineParameters
+from mnist_pipeline.core.registry.decisions import DecisionRecord
+from mnist_pipeline.core.registry.registry import Registry
+
+GATE_SETTINGS = tuple(field.name for field in fields(GateSettings))
+PROMOTE_DESCRIPTION = (
+    "Make version N production if it passes the promotion gate: its test accuracy reaches the threshold, every "
+    "class reaches the per-class floor, and on the same test images no class falls more than the per-class "
+    "margin below production's and it is not worse than production (with --require-significant: significantly "
+    "better, by an exact McNemar test). Each setting defaults to the one N was registered with. The decision, "
+    f"either way, goes to the decision log with who and why. Exits {options.EXIT_NOT_PROMOTED} when the gate "
+    "refuses.")
+
+
+def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("registry", help="list, inspect, promote or roll back registered models",
+                                   description="The model registry: its versions and which one is production.")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    listing = actions.add_parser("list", help="every version: created, accuracy, interval, status, production",
+                                 description="Every registered version: created, accuracy, interval, status, "
+                                 "production.")
+    options.artifacts_dir(listing)
+    listing.set_defaults(func=_list)
+
+    show = actions.add_parser("show", help="one version: metrics, parameters, data hash, model card",
+                              description="One version: metrics, parameters, data hash, files, decisions, model card.")
+    show.add_argument("version", type=options.version, metavar="N", help="version: N, vN or v000N")
+    options.artifacts_dir(show)
+    show.set_defaults(func=_show)
+
+    promoting = actions.add_parser("promote", help="make a version production, through the gate unless --force",
+                                   description=PROMOTE_DESCRIPTION)
+    promoting.add_argument("version", type=options.version, metavar="N", help="version: N, vN or v000N")
+    options.switch(promoting, "force", "promote even if the gate refuses (logged as forced)")
+    add_gate_options(promoting)
+    options.decision_options(promoting)
+    promoting.set_defaults(func=_promote)
+
+    rolling_back = actions.add_parser(
+        "rollback", help="move production back to the previously promoted version",
+        description="Move production back to the version that was production before the current one (logged "
+        "with who and why).")
+    options.decision_options(rolling_back)
+    rolling_back.set_defaults(func=_rollback)
+
+    check = actions.add_parser("check", help="list every inconsistency in the registry (exit 1 if any)",
+                               description="Check the versions' model files, the decision log and the "
+                               "production pointer; each problem names its file and the way out. Exits 1 if "
+                               "there is any.")
+    options.artifacts_dir(check)
+    check.set_defaults(func=_check)
+
+    repair = actions.add_parser(
+        "repair", help="make the registry consistent again from its version folders and decision log",
+        description="Remove leftovers of interrupted registrations, drop unreadable decision-log lines (the old "
+        "log is kept beside it), apply decisions that a dying process did not, and rebuild the production pointer "
+        "from the decision log. Version folders are never changed or deleted. Exits 1 if a problem remains.")
+    options.artifacts_dir(repair)
+    repair.set_defaults(func=_repair)
+    return parser
+
+
+def _list(args: argparse.Namespace) -> int:
+    print(list_versions(options.registry_at(args.artifacts_dir)))
+    return options.EXIT_OK
+
+
+def _show(args: argparse.Namespace) -> int:
+    print(show_version(options.registry_at(args.artifacts_dir), args.version))
+    return options.EXIT_OK
+
+
+def _promote(args: argparse.Namespace) -> int:
+    settings = {name: getattr(args, name) for name in GATE_SETTINGS}
+    text, promoted = promote(options.registry_at(args.artifacts_dir), args.version, settings, args.force, args.who,
+                             args.reason)
+    print(text)
+    return options.EXIT_OK if promoted else options.EXIT_NOT_PROMOTED
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    print(rollback(options.registry_at(args.artifacts_dir), args.who, args.reason))
+    return options.EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    problems = options.registry_at(args.artifacts_dir).check()
+    print("\n".join(f"problem: {problem}" for problem in problems) if problems else "registry is consistent")
+    return options.EXIT_FAILED if problems else options.EXIT_OK
+
+
+def _repair(args: argparse.Namespace) -> int:
+    registry = options.registry_at(args.artifacts_dir)
+    done = registry.repair()
+    print("\n".join(done) if done else "nothing to repair")
+    remaining = registry.check()
+    for problem in remaining:
+        print(f"still a problem: {problem}", file=sys.stderr)
+    return options.EXIT_FAILED if remaining else options.EXIT_OK
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                     for row in [header, *rows])
+
+
+def _interval(record: dict[str, Any]) -> str:
+    low, high = record["accuracy_interval_95"]
+    return f"{low:.4f}-{high:.4f}"
+
+
+def list_versions(registry: Registry) -> str:
+    versions = registry.versions()
+    if not versions:
+        return f"No versions in {registry.location} yet: train one with `mnist-pipeline run`."
+    production, statuses = registry.production(), registry.statuses()
+    rows = []
+    for version in versions:
+        record = registry.read_version(version)
+        rows.append([version, record["created"], record["preset"], f"{record['test_accuracy']:.4f}",
+                     _interval(record), statuses[version], "<- production" if version == production else ""])
+    return _table(["version", "created", "preset", "accuracy", "95% interval", "status", "production"], rows)
+
+
+def show_version(registry: Registry, version: str) -> str:
+    """Status, metrics, parameters, data hash, files, the decisions about it, and its model card."""
+    registry.require(version)
+    folder = registry.version_dir(version)
+    record = registry.read_version(version)
+    metrics = registry.read_json(version, "metrics.json")
+    params = registry.read_json(version, "params.json")
+    production = registry.production()
+    per_class = "  ".join(f"{row['class']}:{row['accuracy']:.3f}" for row in metrics["per_class"])
+    lines = [
+        f"{version}  ({registry.statuses()[version]}{', production' if version == production else ''})",
+        f"  created        : {record['created']} (flow run {record['flow_run_id']})",
+        f"  preset         : {record['preset']}",
+        f"  test accuracy  : {metrics['accuracy']:.4f} (95% interval {_interval(metrics)}, "
+        f"{metrics['correct']}/{metrics['total']})",
+        f"  test loss      : {metrics['loss']:.4f}",
+        f"  per class      : {per_class}",
+        f"  data (split manifest) SHA-256 : {record['data_sha256']}",
+        f"  test split SHA-256            : {record['test_split_sha256']}",
+        f"  model SHA-256                 : {record['model_sha256']}",
+        f"  frameworks     : TensorFlow {record['versions']['tensorflow']}, Keras {record['versions']['keras']}",
+        "  parameters     :",
+        *(f"    {name} = {value}" for name, value in _flatten(params)),
+        f"  files in {folder}:",
+        *(f"    {path.name}{'/' if path.is_dir() else ''}" for path in sorted(folder.iterdir())),
+        "  decisions      :",
+        *(f"    {_describe(logged)}" for logged in registry.decisions()
+          if logged.candidate == version or (logged.action != "register" and logged.production_before == version)),
+        "",
+        (folder / "model_card.md").read_text().rstrip(),
+    ]
+    return "\n".join(lines)
+
+
+def _flatten(params: dict[str, Any], prefix: str = "") -> list[tuple[str, object]]:
+    items = []
+    for name, value in sorted(params.items()):
+        if isinstance(value, dict):
+            items += _flatten(value, f"{prefix}{name}.")
+        else:
+            items.append((f"{prefix}{name}", value))
+    return items
+
+
+def _describe(record: DecisionRecord) -> str:
+    """One decision-log record in words."""
+    if record.action == "rollback":
+        return (f"{record.time} rollback {record.production_before} -> {record.candidate} "
+                f"by {record.who}: {record.why}")
+    text = f"{record.time} {record.action} {record.candidate}: {record.verdict}: {record.reason}"
+    if record.action == "promote":
+        text += f" (by {record.who}: {record.why})"
+    return text
+
+
+def add_gate_options(parser: argparse.ArgumentParser) -> None:
+    """One option per gate setting (--threshold, --per-class-floor, ...), allowing what the run's
+    parameter of that name allows; unset, N's own setting applies."""
+    for name in GATE_SETTINGS:
+        field = PipelineParameters.model_fields[name]
+        option = "--" + name.replace("_", "-")
+        help_text = f"{field.description} (default: the one N was registered with)".replace("%", "%%")
+        if field.annotation is bool:
+            parser.add_argument(option, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            parser.add_argument(option, type=options.parameter_value(name), metavar=name.upper(), help=help_text)
+
+
+def promote(registry: Registry, version: str, settings: dict[str, Any], force: bool, who: str,
+            why: str) -> tuple[str, bool]:
+    """(what happened, promoted?). `settings`: the gate settings given (None: the version's own)."""
+    record = registry.promote(version, who, why, force=force, **settings)
+    if record.promoted:
+        text = f"{version} is now production (was {record.production_before or 'none'}): {record.reason}"
+    else:
+        text = (f"{version} not promoted: {record.reason}. Production stays {record.production_before or 'none'}; "
+                "pass --force to promote past the gate.")
+    return f"{text}\nlogged in {registry.decision_log}", record.promoted
+
+
+def rollback(registry: Registry, who: str, why: str) -> str:
+    record = registry.rollback(who, why)
+    return (f"production rolled back from {record.production_before} to {record.candidate}\n"
+            f"logged in {registry.decision_log}")
