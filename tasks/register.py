@@ -16,7 +16,7 @@ from mnist_pipeline.core.registry.decisions import DecisionRecord
 from mnist_pipeline.orchestration.retries import retry_unless_permanent
 from mnist_pipeline.core.evaluation.gate import GateSettings
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
-from mnist_pipeline.core.registry.registry import Candidate, open_registry
+from mnist_pipeline.core.registry import Candidate, open_registry
 from mnist_pipeline.core.registry.report import render_report
 from mnist_pipeline.core.evaluation.scoring import Evaluation
 from mnist_pipeline.core.data.splits import SplitFiles

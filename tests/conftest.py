@@ -25,7 +25,7 @@ import pytest  # noqa: E402
 
 from helpers import QUIET_LOG, register, synthetic_split_files, train_and_evaluate  # noqa: E402
 from mnist_pipeline.core.storage.paths import ArtifactPaths, bundled_mnist_dir  # noqa: E402
-from mnist_pipeline.core.registry.registry import Registry  # noqa: E402
+from mnist_pipeline.core.registry import open_registry  # noqa: E402
 
 
 # Real servers and real MNIST (slow tier) -----------------------------------------------------------
@@ -91,7 +91,7 @@ def trained_mlp(mlp_run):
 def mlp_registry_template(mlp_run, split_files, tmp_path_factory) -> Path:
     """An artifacts folder whose registry holds the real mlp as production model v0001 (copy it)."""
     root = tmp_path_factory.mktemp("mlp-registry")
-    assert register(Registry(root / "registry"), mlp_run, split_files, flow_run_id="run-1").promoted
+    assert register(open_registry(root / "registry"), mlp_run, split_files, flow_run_id="run-1").promoted
     return root
 
 
@@ -129,7 +129,7 @@ def two_versions_template(tiny_strong, tiny_weak, synthetic_split, tmp_path_fact
     """An artifacts folder whose registry holds v0001 (strong, production) and v0002 (weak, rejected:
     worse than production), and whose splits/ holds the split they were tested on."""
     root = tmp_path_factory.mktemp("two-versions")
-    registry = Registry(root / "registry")
+    registry = open_registry(root / "registry")
     first = register(registry, tiny_strong, synthetic_split, flow_run_id="run-1")
     second = register(registry, tiny_weak, synthetic_split, flow_run_id="run-2")
     assert first.promoted and not second.promoted and "worse than production v0001" in second.reason, second

@@ -71,7 +71,7 @@ def register(registry, run, split, *, threshold: float = 0.3, per_class_floor: f
     """Offer a (TrainedModel, Evaluation) to `registry` as a flow run would; returns the decision. The
     per-class criteria are off unless given: the tiny synthetic models reach only 50-90%."""
     from mnist_pipeline.core.evaluation.gate import GateSettings
-    from mnist_pipeline.core.registry.registry import Candidate
+    from mnist_pipeline.core.registry import Candidate
 
     trained, evaluation = run
     gate = GateSettings(threshold, per_class_floor, per_class_margin, require_significant, significance_alpha=0.05)
@@ -210,7 +210,7 @@ def assert_serves_as_keras(version_dir: Path, images: np.ndarray) -> None:
     import tensorflow as tf
 
     from mnist_pipeline.core.modelling.models import load_model, predict_probabilities
-    from mnist_pipeline.core.registry.registry import SAVED_MODEL_DIR
+    from mnist_pipeline.core.registry import SAVED_MODEL_DIR
 
     serving = tf.saved_model.load(str(version_dir / SAVED_MODEL_DIR)).signatures["serving_default"]
     [spec] = serving.structured_input_signature[1].values()

@@ -14,7 +14,7 @@ from helpers import copy_run, register
 from mnist_pipeline.core.support.faults import FAIL_ONCE_ENV, InjectedFault
 from mnist_pipeline.core.evaluation.gate import GateSettings, Scored, gate
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
-from mnist_pipeline.core.registry.registry import Registry, RegistryError
+from mnist_pipeline.core.registry import Registry, RegistryError
 from mnist_pipeline.core.evaluation.scoring import PREDICTIONS, read_predictions
 
 
@@ -74,10 +74,10 @@ def test_first_model_above_threshold_becomes_production(tmp_path, tiny_strong, s
 
 
 def test_registering_the_same_model_twice_adds_nothing(registry, tiny_strong, synthetic_split):
-    log = registry.decision_log.read_text()
+    log = registry.backend.decision_log.read_text()
     again = register(registry, tiny_strong, synthetic_split, flow_run_id="run-1")
     assert again == registry.decisions()[0] and again.candidate == "v0001" and again.promoted
-    assert registry.versions() == ["v0001", "v0002"] and registry.decision_log.read_text() == log
+    assert registry.versions() == ["v0001", "v0002"] and registry.backend.decision_log.read_text() == log
     assert registry.production() == "v0001"
 
 
@@ -85,14 +85,14 @@ def test_the_same_model_from_another_run_is_unchanged_not_a_new_version(registry
                                                                        tmp_path):
     """Issue 12: a rerun that trains the same weights again (its .keras file's bytes differ) adds no
     version and does not move production; the decision says which version it is."""
-    before = registry.decision_log.read_text()
+    before = registry.backend.decision_log.read_text()
     rerun = copy_run(tiny_strong, tmp_path / "rerun", same_weights=True)
     decision = register(registry, rerun, synthetic_split, flow_run_id="run-3")
     assert (decision.action, decision.verdict, decision.candidate, decision.promoted) == (
         "unchanged", "unchanged", "v0001", False)
     assert decision.reason.startswith("identical to v0001 (the same weights, trained on the same data)")
     assert registry.versions() == ["v0001", "v0002"] and registry.production() == "v0001"
-    assert registry.decision_log.read_text().startswith(before)
+    assert registry.backend.decision_log.read_text().startswith(before)
     again = register(registry, rerun, synthetic_split, flow_run_id="run-3")
     assert again == decision and len(registry.decisions()) == 3  # a retry of that registration logs nothing more
     assert registry.check() == []
@@ -151,11 +151,11 @@ def test_unreadable_stored_predictions_are_named(registry, synthetic_split):
 
 def test_damaged_production_pointer_is_reported(tmp_path):
     registry = Registry(tmp_path / "registry")
-    registry.root.mkdir()
-    registry.production_file.write_text("{trunc")
+    registry.backend.root.mkdir()
+    registry.backend.production_file.write_text("{trunc")
     with pytest.raises(RegistryError, match="production.json"):
         registry.production()
-    registry.production_file.write_text(json.dumps({"version": "v0042"}))
+    registry.backend.production_file.write_text(json.dumps({"version": "v0042"}))
     with pytest.raises(RegistryError, match="v0042"):
         registry.production()
 
@@ -169,7 +169,7 @@ def test_version_names_cannot_escape_the_registry(tmp_path, name):
 # Exactly once: the lock, retries, interruptions, races ---------------------------------------------
 
 def state(registry: Registry) -> tuple:
-    return (registry.versions(), registry.decision_log.read_text(), registry.production_file.read_text())
+    return (registry.versions(), registry.backend.decision_log.read_text(), registry.backend.production_file.read_text())
 
 
 @pytest.mark.parametrize("operation", ["register", "promote", "rollback", "repair"])
@@ -181,9 +181,9 @@ def test_every_change_waits_for_the_registry_lock(registry, tiny_weak, synthetic
         "repair": registry.repair,
     }
     registry.promote("v0002", "alice", "so that a rollback has somewhere to go", force=True)
-    registry.lock = FileLock(registry.lock.lock_file, timeout=0.2)
+    registry.backend.lock = FileLock(registry.backend.lock.lock_file, timeout=0.2)
     before = state(registry)
-    with FileLock(registry.root / ".lock"):  # held by another registry user (another fd, as another process)
+    with FileLock(registry.backend.root / ".lock"):  # held by another registry user (another fd, as another process)
         with pytest.raises(Timeout):
             changes[operation]()
     assert state(registry) == before
@@ -209,8 +209,8 @@ def test_a_failed_registration_is_completed_exactly_once_by_its_retry(registry, 
 
 def test_an_interrupted_registration_is_completed_before_the_next_is_added(registry, tiny_weak, synthetic_split,
                                                                          tmp_path):
-    first_line = registry.decision_log.read_text().splitlines()[0]
-    registry.decision_log.write_text(first_line + "\n")  # the process registering v0002 died before logging
+    first_line = registry.backend.decision_log.read_text().splitlines()[0]
+    registry.backend.decision_log.write_text(first_line + "\n")  # the process registering v0002 died before logging
     decision = register(registry, copy_run(tiny_weak, tmp_path / "rerun"), synthetic_split)
     assert decision.candidate == "v0003" and not decision.promoted
     assert register_lines(registry) == [("v0001", "promoted"), ("v0002", "rejected"), ("v0003", "rejected")]

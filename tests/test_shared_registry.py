@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 from helpers import register
 from mnist_pipeline.core.storage import store
-from mnist_pipeline.core.registry.registry import open_registry
+from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.registry.shared_registry import SharedRegistry
 from mnist_pipeline.core.storage.store import ObjectStore, StoreError
 from devstack.team.object_store import MotoS3Server

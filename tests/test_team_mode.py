@@ -125,7 +125,7 @@ def test_two_machines_register_at_once_and_trainings_never_overlap(stack):
 
 def test_registry_records_one_decision_per_registration(stack, monkeypatch):
     from mnist_pipeline.core.storage.paths import ArtifactPaths
-    from mnist_pipeline.core.registry.registry import open_registry
+    from mnist_pipeline.core.registry import open_registry
 
     for name, value in client_env(stack).items():
         monkeypatch.setenv(name, value)

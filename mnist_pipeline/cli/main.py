@@ -29,7 +29,7 @@ from mnist_pipeline.cli import serve as serve_command
 from mnist_pipeline.core.support.errors import PipelineError
 from mnist_pipeline.core.data.mnist import NUM_CLASSES
 from mnist_pipeline.core.support.quiet_tensorflow import release_stderr
-from mnist_pipeline.core.registry.registry import version_name
+from mnist_pipeline.core.registry import version_name
 
 EXIT_NOT_PROMOTED = run_command.EXIT_NOT_PROMOTED
 
@@ -173,7 +173,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _registry(args: argparse.Namespace):
     from mnist_pipeline.core.storage.paths import ArtifactPaths
-    from mnist_pipeline.core.registry.registry import open_registry
+    from mnist_pipeline.core.registry import open_registry
 
     paths = ArtifactPaths.resolve(args.artifacts_dir)
     return open_registry(paths.ref(paths.registry), splits_dir=paths.splits)

@@ -10,7 +10,7 @@ import numpy as np
 
 from mnist_pipeline.core.modelling.models import load_model, predict_probabilities, top_classes
 from mnist_pipeline.core.data.pictures import InputError, file_kind, read_inputs
-from mnist_pipeline.core.registry.registry import Registry, RegistryError
+from mnist_pipeline.core.registry import Registry, RegistryError
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from mnist_pipeline.core.registry.decisions import DecisionRecord
 from mnist_pipeline.core.support.errors import PipelineError
 from mnist_pipeline.core.evaluation.gate import GateSettings
 from mnist_pipeline.core.modelling.parameters import PipelineParameters, validate_parameters
-from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.registry import Registry
 
 GATE_SETTINGS = tuple(field.name for field in fields(GateSettings))
 
