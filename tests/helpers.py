@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 import numpy as np
+import pytest
 
 from mnist_pipeline.core.data.mnist import IMAGE_SHAPE, NUM_CLASSES
 from mnist_pipeline.core.storage.paths import bundled_mnist_dir
@@ -24,6 +25,9 @@ ENTRY_POINT = Path(sys.executable).parent / "mnist-pipeline"
 QUIET_LOG = logging.getLogger("tests")
 STAGES = ("download-split", "preprocess", "train", "evaluate", "register")
 FINAL_TASK_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+# The registry's backends, for `pytest.mark.parametrize("registry_kind", BACKENDS, indirect=True)`:
+# a folder, and a real S3-compatible server (slow tier: a server process, and uploads).
+BACKENDS = ["folder", pytest.param("store", marks=pytest.mark.slow)]
 
 T = TypeVar("T")
 

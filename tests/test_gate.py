@@ -13,7 +13,7 @@ from helpers import copy_run, register, split_with_shuffled_labels, train_and_ev
 from mnist_pipeline.cli.main import EXIT_NOT_PROMOTED, main
 from mnist_pipeline.core.evaluation.gate import GateSettings, Scored, compare, gate
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
-from mnist_pipeline.core.registry import Registry, open_registry
+from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.registry.report import render_report
 from mnist_pipeline.core.support.stats import mcnemar_exact
 
@@ -161,12 +161,6 @@ def test_models_scored_on_different_images_are_not_compared():
 
 
 # In the registry: the decision record, the report, promote -----------------------------------------
-
-@pytest.fixture
-def registry(two_versions) -> Registry:
-    """v0001 (strong, production) and v0002 (weak, rejected as worse than production)."""
-    return open_registry(two_versions / "registry", splits_dir=two_versions / "splits")
-
 
 def test_the_decision_record_carries_every_criterion_and_the_mcnemar_counts(registry, tiny_strong, tiny_weak):
     decision = registry.decisions()[1]

@@ -19,12 +19,6 @@ from mnist_pipeline.core.data.pictures import InputError, mnist_layout, read_inp
 from mnist_pipeline.core.registry import open_registry, RegistryError
 
 
-@pytest.fixture
-def registry(two_versions):
-    """v0001 (production) and v0002, tiny models of the synthetic digits."""
-    return open_registry(two_versions / "registry")
-
-
 @pytest.mark.parametrize("centre", [13.5, 14.0, 14.5])
 def test_a_digit_laid_out_as_mnist_comes_through_unchanged(tmp_path, centre):
     """MNIST's digits are centred to the half pixel: none may be moved or resampled."""
