@@ -23,12 +23,11 @@ for _name in settings.ALL:  # a developer's shell must not leak into the tests
     os.environ.pop(_name, None)
 
 import pytest  # noqa: E402
-
 from helpers import QUIET_LOG, register, synthetic_split_files, train_and_evaluate  # noqa: E402
-from mnist_pipeline.core.storage.paths import ArtifactPaths, bundled_mnist_dir  # noqa: E402
+
 from mnist_pipeline.core.registry import Registry, open_registry  # noqa: E402
 from mnist_pipeline.core.storage import store  # noqa: E402
-
+from mnist_pipeline.core.storage.paths import ArtifactPaths, bundled_mnist_dir  # noqa: E402
 
 # Real servers and real MNIST (slow tier) -----------------------------------------------------------
 

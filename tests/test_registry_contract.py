@@ -16,12 +16,13 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-
 from helpers import BACKENDS, copy_run, register
+
 from mnist_pipeline.core.evaluation.gate import GateSettings, Scored, gate
 from mnist_pipeline.core.evaluation.scoring import PREDICTIONS, read_predictions
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
 from mnist_pipeline.core.registry import REPAIR_COMMAND, LocalBackend, Registry, RegistryError, open_registry
+from mnist_pipeline.core.storage import store
 from mnist_pipeline.core.support.faults import FAIL_ONCE_ENV, InjectedFault
 
 pytestmark = pytest.mark.parametrize("registry_kind", BACKENDS, indirect=True)
@@ -280,13 +281,17 @@ def test_a_failed_registration_is_completed_exactly_once_by_its_retry(registry, 
 
 
 def test_two_registrations_at_once_give_two_versions_and_production_is_the_better(
-        registry_location, tiny_strong, tiny_weak, synthetic_split):
+        registry_location, tiny_strong, tiny_weak, synthetic_split, monkeypatch, tmp_path):
     start, results, errors = threading.Barrier(2), {}, []
+    registries = {}
+    for name in ("strong", "weak"):  # each its own lock file handle; in the store, its own mirror ("machine")
+        monkeypatch.setenv(store.CACHE_ENV_VAR, str(tmp_path / f"machine-{name}"))
+        registries[name] = open_registry(registry_location)
 
     def offer(name, run):
         try:
             start.wait()
-            results[name] = register(open_registry(registry_location), run, synthetic_split, flow_run_id=name)
+            results[name] = register(registries[name], run, synthetic_split, flow_run_id=name)
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 

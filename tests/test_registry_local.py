@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 from filelock import FileLock, Timeout
-
 from helpers import copy_run, register, run_cli
+
 from mnist_pipeline.core.registry import REPAIR_COMMAND, Registry
 
 
@@ -27,9 +27,9 @@ def test_every_change_waits_for_the_registry_lock(registry, tiny_weak, synthetic
     registry.promote("v0002", "alice", "so that a rollback has somewhere to go", force=True)
     registry.backend.lock = FileLock(registry.backend.lock.lock_file, timeout=0.2)
     before = state(registry)
-    with FileLock(registry.backend.root / ".lock"):  # held by another registry user (another fd, as another process)
-        with pytest.raises(Timeout):
-            changes[operation]()
+    held_elsewhere = FileLock(registry.backend.root / ".lock")  # another registry user (another fd, as a process)
+    with held_elsewhere, pytest.raises(Timeout):
+        changes[operation]()
     assert state(registry) == before
 
 
