@@ -7,7 +7,7 @@ other; (b, e) two runs on the two machines at once register two versions, the re
 consistent, and their trainings never overlap; (f) a bad store fails before any training; (g) no
 secret in what the server, the store or `registry show` hand out; (d) a worker killed mid-training:
 its run is marked `Crashed`, the registry is consistent, and a new run completes. The compare-and-swap
-retry itself (c) is forced in tests/test_shared_registry.py. Every process is stopped by its id.
+retry itself (c) is forced in tests/test_registry_store.py. Every process is stopped by its id.
 """
 
 from __future__ import annotations
