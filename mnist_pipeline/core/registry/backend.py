@@ -61,10 +61,11 @@ class Pointer:
 
 @dataclass(frozen=True)
 class LogEntry:
-    """One stored decision: where it is (for messages and to set it aside) and its text."""
+    """One stored decision: how messages name it, its text, and what the backend finds it by."""
 
     where: str
     text: str
+    key: str
 
 
 Assemble = Callable[[Path, str], None]

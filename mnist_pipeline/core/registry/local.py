@@ -93,13 +93,13 @@ class LocalBackend:
         if not self.decision_log.exists():
             return []
         lines = self.decision_log.read_text().splitlines()
-        return [LogEntry(f"Decision log {self.decision_log} line {number}", line)
+        return [LogEntry(f"Decision log {self.decision_log} line {number}", line, str(number))
                 for number, line in enumerate(lines, start=1) if line.strip()]
 
     def set_aside(self, damaged: list[LogEntry]) -> list[str]:
         """Rewrite the log without the damaged lines, the old file kept beside it."""
-        dropped = {entry.where for entry in damaged}
-        kept = [entry.text for entry in self.decision_entries() if entry.where not in dropped]
+        dropped = {entry.key for entry in damaged}
+        kept = [entry.text for entry in self.decision_entries() if entry.key not in dropped]
         backup = self.decision_log.with_name(f"{self.decision_log.name}.damaged-{uuid.uuid4().hex[:8]}")
         shutil.copyfile(self.decision_log, backup)
         write_text_atomic(self.decision_log, "".join(line + "\n" for line in kept))

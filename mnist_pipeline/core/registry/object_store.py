@@ -175,14 +175,14 @@ class ObjectStoreBackend:
             path = self._mirrored(url)  # a decision never changes once written: read it once
             if not path.exists():
                 self.store.download(url, path)
-            entries.append(LogEntry(f"Decision {url}", path.read_text(errors="replace")))
+            entries.append(LogEntry(f"Decision {url}", path.read_text(errors="replace"), url))
         return entries
 
     def set_aside(self, damaged: list[LogEntry]) -> list[str]:
         """Move each damaged decision to damaged/, as objects cannot be edited in place."""
         done = []
         for entry in damaged:
-            url = entry.where.split(" ", 1)[1]
+            url = entry.key
             data = self.store.read(url)
             backup = f"{self.url}/damaged/{url.rsplit('/', 1)[1]}.{uuid.uuid4().hex[:8]}"
             self.store.write(backup, data)
