@@ -244,12 +244,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "serve_results.md")
     args = parser.parse_args()
 
-    from mnist_pipeline.core.registry.registry import Registry
+    from mnist_pipeline.core.registry import open_registry
 
-    registry = Registry(args.artifacts_dir / "registry")
+    registry = open_registry(args.artifacts_dir / "registry")
     production = registry.production()
     if production is None:
-        raise SystemExit(f"no production model in {registry.root}: train one first")
+        raise SystemExit(f"no production model in {registry.location}: train one first")
     model = {"version": production, **registry.read_version(production)}
     pngs = digit_pngs(args.clients)
     load_before = os.getloadavg()[0]

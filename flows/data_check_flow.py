@@ -20,7 +20,7 @@ from prefect.states import Completed
 from mnist_pipeline.core.data import extra_data
 from mnist_pipeline.core.modelling.parameters import DataParameters, takes_parameters, validate_parameters
 from mnist_pipeline.core.storage.paths import ArtifactPaths
-from mnist_pipeline.core.registry.registry import open_registry
+from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.data.splits import data_fingerprint, source_checksums
 from mnist_pipeline.flows.mnist_flow import data_folders
 

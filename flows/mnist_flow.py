@@ -33,7 +33,7 @@ from mnist_pipeline.core.modelling.models import TrainingConfig, training_config
 from mnist_pipeline.core.modelling.parameters import DataParameters, PipelineParameters, takes_parameters, validate_parameters
 from mnist_pipeline.core.storage.paths import ArtifactPaths, bundled_mnist_dir
 from mnist_pipeline.core.storage import store
-from mnist_pipeline.core.registry.registry import open_registry
+from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.evaluation.scoring import Evaluation
 from mnist_pipeline.core.data.splits import SplitRecipe, make_recipe, split_available
 from mnist_pipeline.core.runs.summary import RunSummary

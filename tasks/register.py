@@ -1,5 +1,5 @@
 """Stage 5, register: offer the candidate to the registry, whose gate decides whether it becomes
-production (`core/registry/registry.py`, `core/evaluation/gate.py`); a rejection is a normal outcome."""
+production (`core/registry/`, `core/evaluation/gate.py`); a rejection is a normal outcome."""
 
 from __future__ import annotations
 
@@ -12,29 +12,24 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run, task_run
 
-from mnist_pipeline.core.storage import store
-from mnist_pipeline.core.registry.decisions import DecisionRecord
-from mnist_pipeline.orchestration.retries import retry_unless_permanent
-from mnist_pipeline.core.evaluation.gate import GateSettings
-from mnist_pipeline.core.support.errors import PipelineError
-from mnist_pipeline.core.modelling.parameters import PipelineParameters
-from mnist_pipeline.core.registry.registry import Candidate, open_registry
-from mnist_pipeline.core.registry.report import render_report
-from mnist_pipeline.core.evaluation.scoring import Evaluation
 from mnist_pipeline.core.data.splits import SplitFiles
+from mnist_pipeline.core.evaluation.gate import GateSettings
+from mnist_pipeline.core.evaluation.scoring import Evaluation
 from mnist_pipeline.core.modelling.training import TrainedModel
+from mnist_pipeline.core.registry import Candidate, open_registry
+from mnist_pipeline.core.registry.decisions import DecisionRecord
+from mnist_pipeline.core.registry.report import render_report
+from mnist_pipeline.core.storage import store
+from mnist_pipeline.core.support.errors import PipelineError
+from mnist_pipeline.orchestration.retries import retry_unless_permanent
 
 REPORT_KEY = "mnist-training-report"
 
 
 @task(name="register", retries=3, retry_delay_seconds=1, retry_condition_fn=retry_unless_permanent)
 def register(trained: TrainedModel, evaluation: Evaluation, data: SplitFiles, registry_dir: str,
-             gate: GateSettings | float, run_params: dict[str, Any]) -> DecisionRecord:
-    """Register exactly once (a retry completes an interrupted registration) and publish the report.
-    `gate` is the gate's settings; a bare threshold (as the sweep flow passes) takes the defaults of the
-    others."""
-    if not isinstance(gate, GateSettings):
-        gate = GateSettings.of(PipelineParameters(threshold=gate).model_dump())
+             gate: GateSettings, run_params: dict) -> DecisionRecord:
+    """Register exactly once (a retry completes an interrupted registration) and publish the report."""
     registry = open_registry(registry_dir)
     candidate = Candidate(trained.fetched(), evaluation.fetched(), data, gate, run_params, flow_run.get_id())
     decision = registry.register(candidate, attempt=task_run.run_count)

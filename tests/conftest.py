@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="mnist-tests-prefect-home-")
@@ -22,11 +23,11 @@ for _name in settings.ALL:  # a developer's shell must not leak into the tests
     os.environ.pop(_name, None)
 
 import pytest  # noqa: E402
-
 from helpers import QUIET_LOG, register, synthetic_split_files, train_and_evaluate  # noqa: E402
-from mnist_pipeline.core.storage.paths import ArtifactPaths, bundled_mnist_dir  # noqa: E402
-from mnist_pipeline.core.registry.registry import Registry  # noqa: E402
 
+from mnist_pipeline.core.registry import Registry, open_registry  # noqa: E402
+from mnist_pipeline.core.storage import store  # noqa: E402
+from mnist_pipeline.core.storage.paths import ArtifactPaths, bundled_mnist_dir  # noqa: E402
 
 # Real servers and real MNIST (slow tier) -----------------------------------------------------------
 
@@ -91,7 +92,7 @@ def trained_mlp(mlp_run):
 def mlp_registry_template(mlp_run, split_files, tmp_path_factory) -> Path:
     """An artifacts folder whose registry holds the real mlp as production model v0001 (copy it)."""
     root = tmp_path_factory.mktemp("mlp-registry")
-    assert register(Registry(root / "registry"), mlp_run, split_files, flow_run_id="run-1").promoted
+    assert register(open_registry(root / "registry"), mlp_run, split_files, flow_run_id="run-1").promoted
     return root
 
 
@@ -129,7 +130,7 @@ def two_versions_template(tiny_strong, tiny_weak, synthetic_split, tmp_path_fact
     """An artifacts folder whose registry holds v0001 (strong, production) and v0002 (weak, rejected:
     worse than production), and whose splits/ holds the split they were tested on."""
     root = tmp_path_factory.mktemp("two-versions")
-    registry = Registry(root / "registry")
+    registry = open_registry(root / "registry")
     first = register(registry, tiny_strong, synthetic_split, flow_run_id="run-1")
     second = register(registry, tiny_weak, synthetic_split, flow_run_id="run-2")
     assert first.promoted and not second.promoted and "worse than production v0001" in second.reason, second
@@ -141,6 +142,74 @@ def two_versions_template(tiny_strong, tiny_weak, synthetic_split, tmp_path_fact
 def two_versions(two_versions_template, tmp_path) -> Path:
     """A private copy of `two_versions_template` (an artifacts folder)."""
     return Path(shutil.copytree(two_versions_template, tmp_path / "artifacts"))
+
+
+# Registries (tests/helpers.py's BACKENDS runs a module's tests against each backend) -------------
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One S3-compatible server (moto's server mode, a process on 127.0.0.1) for the session, stopped by
+    its id."""
+    from devstack.team.object_store import MotoS3Server
+
+    server = MotoS3Server(tmp_path_factory.mktemp("moto") / "moto.log")
+    server.start()
+    yield server
+    assert not server.stop(), "moto's server outlived its stop"
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch, tmp_path):
+    """This test's process talks to the server, with a mirror of its own ("machine A")."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(store.CACHE_ENV_VAR, str(tmp_path / "machine-a"))
+    return s3_server
+
+
+@pytest.fixture(scope="session")
+def two_versions_in_store(s3_server, tiny_strong, tiny_weak, synthetic_split, tmp_path_factory) -> str:
+    """The URL of a registry in the store holding what `two_versions` holds (copy it)."""
+    url = s3_server.store_url("two-versions-template")
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in s3_server.env().items():
+            env.setenv(name, value)
+        env.setenv(store.CACHE_ENV_VAR, str(tmp_path_factory.mktemp("template-mirror")))
+        registry = open_registry(url)
+        assert register(registry, tiny_strong, synthetic_split, flow_run_id="run-1").promoted
+        assert not register(registry, tiny_weak, synthetic_split, flow_run_id="run-2").promoted
+    return url
+
+
+@pytest.fixture
+def registry_kind(request) -> str:
+    """Where the registry fixtures keep their registry: "folder", unless the test module parametrises
+    this with `pytest.mark.parametrize("registry_kind", BACKENDS, indirect=True)`: then also "store"."""
+    return getattr(request, "param", "folder")
+
+
+@pytest.fixture
+def registry_location(registry_kind, request, tmp_path) -> str:
+    """Where a new, empty registry of that kind goes: a folder, or a URL in the S3 server."""
+    if registry_kind == "folder":
+        return str(tmp_path / "registry")
+    return request.getfixturevalue("s3_env").store_url(f"registry-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def registry(registry_kind, registry_location, request, two_versions) -> Registry:
+    """v0001 (strong, production) and v0002 (weak, rejected as worse than production), consistent,
+    with the split they were tested on under `splits_dir`."""
+    if registry_kind == "folder":
+        location = str(two_versions / "registry")
+    else:
+        template, location = request.getfixturevalue("two_versions_in_store"), registry_location
+        objects = store.ObjectStore.for_url(template)
+        for url in objects.find(template):
+            objects.fs.copy(objects._path(url), objects._path(location + url[len(template):]))
+    registry = open_registry(location, splits_dir=two_versions / "splits")
+    assert registry.production() == "v0001" and registry.check() == []
+    return registry
 
 
 @pytest.fixture

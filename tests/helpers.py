@@ -9,11 +9,13 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 import numpy as np
+import pytest
 
 from mnist_pipeline.core.data.mnist import IMAGE_SHAPE, NUM_CLASSES
 from mnist_pipeline.core.storage.paths import bundled_mnist_dir
@@ -24,6 +26,9 @@ ENTRY_POINT = Path(sys.executable).parent / "mnist-pipeline"
 QUIET_LOG = logging.getLogger("tests")
 STAGES = ("download-split", "preprocess", "train", "evaluate", "register")
 FINAL_TASK_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+# The registry's backends, for `pytest.mark.parametrize("registry_kind", BACKENDS, indirect=True)`:
+# a folder, and a real S3-compatible server (slow tier: a server process, and uploads).
+BACKENDS = ["folder", pytest.param("store", marks=pytest.mark.slow)]
 
 T = TypeVar("T")
 
@@ -48,7 +53,7 @@ def synthetic_split_files(splits_root: Path, sizes=(600, 100, 300)):
     recipe = SplitRecipe(dataset="synthetic", source="synthetic", source_sha256=(), validation_fraction=0.1,
                          seed=0, code_sha256="")
     arrays = {name: synthetic_digits(size, seed) for seed, (name, size) in
-              enumerate(zip(("train", "validation", "test"), sizes), start=1)}
+              enumerate(zip(("train", "validation", "test"), sizes, strict=True), start=1)}
     split_dir = recipe.split_dir(splits_root)
     split_dir.parent.mkdir(parents=True, exist_ok=True)
     write_split(recipe, arrays, split_dir)
@@ -57,8 +62,8 @@ def synthetic_split_files(splits_root: Path, sizes=(600, 100, 300)):
 
 def train_and_evaluate(split, run_dir: Path, preset: str, seed: int, **overrides):
     """(TrainedModel, Evaluation) of `preset` trained and scored on `split`, files in `run_dir`."""
-    from mnist_pipeline.core.modelling.models import training_config
     from mnist_pipeline.core.evaluation.scoring import evaluate_model
+    from mnist_pipeline.core.modelling.models import training_config
     from mnist_pipeline.core.modelling.training import fit
 
     trained = fit(training_config(preset, seed, **overrides), split, run_dir, QUIET_LOG)
@@ -71,7 +76,7 @@ def register(registry, run, split, *, threshold: float = 0.3, per_class_floor: f
     """Offer a (TrainedModel, Evaluation) to `registry` as a flow run would; returns the decision. The
     per-class criteria are off unless given: the tiny synthetic models reach only 50-90%."""
     from mnist_pipeline.core.evaluation.gate import GateSettings
-    from mnist_pipeline.core.registry.registry import Candidate
+    from mnist_pipeline.core.registry import Candidate
 
     trained, evaluation = run
     gate = GateSettings(threshold, per_class_floor, per_class_margin, require_significant, significance_alpha=0.05)
@@ -146,7 +151,8 @@ def settled_task_runs(client, flow_run_id, stages: tuple[str, ...] = STAGES, tim
     """`task_runs` once every one of `stages` has a task run and every task run is in a final state."""
     def settled(runs: dict[str, list]) -> bool:
         return set(stages) <= set(runs) and all(
-            run.state is not None and run.state.type.value in FINAL_TASK_STATES for group in runs.values() for run in group)
+            run.state is not None and run.state.type.value in FINAL_TASK_STATES
+            for group in runs.values() for run in group)
 
     return wait_until(lambda: task_runs(client, flow_run_id), settled, timeout)
 
@@ -167,7 +173,8 @@ def artifact_types(client, flow_run_id) -> dict[str, str]:
     """{artifact key: type} of one flow run."""
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    by_run = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+    found = client.read_artifacts(artifact_filter=by_run)
     return {artifact.key: artifact.type for artifact in found}
 
 
@@ -210,7 +217,7 @@ def assert_serves_as_keras(version_dir: Path, images: np.ndarray) -> None:
     import tensorflow as tf
 
     from mnist_pipeline.core.modelling.models import load_model, predict_probabilities
-    from mnist_pipeline.core.registry.registry import SAVED_MODEL_DIR
+    from mnist_pipeline.core.registry import SAVED_MODEL_DIR
 
     serving = tf.saved_model.load(str(version_dir / SAVED_MODEL_DIR)).signatures["serving_default"]
     [spec] = serving.structured_input_signature[1].values()
@@ -335,7 +342,8 @@ def bad_service_requests() -> list[tuple[str, str, dict, int, str]]:
          "not JSON"),
         ("no images key", "/v1/predict", {"json": {"pictures": []}}, 422, 'expected a JSON object {"images"'),
         ("wrong JSON shape", "/v1/predict", {"json": {"images": [[0] * 27] * 28}}, 422, "shape [28, 27]"),
-        ("ragged JSON", "/v1/predict", {"json": {"images": [[0] * 28] * 27 + [[0] * 5]}}, 422, "not all the same shape"),
+        ("ragged JSON", "/v1/predict", {"json": {"images": [[0] * 28] * 27 + [[0] * 5]}}, 422,
+         "not all the same shape"),
         ("values above 255", "/v1/predict", {"json": {"images": [[256] * 28] * 28}}, 422,
          "expected whole pixel values 0-255"),
         ("negative values", "/v1/predict", {"json": {"images": [[-1] * 28] * 28}}, 422,
@@ -375,8 +383,8 @@ def serving(artifacts: Path, *options: str, log: Path) -> Iterator[str]:
                                    start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        exited, _ = wait_until(lambda: (process.poll(), service_ready(url)), lambda state: state[0] is not None or state[1],
-                               timeout=240)
+        exited, _ = wait_until(lambda: (process.poll(), service_ready(url)),
+                               lambda state: state[0] is not None or state[1], timeout=240)
         assert exited is None, f"the service exited with {exited}:\n{log.read_text()[-3000:]}"
         yield url
     finally:
@@ -433,9 +441,8 @@ def client_of(local) -> Iterator:
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: local.api_url}):
-        with get_client(sync_client=True) as client:
-            yield client
+    with temporary_settings({PREFECT_API_URL: local.api_url}), get_client(sync_client=True) as client:
+        yield client
 
 
 # A training set sabotaged for one class ---------------------------------------------------------------

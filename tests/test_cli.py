@@ -32,7 +32,7 @@ from helpers import (
 from mnist_pipeline.cli.main import build_parser, main
 from mnist_pipeline.cli.options import EXIT_FAILED, EXIT_NOT_PROMOTED, EXIT_OK, EXIT_USAGE
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
-from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.registry import Registry, open_registry
 from mnist_pipeline.core.runs.summary import RunSummary
 from mnist_pipeline.core.runs.sweep import SweepParameters, SweepSummary, Trial
 from mnist_pipeline.core.support.errors import PipelineError
@@ -244,7 +244,7 @@ def stand_in_flows(monkeypatch, tiny_strong, tiny_weak, synthetic_split, tmp_pat
         if copied:
             run = copy_run(run, tmp_path / "copied-run")
         registry_dir = Path(params["artifacts_dir"]) / "registry"
-        decision = register(Registry(registry_dir), run, synthetic_split, flow_run_id="run-3")
+        decision = register(open_registry(registry_dir), run, synthetic_split, flow_run_id="run-3")
         return mnist_flow.summarize(decision, run[0], run[1], str(registry_dir), str(tmp_path / "run"))
 
     def sweep_flow_stand_in(**params) -> SweepSummary:

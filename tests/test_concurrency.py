@@ -14,7 +14,7 @@ import pytest
 
 from helpers import FLOW_SCRIPT
 from mnist_pipeline.core.modelling.models import load_model
-from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.data.splits import is_intact
 
 pytestmark = pytest.mark.slow
@@ -78,7 +78,7 @@ def test_four_concurrent_runs_keep_the_registry_consistent(prefect_api_url, tmp_
         watcher.stop()
     assert [run.returncode for run in runs] == [0, 0, 0, 0], "\n\n".join(o[-2000:] for o in outputs)
 
-    registry = Registry(artifacts / "registry")
+    registry = open_registry(artifacts / "registry")
     assert registry.versions() == ["v0001", "v0002", "v0003", "v0004"]  # unique and gap-free
     for version in registry.versions():
         load_model(registry.model_path(version))  # every version whole, as registered

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import client_of, hand_made_zero, local_prefect, wait_until, write_png
-from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.registry import open_registry
 from devstack.local_server import NIGHTLY_CHECK, PROJECT_ROOT, RETRAIN_ON_CHANGE
 
 pytestmark = pytest.mark.slow
@@ -84,7 +84,7 @@ def test_no_change_no_training_then_a_new_picture_one_training(setup):
     assert finished.state.type.value == "COMPLETED", finished.state
     # one training in all: the check that found no change started none (its event would be older)
     assert [run.id for run in retrain_runs(client)] == [retraining.id]
-    registry = Registry(artifacts / "registry")
+    registry = open_registry(artifacts / "registry")
     newest = registry.versions()[-1]
     assert newest == "v0002" and registry.read_json(newest, "params.json")["extra_pictures"] == 2
     assert json.loads((registry.version_dir(newest) / "version.json").read_text())["flow_run_id"] == str(retraining.id)

@@ -11,7 +11,7 @@ import pytest
 
 from helpers import run_flow_script
 from mnist_pipeline.core.modelling.models import load_model
-from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.registry import Registry, open_registry
 from mnist_pipeline.core.data.splits import is_intact
 
 pytestmark = pytest.mark.slow
@@ -51,7 +51,7 @@ def assert_nothing_half_written(artifacts: Path) -> None:
         assert is_intact(split), f"{split} is visible but not intact"
     for model in (artifacts / "runs").glob("*/model.keras") if (artifacts / "runs").is_dir() else []:
         load_model(model)  # a model under its final name is whole
-    registry = Registry(artifacts / "registry")
+    registry = open_registry(artifacts / "registry")
     for version in registry.versions():
         load_model(registry.model_path(version))  # and matches its registered checksum
 
@@ -65,9 +65,9 @@ def crashed_artifacts(tmp_path_factory, prefect_api_url):
     for crash_at, _ in CRASHES:
         result = run_flow(artifacts, prefect_api_url, crash_at)
         assert result.returncode == -signal.SIGKILL, f"{crash_at}: {result.returncode}\n{result.stderr[-3000:]}"
-        registry = Registry(artifacts / "registry")
+        registry = open_registry(artifacts / "registry")
         observations.append((crash_at, bool(visible_splits(artifacts)), registry.versions(), pending_versions(registry),
-                             registry.production_file.exists(), registry.decision_log.exists()))
+                             registry.backend.production_file.exists(), registry.backend.decision_log.exists()))
         assert_nothing_half_written(artifacts)
     return artifacts, observations
 
@@ -88,7 +88,7 @@ def test_next_run_completes_and_finishes_the_interrupted_registration(crashed_ar
     # another learning rate: a model of its own (the same inputs would give v0001's model again, unchanged)
     result = run_flow(artifacts, prefect_api_url, None, "--learning-rate", "2e-3")
     assert result.returncode == 0, result.stderr[-3000:]
-    registry = Registry(artifacts / "registry")
+    registry = open_registry(artifacts / "registry")
     assert registry.versions() == ["v0001", "v0002"]
     assert [(d.action, d.candidate) for d in registry.decisions()] == [("register", "v0001"), ("register", "v0002")]
     assert registry.production() in {"v0001", "v0002"}

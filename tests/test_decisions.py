@@ -11,7 +11,7 @@ import pytest
 
 from helpers import register
 from mnist_pipeline.core.registry.decisions import SCHEMA, DecisionRecord
-from mnist_pipeline.core.registry.registry import Registry, RegistryError
+from mnist_pipeline.core.registry import open_registry, RegistryError
 
 # What `Registry.decisions` and `repair` catch as "not a decision record".
 NOT_A_RECORD = (ValueError, KeyError, TypeError)
@@ -134,8 +134,8 @@ def test_a_bad_line_is_not_a_record(line):
 
 
 def test_a_bad_line_in_the_log_is_named_by_its_number(two_versions):
-    registry = Registry(two_versions / "registry")
-    with registry.decision_log.open("a") as log:
+    registry = open_registry(two_versions / "registry")
+    with registry.backend.decision_log.open("a") as log:
         log.write('{"schema": 2, "action": "promote"}\n')
     with pytest.raises(RegistryError, match="decisions.jsonl line 3 is not a decision record"):
         registry.decisions()
@@ -149,12 +149,12 @@ def as_schema_1(line: dict) -> dict:
 
 
 def test_a_registry_with_a_schema_1_log_keeps_working(two_versions, tiny_strong, synthetic_split):
-    registry = Registry(two_versions / "registry")
-    first, second = (json.loads(line) for line in registry.decision_log.read_text().splitlines())
+    registry = open_registry(two_versions / "registry")
+    first, second = (json.loads(line) for line in registry.backend.decision_log.read_text().splitlines())
     oldest = {key: value for key, value in as_schema_1(first).items() if key != "action"}
     promote = {**OLD_PROMOTE, "time": second["time"]}
     rollback = {**OLD_ROLLBACK, "time": second["time"]}
-    registry.decision_log.write_text("".join(json.dumps(line) + "\n"
+    registry.backend.decision_log.write_text("".join(json.dumps(line) + "\n"
                                              for line in (oldest, as_schema_1(second), promote, rollback)))
     assert registry.check() == []
     assert registry.production_history() == ["v0001"]
@@ -164,13 +164,13 @@ def test_a_registry_with_a_schema_1_log_keeps_working(two_versions, tiny_strong,
 
     registry.promote("v0002", "carol", "again", force=True)
     assert registry.production_history() == ["v0001", "v0002"]
-    assert json.loads(registry.decision_log.read_text().splitlines()[-1])["schema"] == SCHEMA
+    assert json.loads(registry.backend.decision_log.read_text().splitlines()[-1])["schema"] == SCHEMA
 
 
 def test_a_registration_interrupted_under_schema_1_is_completed(two_versions):
-    registry = Registry(two_versions / "registry")
-    lines = registry.decision_log.read_text().splitlines()
-    registry.decision_log.write_text(lines[0] + "\n")  # v0002's registration died before logging its decision
+    registry = open_registry(two_versions / "registry")
+    lines = registry.backend.decision_log.read_text().splitlines()
+    registry.backend.decision_log.write_text(lines[0] + "\n")  # v0002's registration died before logging its decision
     version_file = registry.version_dir("v0002") / "version.json"
     version = json.loads(version_file.read_text())
     stored = {key: value for key, value in as_schema_1(version["decision"]).items()  # stored without its version

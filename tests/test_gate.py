@@ -13,7 +13,7 @@ from helpers import copy_run, register, split_with_shuffled_labels, train_and_ev
 from mnist_pipeline.cli.main import EXIT_NOT_PROMOTED, main
 from mnist_pipeline.core.evaluation.gate import GateSettings, Scored, compare, gate
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
-from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.registry.report import render_report
 from mnist_pipeline.core.support.stats import mcnemar_exact
 
@@ -162,12 +162,6 @@ def test_models_scored_on_different_images_are_not_compared():
 
 # In the registry: the decision record, the report, promote -----------------------------------------
 
-@pytest.fixture
-def registry(two_versions) -> Registry:
-    """v0001 (strong, production) and v0002 (weak, rejected as worse than production)."""
-    return Registry(two_versions / "registry", splits_dir=two_versions / "splits")
-
-
 def test_the_decision_record_carries_every_criterion_and_the_mcnemar_counts(registry, tiny_strong, tiny_weak):
     decision = registry.decisions()[1]
     comparison = decision.comparison
@@ -208,7 +202,7 @@ def test_a_rerun_of_production_is_rejected_when_significance_is_required(registr
     assert "not significantly better than production v0001 (exact McNemar p = 1" in decision.reason
     assert registry.read_json("v0003", "params.json")["require_significant"] is True
 
-    artifacts = ["--artifacts-dir", str(registry.root.parent)]
+    artifacts = ["--artifacts-dir", str(registry.backend.root.parent)]
     # promote applies the settings v0003 was registered with, unless told otherwise
     assert main(["registry", "promote", "3", "--reason", "same model", *artifacts]) == EXIT_NOT_PROMOTED
     assert "not significantly better" in capsys.readouterr().out
@@ -219,7 +213,7 @@ def test_a_rerun_of_production_is_rejected_when_significance_is_required(registr
 
 
 def test_promote_takes_the_gate_settings_as_options(tmp_path, tiny_weak, synthetic_split, capsys):
-    registry = Registry(tmp_path / "registry")
+    registry = open_registry(tmp_path / "registry")
     assert not register(registry, tiny_weak, synthetic_split, threshold=0.9).promoted  # no production model
     per_class = registry.read_json("v0001", "metrics.json")["per_class"]
     lowest = min(row["accuracy"] for row in per_class)
@@ -245,10 +239,10 @@ def test_a_model_trained_with_one_class_shuffled_is_rejected_by_the_per_class_fl
     sabotaged = train_and_evaluate(sabotaged_split, tmp_path / "sabotaged", "seed-mlp", seed=1, epochs=3,
                                    batch_size=32)
     settings = {"threshold": 0.3, "per_class_floor": DEFAULTS.per_class_floor}
-    honest = register(Registry(tmp_path / "control"), tiny_strong, synthetic_split, **settings)
+    honest = register(open_registry(tmp_path / "control"), tiny_strong, synthetic_split, **settings)
     assert honest.promoted, honest.reason  # the unsabotaged model passes the same floor
 
-    decision = register(Registry(tmp_path / "registry"), sabotaged, sabotaged_split, **settings)
+    decision = register(open_registry(tmp_path / "registry"), sabotaged, sabotaged_split, **settings)
     assert not decision.promoted
     assert decision.reason.startswith("test accuracy of class 3 (")
     assert decision.reason.endswith(") is below the per-class floor 0.9500")  # class 3 alone, and nothing else

@@ -7,7 +7,7 @@ import pytest
 
 from helpers import register, split_with_shuffled_labels, train_and_evaluate
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
-from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.registry import open_registry
 
 pytestmark = pytest.mark.slow
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 def test_an_mlp_trained_with_class_5_shuffled_is_rejected_naming_class_5(mlp_artifacts, split_files, tmp_path):
     sabotaged_split = split_with_shuffled_labels(split_files, 5, tmp_path / "splits")
     sabotaged = train_and_evaluate(sabotaged_split, tmp_path / "sabotaged", "mlp", seed=7)  # the preset, as run
-    registry = Registry(mlp_artifacts / "registry")
+    registry = open_registry(mlp_artifacts / "registry")
     defaults = PipelineParameters()  # the gate as a run applies it
     decision = register(registry, sabotaged, sabotaged_split, threshold=defaults.threshold,
                         per_class_floor=defaults.per_class_floor, per_class_margin=defaults.per_class_margin)

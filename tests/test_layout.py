@@ -214,3 +214,15 @@ def test_the_import_reader_sees_every_spelling(tmp_path):
         found = imported_modules(stage, root=tmp_path)
         assert any(is_within(name, "mnist_pipeline.tasks") and name != "mnist_pipeline.tasks.train"
                    for name in found), (source, found)
+
+
+def test_the_registry_policy_and_its_storage_backends_import_each_other_only_through_the_protocol():
+    """One policy over storage primitives: the policy imports no backend, a backend neither the policy
+    nor the other backend; only the package's face (`open_registry`) knows them all."""
+    graph = import_graph()
+    package = "mnist_pipeline.core.registry"
+    policy, backends = f"{package}.registry", {f"{package}.local", f"{package}.object_store"}
+    assert not graph[policy] & (backends | {package}), graph[policy]
+    for backend in backends:
+        assert not graph[backend] & ({policy, package} | backends), (backend, graph[backend])
+    assert backends | {policy} <= graph[package]

@@ -24,7 +24,7 @@ from mnist_pipeline.core.support.errors import ChecksumMismatchError
 from mnist_pipeline.core.data.extra_data import ExtraDataError
 from mnist_pipeline.core.support.files import sha256_file
 from mnist_pipeline.core.storage.paths import bundled_mnist_dir
-from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.data.splits import SplitFiles, is_intact
 from mnist_pipeline.core.runs.summary import RunSummary
 
@@ -108,7 +108,7 @@ def test_first_run_promotes_an_mlp_above_97_percent(first_run, client):
     assert summary.accuracy >= 0.97
     low, high = summary.accuracy_interval_95
     assert low < summary.accuracy < high
-    registry = Registry(first_run.artifacts / "registry")
+    registry = open_registry(first_run.artifacts / "registry")
     assert registry.production() == summary.production == "v0001"
     [decision] = registry.decisions()
     assert (decision.action, decision.candidate, decision.verdict) == ("register", "v0001", "promoted")
@@ -166,7 +166,7 @@ def test_second_run_in_a_folder_takes_the_split_from_the_cache_and_a_high_thresh
     assert split_dir(artifacts).stat().st_ino == split_inode  # never rebuilt
     logs_containing(client, state.state_details.flow_run_id, f"checked split {split_dir(artifacts).name} (bundle, ")
     assert summary.promoted is False and summary.production == "v0001"
-    registry = Registry(artifacts / "registry")
+    registry = open_registry(artifacts / "registry")
     assert registry.production() == "v0001"
     last = registry.decisions()[-1]
     assert last.candidate == summary.version == "v0003"
@@ -187,7 +187,7 @@ def test_a_moved_artifacts_folder_runs_from_its_own_split(artifacts, client, tmp
     # nor to the old place's model: trained again here, which gives the same weights as v0002
     assert stage_states(client, state, ("train",))["train"] == ["Completed"]
     assert (state.name, summary.version) == ("Unchanged", "v0002")
-    assert Registry(moved / "registry").versions() == ["v0001", "v0002"]
+    assert open_registry(moved / "registry").versions() == ["v0001", "v0002"]
 
 
 def test_an_identical_rerun_takes_the_cached_model_and_adds_no_version(artifacts, client):
@@ -195,7 +195,7 @@ def test_an_identical_rerun_takes_the_cached_model_and_adds_no_version(artifacts
     run as unchanged (identical to the version it registered), production does not move."""
     first_state, first = run_flow(preset="seed-mlp", epochs=1, artifacts_dir=str(artifacts))
     assert first_state.is_completed() and first.version == "v0002" and not first.promoted
-    registry = Registry(artifacts / "registry")
+    registry = open_registry(artifacts / "registry")
     lines = len(registry.decisions())
 
     state, again = run_flow(preset="seed-mlp", epochs=1, artifacts_dir=str(artifacts))
@@ -221,7 +221,7 @@ def test_weaker_challenger_above_threshold_is_rejected(artifacts, first_run):
     assert 0.9 <= summary.accuracy < champion.accuracy
     assert summary.promoted is False and "worse than production v0001" in summary.reason
     assert (state.name, state.message) == ("Rejected", summary.reason)
-    registry = Registry(artifacts / "registry")
+    registry = open_registry(artifacts / "registry")
     assert registry.production() == "v0001"
     last = registry.decisions()[-1]
     assert (last.candidate, last.verdict, last.production_before) == (summary.version, "rejected", "v0001")
@@ -246,8 +246,8 @@ def test_flipped_byte_in_bundle_fails_before_training_and_registers_nothing(arti
     bundle = bundle_copy(tmp_path / "bundle")
     images = bundle / "train-images-idx3-ubyte.gz"
     flip_byte(images, images.stat().st_size // 2)
-    registry = Registry(artifacts / "registry")
-    before = (registry.versions(), registry.production(), registry.decision_log.read_text())
+    registry = open_registry(artifacts / "registry")
+    before = (registry.versions(), registry.production(), registry.backend.decision_log.read_text())
 
     state, error = run_flow(preset="seed-mlp", bundle_dir=str(bundle), artifacts_dir=str(artifacts))
     assert state.is_failed()
@@ -256,7 +256,7 @@ def test_flipped_byte_in_bundle_fails_before_training_and_registers_nothing(arti
     runs = settled_task_runs(client, state.state_details.flow_run_id, ("download-split",))
     assert [run.state.type.value for run in runs["download-split"]] == ["FAILED"]
     assert set(runs) == {"download-split"}, "no stage after the split may run"
-    assert (registry.versions(), registry.production(), registry.decision_log.read_text()) == before
+    assert (registry.versions(), registry.production(), registry.backend.decision_log.read_text()) == before
 
 
 def test_cli_exit_code_3_when_rejected_with_fail_if_not_promoted(artifacts, prefect_api_url):
@@ -298,7 +298,7 @@ def test_tfds_source_runs_offline_from_tfds_download_cache(first_run, tmp_path):
 
     manifest = json.loads((split_dir(artifacts) / "manifest.json").read_text())
     assert manifest["recipe"]["source"] == "tfds"
-    assert Registry(artifacts / "registry").read_json(summary.version, "params.json")["data_source"] == "tfds"
+    assert open_registry(artifacts / "registry").read_json(summary.version, "params.json")["data_source"] == "tfds"
     from_tfds = SplitFiles(str(split_dir(artifacts) / "manifest.json"), "")
     from_bundle = SplitFiles(str(split_dir(first_run.artifacts) / "manifest.json"), "")
     for name in ("train", "validation", "test"):  # the same images, split the same way

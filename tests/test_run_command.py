@@ -16,7 +16,7 @@ import pytest
 
 from helpers import PROJECT_ROOT, bundle_copy, flip_byte, run_cli
 from mnist_pipeline.core.support.errors import PipelineError
-from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.runs.summary import RunSummary
 
 pytestmark = pytest.mark.slow
@@ -83,7 +83,7 @@ def test_default_run_trains_the_cnn_above_99_percent_and_promotes_it_into_MNIST_
     assert summary.accuracy >= 0.99, summary
     assert summary.promoted and summary.version == "v0001" == summary.production
     assert "MNIST pipeline finished: model v0001 (cnn)" in result.stdout
-    assert Registry(artifacts / "registry").production() == "v0001"
+    assert open_registry(artifacts / "registry").production() == "v0001"
     assert Path(summary.version_dir).parent == artifacts / "registry" / "versions"
     assert Path(summary.run_dir).parent == artifacts / "runs"
     assert not (cwd / "artifacts").exists(), "wrote to ./artifacts despite MNIST_ARTIFACTS_DIR"
@@ -116,7 +116,7 @@ def test_scripts_run_sh_sets_up_and_runs_the_flow(prefect_api_url, tmp_path):
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "MNIST pipeline finished: model v0001 (seed-mlp)" in result.stdout
-    assert Registry(artifacts / "registry").versions() == ["v0001"]
-    assert Registry(artifacts / "registry").read_json("v0001", "params.json")["training"]["epochs"] == 1
+    assert open_registry(artifacts / "registry").versions() == ["v0001"]
+    assert open_registry(artifacts / "registry").read_json("v0001", "params.json")["training"]["epochs"] == 1
     assert not (tmp_path / "artifacts").exists()
     print(f"scripts/run.sh took {time.monotonic() - started:.0f} s")

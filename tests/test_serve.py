@@ -25,7 +25,7 @@ from helpers import (assert_same_answers, bad_service_requests, hand_made_zero, 
 from mnist_pipeline.cli.predict import predict_files
 from mnist_pipeline.core.support.files import write_json_atomic
 from mnist_pipeline.core.data.pictures import read_picture
-from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.serve.app import MAX_IMAGES_PER_REQUEST, STATIC, ServeSettings, create_app
 from mnist_pipeline.serve.batching import MicroBatcher, ServiceBusy
 
@@ -69,7 +69,7 @@ def test_ready_with_the_production_model_and_its_facts(service, two_versions):
     assert service.get("/healthz").json()["status"] == "ok"
     assert service.get("/readyz").json() == {"ready": True, "version": "v0001"}
     model = service.get("/v1/model").json()
-    record = Registry(two_versions / "registry").read_version("v0001")
+    record = open_registry(two_versions / "registry").read_version("v0001")
     assert model["serving"]["version"] == "v0001"
     assert model["serving"]["test_accuracy"] == record["test_accuracy"]
     assert model["serving"]["accuracy_interval_95"] == record["accuracy_interval_95"]
@@ -93,7 +93,7 @@ def test_pictures_and_arrays_are_classified_as_predict_classifies_them(service, 
     images, labels = synthetic_split.load("test")
     files = [write_png(tmp_path / f"{i}.png", image) for i, image in enumerate(images[:12])]
     np.save(tmp_path / "images.npy", images[:12])
-    registry = Registry(two_versions / "registry")
+    registry = open_registry(two_versions / "registry")
     pictures = json.loads(predict_files([str(f) for f in files], registry, None, 10, False, as_json=True))
     arrays = json.loads(predict_files([str(tmp_path / "images.npy")], registry, None, 10, False, as_json=True))
 
@@ -152,7 +152,7 @@ def test_at_most_so_many_images_a_request(service):
 
 
 def test_follows_production_and_refuses_a_damaged_new_model(service, two_versions):
-    registry = Registry(two_versions / "registry")
+    registry = open_registry(two_versions / "registry")
     registry.promote("v0002", "tester", "try the weaker one", force=True)
     wait_until(lambda: served_version(service), lambda version: version == "v0002", timeout=60)
     assert service.post("/v1/predict", json={"images": hand_made_zero().tolist()}).json()["version"] == "v0002"
@@ -164,7 +164,7 @@ def test_follows_production_and_refuses_a_damaged_new_model(service, two_version
     # copy from another store: the registry itself never promotes a damaged model)
     model = registry.version_dir("v0002") / "model.keras"
     model.write_bytes(model.read_bytes() + b"tampered")
-    write_json_atomic(registry.production_file, {"version": "v0002", "since": "now", "reason": "test"})
+    write_json_atomic(registry.backend.production_file, {"version": "v0002", "since": "now", "reason": "test"})
     report = wait_until(lambda: service.get("/v1/model").json(), lambda r: r["refused"] is not None, timeout=60)
     assert report["refused"]["version"] == "v0002" and "not the one registered as v0002" in report["refused"]["reason"]
     assert report["serving"]["version"] == "v0001"

@@ -22,7 +22,7 @@ from helpers import (assert_same_answers, bad_service_requests, hand_made_zero, 
 from mnist_pipeline.core.support.files import write_json_atomic
 from mnist_pipeline.core.modelling.models import load_model, predict_probabilities
 from mnist_pipeline.core.data.pictures import read_picture
-from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.registry import open_registry
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ def test_300_mnist_test_digits_as_pngs_are_answered_as_predict_answers_them(mlp_
 
 
 def test_hot_swap_on_promote_and_rollback_while_clients_keep_sending(two_versions, tmp_path):
-    registry = Registry(two_versions / "registry")
+    registry = open_registry(two_versions / "registry")
     pictures = [png_bytes(image) for image in synthetic_digits(4, seed=9)[0]]
     laid_out = np.stack([read_picture(io.BytesIO(png)) for png in pictures])
     expected = {version: predict_probabilities(load_model(registry.model_path(version)), laid_out)
@@ -95,13 +95,13 @@ def test_hot_swap_on_promote_and_rollback_while_clients_keep_sending(two_version
 
 
 def test_a_damaged_new_model_is_refused_and_the_old_one_keeps_serving(two_versions, tmp_path):
-    registry = Registry(two_versions / "registry")
+    registry = open_registry(two_versions / "registry")
     digit = png_bytes(hand_made_zero())
     with serving(two_versions, log=tmp_path / "serve.log") as url, httpx.Client() as client:
         model = registry.version_dir("v0002") / "model.keras"
         model.write_bytes(model.read_bytes()[:-100])  # cut short, e.g. by an interrupted copy
         # a pointer moved without the registry's checks (by hand, or copied from another store)
-        write_json_atomic(registry.production_file, {"version": "v0002", "since": "now", "reason": "test"})
+        write_json_atomic(registry.backend.production_file, {"version": "v0002", "since": "now", "reason": "test"})
         report = wait_until(lambda: client.get(f"{url}/v1/model").json(), lambda r: r["refused"] is not None,
                             timeout=120)
         assert report["refused"]["version"] == "v0002"

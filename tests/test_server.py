@@ -13,7 +13,7 @@ import pytest
 
 from helpers import (STAGES, artifact_types, bundle_copy, client_of, flip_byte, local_prefect, logs_containing,
                      settled_task_runs, task_runs, wait_until)
-from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.registry import open_registry
 from devstack.local_server import NIGHTLY_CHECK, ON_DEMAND
 
 pytestmark = pytest.mark.slow
@@ -98,7 +98,7 @@ def test_every_stage_failing_once_still_completes_with_one_version(client, tmp_p
                            "resuming training from the checkpoint of epoch 2 of 3", "trained mlp: 3 epochs")
     for epoch in (1, 2, 3):  # the retry trained only the epoch that was missing
         assert text.count(f"epoch {epoch}/3:") == 1, (epoch, text)
-    registry = Registry(artifacts / "registry")
+    registry = open_registry(artifacts / "registry")
     assert registry.versions() == ["v0001"]
     assert len(registry.decisions()) == 1
     assert wait_until(lambda: artifact_types(client, flow_run.id), lambda found: set(RUN_ARTIFACTS) <= set(found)) \
@@ -132,6 +132,6 @@ def test_rerun_after_a_crash_reuses_the_cached_split(client, tmp_path):
     runs = settled_task_runs(client, flow_run.id)
     assert [run.state.name for run in runs["download-split"]] == ["Cached"]
     assert split_dir(artifacts).stat().st_ino == split_inode
-    assert Registry(artifacts / "registry").versions() == ["v0001"]  # the crashed run registered nothing
+    assert open_registry(artifacts / "registry").versions() == ["v0001"]  # the crashed run registered nothing
     assert wait_until(lambda: artifact_types(client, flow_run.id), lambda found: set(RUN_ARTIFACTS) <= set(found)) \
         == RUN_ARTIFACTS

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from helpers import free_port, run_cli, stop_process, wait_until
-from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.support.faults import FAIL_TRAINING_ENV
 
 pytestmark = pytest.mark.slow
@@ -117,7 +117,7 @@ def check_selection(summary: dict) -> None:
 
 def check_registered_through_the_gate(artifacts: Path, summary: dict) -> None:
     """Only the selected candidate became a registry version, on the gate's decision about its test evaluation."""
-    registry = Registry(artifacts / "registry")
+    registry = open_registry(artifacts / "registry")
     assert registry.versions() == ["v0001"] == [summary["run"]["version"]]
     params = registry.read_json("v0001", "params.json")
     selected = next(r for r in summary["candidates"] if r["candidate"] == summary["selected"])

@@ -7,7 +7,7 @@ other; (b, e) two runs on the two machines at once register two versions, the re
 consistent, and their trainings never overlap; (f) a bad store fails before any training; (g) no
 secret in what the server, the store or `registry show` hand out; (d) a worker killed mid-training:
 its run is marked `Crashed`, the registry is consistent, and a new run completes. The compare-and-swap
-retry itself (c) is forced in tests/test_shared_registry.py. Every process is stopped by its id.
+retry itself (c) is forced in tests/test_registry_store.py. Every process is stopped by its id.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def test_two_machines_register_at_once_and_trainings_never_overlap(stack):
 
 def test_registry_records_one_decision_per_registration(stack, monkeypatch):
     from mnist_pipeline.core.storage.paths import ArtifactPaths
-    from mnist_pipeline.core.registry.registry import open_registry
+    from mnist_pipeline.core.registry import open_registry
 
     for name, value in client_env(stack).items():
         monkeypatch.setenv(name, value)

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 
 from helpers import assert_serves_as_keras, register
-from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.registry import open_registry
 
 
 def test_saved_model_takes_raw_uint8_images_and_predicts_as_the_keras_model(two_versions, synthetic_split):
-    assert_serves_as_keras(Registry(two_versions / "registry").version_dir("v0001"), synthetic_split.load("test")[0])
+    assert_serves_as_keras(open_registry(two_versions / "registry").version_dir("v0001"), synthetic_split.load("test")[0])
 
 
 def test_a_failed_export_leaves_no_version(tiny_strong, synthetic_split, tmp_path, monkeypatch):
@@ -22,7 +22,7 @@ def test_a_failed_export_leaves_no_version(tiny_strong, synthetic_split, tmp_pat
         raise OSError("disk full")
 
     monkeypatch.setattr(mnist_pipeline.core.registry.registry, "export_saved_model", broken_export)
-    registry = Registry(tmp_path / "registry")
+    registry = open_registry(tmp_path / "registry")
     with pytest.raises(OSError, match="disk full"):
         register(registry, tiny_strong, synthetic_split, threshold=0.5)
-    assert registry.versions() == [] and list(registry.versions_dir.iterdir()) == []
+    assert registry.versions() == [] and list(registry.backend.versions_dir.iterdir()) == []

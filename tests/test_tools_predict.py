@@ -16,13 +16,7 @@ from PIL import Image
 from helpers import hand_made_zero, photographed, synthetic_digits, write_png
 from mnist_pipeline.cli.predict import load_files, predict_files
 from mnist_pipeline.core.data.pictures import InputError, mnist_layout, read_inputs
-from mnist_pipeline.core.registry.registry import Registry, RegistryError
-
-
-@pytest.fixture
-def registry(two_versions):
-    """v0001 (production) and v0002, tiny models of the synthetic digits."""
-    return Registry(two_versions / "registry")
+from mnist_pipeline.core.registry import open_registry, RegistryError
 
 
 @pytest.mark.parametrize("centre", [13.5, 14.0, 14.5])
@@ -117,7 +111,7 @@ def test_every_bad_file_is_named_before_any_model_loads(tmp_path):
     blank = write_png(tmp_path / "blank.png", np.full((40, 40), 30, np.uint8))
     files = [str(good), str(blank), str(tmp_path / "missing.png")]
     with pytest.raises(InputError) as error:  # not "no production model": the files are checked first
-        predict_files(files, Registry(tmp_path / "no-registry"), None, 3, False, False)
+        predict_files(files, open_registry(tmp_path / "no-registry"), None, 3, False, False)
     text = str(error.value)
     assert "cannot classify 2 of 3 file(s)" in text
     assert "blank.png: no digit found" in text and "missing.png: cannot read it" in text
@@ -126,7 +120,7 @@ def test_every_bad_file_is_named_before_any_model_loads(tmp_path):
 def test_no_production_model_yet_and_unknown_version(tmp_path, registry):
     png = str(write_png(tmp_path / "digit.png", hand_made_zero()))
     with pytest.raises(RegistryError, match="No production model yet.*mnist-pipeline run"):
-        predict_files([png], Registry(tmp_path / "empty-registry"), None, 3, False, False)
+        predict_files([png], open_registry(tmp_path / "empty-registry"), None, 3, False, False)
     with pytest.raises(RegistryError, match="No version v0009 .*registered: v0001, v0002"):
         predict_files([png], registry, "v0009", 3, False, False)
 

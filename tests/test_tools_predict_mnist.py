@@ -11,7 +11,7 @@ import pytest
 from helpers import photographed, write_png
 from mnist_pipeline.cli.predict import load_files, predict_files
 from mnist_pipeline.core.modelling.models import load_model, predict_probabilities
-from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.registry import open_registry
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def test_pngs_of_mnist_test_images_come_through_as_the_arrays_and_score_the_same
     assert np.abs(laid_out.astype(int) - images).max() <= 1
 
     array_accuracy = (predict_probabilities(mlp, images).argmax(1) == labels).mean()
-    output = predict_files(files, Registry(mlp_artifacts / "registry"), None, 1, False, as_json=True)
+    output = predict_files(files, open_registry(mlp_artifacts / "registry"), None, 1, False, as_json=True)
     predicted = np.array([p["top"][0]["class"] for p in json.loads(output)["predictions"]])
     assert (predicted == labels).mean() == array_accuracy
     assert array_accuracy > 0.9  # a trained model, so the equality above means something

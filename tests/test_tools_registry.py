@@ -11,7 +11,7 @@ import pytest
 
 from helpers import register
 from mnist_pipeline.cli.main import EXIT_NOT_PROMOTED, main
-from mnist_pipeline.core.registry.registry import Registry, RegistryError, version_name
+from mnist_pipeline.core.registry import open_registry, RegistryError, version_name
 from mnist_pipeline.core.registry.report import render_report
 
 
@@ -38,7 +38,7 @@ def test_list_shows_each_version_with_accuracy_interval_status_and_production(ar
     assert list(listed) == ["v0001", "v0002"]
     for version, (trained, evaluation), status in (("v0001", tiny_strong, "promoted"), ("v0002", tiny_weak, "rejected")):
         low, high = evaluation.interval_95
-        created = Registry(artifacts / "registry").read_version(version)["created"]
+        created = open_registry(artifacts / "registry").read_version(version)["created"]
         assert listed[version][1:6] == [created, trained.config.preset, f"{evaluation.accuracy:.4f}",
                                         f"{low:.4f}-{high:.4f}", status]
     assert listed["v0001"][6:] == ["<-", "production"] and listed["v0002"][6:] == []
@@ -60,7 +60,7 @@ def test_show_gives_metrics_parameters_data_hash_files_and_model_card(artifacts,
 
 
 def test_promote_goes_through_the_gate_and_a_refusal_is_logged(artifacts, capsys):
-    registry = Registry(artifacts / "registry")
+    registry = open_registry(artifacts / "registry")
     assert cli(artifacts, "registry", "promote", "v2", "--reason", "try the small one", "--who", "alice") == EXIT_NOT_PROMOTED
     assert "v0002 not promoted: test accuracy" in capsys.readouterr().out
     assert registry.production() == "v0001"
@@ -74,7 +74,7 @@ def test_promote_goes_through_the_gate_and_a_refusal_is_logged(artifacts, capsys
 
 
 def test_forced_promotion_then_rollback(artifacts, capsys):
-    registry = Registry(artifacts / "registry")
+    registry = open_registry(artifacts / "registry")
     assert cli(artifacts, "registry", "promote", "0002", "--force", "--reason", "smaller model", "--who", "alice") == 0
     assert "v0002 is now production (was v0001): forced past the gate" in capsys.readouterr().out
     assert registry.production() == "v0002"
@@ -101,7 +101,7 @@ def test_forced_promotion_then_rollback(artifacts, capsys):
 
 
 def test_rollback_returns_to_the_version_production_had_before(artifacts, capsys):
-    registry = Registry(artifacts / "registry")
+    registry = open_registry(artifacts / "registry")
     assert cli(artifacts, "registry", "promote", "2", "--force", "--reason", "trial") == 0
     assert cli(artifacts, "registry", "promote", "1", "--reason", "trial over") == 0  # passes the gate
     passed = registry.decisions()[-1]
@@ -113,13 +113,13 @@ def test_rollback_returns_to_the_version_production_had_before(artifacts, capsys
 
 
 def test_registration_retry_ignores_manual_lines_in_the_decision_log(artifacts, tiny_strong, synthetic_split):
-    registry = Registry(artifacts / "registry")
+    registry = open_registry(artifacts / "registry")
     assert cli(artifacts, "registry", "promote", "2", "--force", "--reason", "x") == 0
     assert cli(artifacts, "registry", "rollback", "--reason", "y") == 0
-    lines = registry.decision_log.read_text()
+    lines = registry.backend.decision_log.read_text()
     again = register(registry, tiny_strong, synthetic_split, flow_run_id="run-1")
     assert again.candidate == "v0001" and again.promoted and again.action == "register"
-    assert registry.decision_log.read_text() == lines and registry.production() == "v0001"
+    assert registry.backend.decision_log.read_text() == lines and registry.production() == "v0001"
 
 
 def test_promote_refuses_the_production_model_and_unknown_versions(artifacts, capsys):
@@ -134,7 +134,7 @@ def test_promote_refuses_the_production_model_and_unknown_versions(artifacts, ca
 
 
 def test_a_damaged_model_is_never_made_production(artifacts, capsys):
-    registry = Registry(artifacts / "registry")
+    registry = open_registry(artifacts / "registry")
     model = registry.version_dir("v0002") / "model.keras"
     model.write_bytes(model.read_bytes()[:-10])
     assert cli(artifacts, "registry", "promote", "2", "--force", "--reason", "x") == 1
@@ -143,9 +143,9 @@ def test_a_damaged_model_is_never_made_production(artifacts, capsys):
 
 
 def test_manual_changes_first_complete_an_interrupted_registration(artifacts):
-    registry = Registry(artifacts / "registry")
-    lines = registry.decision_log.read_text().splitlines()
-    registry.decision_log.write_text(lines[0] + "\n")  # v0002's registration died before logging its decision
+    registry = open_registry(artifacts / "registry")
+    lines = registry.backend.decision_log.read_text().splitlines()
+    registry.backend.decision_log.write_text(lines[0] + "\n")  # v0002's registration died before logging its decision
     assert cli(artifacts, "registry", "promote", "2", "--force", "--reason", "x") == 0
     assert [(d.action, d.candidate) for d in registry.decisions()] == [
         ("register", "v0001"), ("register", "v0002"), ("promote", "v0002")]
@@ -156,7 +156,7 @@ def test_promotion_re_tests_production_when_the_test_splits_differ(artifacts, ti
     metrics = json.loads(production_metrics.read_text())
     # as if measured on another test split, where it got a single image right
     production_metrics.write_text(json.dumps({**metrics, "test_split_sha256": "another split", "correct": 1}))
-    without_splits = Registry(artifacts / "registry", splits_dir=artifacts / "no-splits")
+    without_splits = open_registry(artifacts / "registry", splits_dir=artifacts / "no-splits")
 
     with pytest.raises(RegistryError, match="different test splits.*--force"):
         without_splits.promote("v0002", "alice", "x")
@@ -188,7 +188,7 @@ def test_bad_version_names_are_refused(text, capsys):
 
 def test_report_embeds_the_plots_and_the_model_card(artifacts):
     """The Prefect UI cannot open files on the worker: plots travel inside the report as data URIs."""
-    registry = Registry(artifacts / "registry")
+    registry = open_registry(artifacts / "registry")
     version_dir = registry.version_dir("v0002")
     decision = next(d for d in registry.decisions() if d.candidate == "v0002")
     report = render_report(decision, registry.read_json("v0002", "metrics.json"), version_dir, "seed-mlp")

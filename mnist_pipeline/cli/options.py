@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from mnist_pipeline.core.data.mnist import NUM_CLASSES
-from mnist_pipeline.core.registry.registry import Registry, version_name
+from mnist_pipeline.core.registry import Registry, version_name
 from mnist_pipeline.core.support.errors import PipelineError
 
 EXIT_OK = 0
@@ -187,7 +187,7 @@ def validated(parser: argparse.ArgumentParser, args: argparse.Namespace, model: 
 
 def registry_at(artifacts: str | None) -> Registry:
     """The registry of the artifacts folder `artifacts` (--artifacts-dir; None: $MNIST_ARTIFACTS_DIR or artifacts/)."""
-    from mnist_pipeline.core.registry.registry import open_registry
+    from mnist_pipeline.core.registry import open_registry
     from mnist_pipeline.core.storage.paths import ArtifactPaths
 
     paths = ArtifactPaths.resolve(artifacts)

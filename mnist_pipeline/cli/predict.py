@@ -14,7 +14,7 @@ import numpy as np
 from mnist_pipeline.cli import options
 from mnist_pipeline.core.data.pictures import InputError, file_kind, read_inputs
 from mnist_pipeline.core.modelling.models import load_model, predict_probabilities, top_classes
-from mnist_pipeline.core.registry.registry import Registry, RegistryError
+from mnist_pipeline.core.registry import Registry, RegistryError
 
 DESCRIPTION = ("Classify handwritten digits. FILEs are pictures (PNG, JPEG, any size or colour mode: laid out as "
                "MNIST's digits are, white on black in 28x28), .npy arrays or MNIST IDX files of 28x28 images "

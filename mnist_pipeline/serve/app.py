@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 
 from mnist_pipeline.core.modelling.models import top_classes
 from mnist_pipeline.core.data.pictures import InputError, Wording, as_images, read_picture
-from mnist_pipeline.core.registry.registry import open_registry
+from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.serve.batching import MicroBatcher, ServiceBusy
 from mnist_pipeline.serve.corrections import CorrectionsFull, CorrectionStore
 from mnist_pipeline.serve.holder import ModelHolder

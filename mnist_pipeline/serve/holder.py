@@ -25,7 +25,7 @@ from mnist_pipeline.core.registry.decisions import now_iso
 from mnist_pipeline.core.support.errors import PipelineError
 from mnist_pipeline.core.data.mnist import IMAGE_SHAPE
 from mnist_pipeline.core.modelling.models import load_model
-from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.registry import Registry
 
 LOG = logging.getLogger("mnist_pipeline.serve")
 RETRY_SECONDS = 30.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 SCHEMA = 3
@@ -18,7 +18,7 @@ Action = Literal["register", "unchanged", "promote", "rollback", "repair"]
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -72,18 +72,19 @@ class DecisionRecord:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DecisionRecord":
+    def from_dict(cls, data: dict[str, Any]) -> DecisionRecord:
         """A record from its dict, of this schema or an earlier one; raises KeyError/TypeError if it is
         none of them. An earlier record is read into this schema's fields (schema 2 lacks only the
         gate's criteria), so it is written back as this schema."""
         data = dict(data)
         if data.setdefault("schema", 1) == 1:
             data.setdefault("action", "register")
-            data["production_before"] = data.pop("champion", None) if data["action"] == "register" else data.get("previous")
+            before = data.pop("champion", None) if data["action"] == "register" else data.get("previous")
+            data["production_before"] = before
         data["schema"] = max(data["schema"], SCHEMA)
         known = {field.name for field in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
 
     @classmethod
-    def from_json(cls, line: str) -> "DecisionRecord":
+    def from_json(cls, line: str) -> DecisionRecord:
         return cls.from_dict(json.loads(line))

@@ -1,16 +1,14 @@
-"""The model registry on disk: numbered versions, a production pointer and a decision log.
+"""The model registry's policy: numbered versions, a production pointer and a decision log, over a
+storage backend (backend.py) that is a local folder (local.py) or an S3-compatible store
+(object_store.py). Each backend's module docstring describes its format.
 
-    registry/
-      versions/v0001/   model.keras, metrics.json, predictions.npz, params.json, plots, model_card.md,
-                        version.json, saved_model/
-      production.json   which version serves (replaced atomically)
-      decisions.jsonl   one `DecisionRecord` per line: gate verdicts, promotions, rollbacks, repairs
-      .lock             held by every operation that changes anything
-
-The registry owns its protocol: `register`, `promote`, `rollback` and `repair` each take the lock,
-first complete a registration that a dying process left half done, then decide and record. A version
-folder is assembled under a temporary name and renamed into place, so a version either exists whole
-or not at all; its decision is stored inside it before production moves, so it can be completed.
+The registry owns its protocol: `register`, `promote`, `rollback` and `repair` each run in the
+backend's transaction, first complete a registration that a dying process left half done, then decide
+and record. A version is published whole or not at all; the gate's decision is stored inside it before
+production moves, so it can be completed. Production moves only by a conditional write of the pointer
+read before: where another writer got there first (the store has no lock), the operation reads
+production again and, for a registration, applies the gate again against the new production model,
+so two registrations racing give two versions and production is the better one that passed.
 
 The gate (core/evaluation/gate.py) compares a candidate with production image by image, so each version keeps
 its predictions on its test split (`predictions.npz`). Production is re-tested on the candidate's
@@ -25,35 +23,33 @@ import json
 import os
 import re
 import shutil
-import uuid
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
-from filelock import FileLock
-
-from mnist_pipeline.core.storage import store
-from mnist_pipeline.core.registry.decisions import DecisionRecord, now_iso
-from mnist_pipeline.core.support.errors import PermanentError
-from mnist_pipeline.core.modelling.export import export_saved_model
-from mnist_pipeline.core.support.faults import crash_point, inject_fault
-from mnist_pipeline.core.support.files import append_line_durably, fsync_dir, sha256_file, write_json_atomic, write_text_atomic
-from mnist_pipeline.core.evaluation.gate import GateSettings, Scored, Verdict, gate
-from mnist_pipeline.core.modelling.parameters import PipelineParameters
-from mnist_pipeline.core.registry.report import render_model_card
-from mnist_pipeline.core.evaluation.scoring import PREDICTIONS, Evaluation, probabilities_on_test_split, read_predictions
 from mnist_pipeline.core.data.splits import SplitFiles
+from mnist_pipeline.core.evaluation.gate import GateSettings, Scored, Verdict, gate
+from mnist_pipeline.core.evaluation.scoring import (
+    PREDICTIONS,
+    Evaluation,
+    probabilities_on_test_split,
+    read_predictions,
+)
+from mnist_pipeline.core.modelling.export import export_saved_model
+from mnist_pipeline.core.modelling.parameters import PipelineParameters
 from mnist_pipeline.core.modelling.training import TrainedModel
+from mnist_pipeline.core.registry.backend import REPAIR_COMMAND, VERSION_PATTERN, Backend, Pointer, RegistryError
+from mnist_pipeline.core.registry.decisions import DecisionRecord, now_iso
+from mnist_pipeline.core.registry.report import render_model_card
+from mnist_pipeline.core.storage import store
+from mnist_pipeline.core.support.faults import crash_point, inject_fault
+from mnist_pipeline.core.support.files import sha256_file, write_json_atomic
 
-VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
 USER_VERSION_PATTERN = re.compile(r"^[vV]?(\d{1,9})$")
-REPAIR_COMMAND = "mnist-pipeline registry repair"
 SAVED_MODEL_DIR = "saved_model"
-
-
-class RegistryError(PermanentError):
-    pass
+MAX_SWAPS = 20  # production moved this often while one operation tried: something is wrong
 
 
 def version_name(text: str) -> str:
@@ -64,11 +60,14 @@ def version_name(text: str) -> str:
     return f"v{int(match.group(1)):04d}"
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        content = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise RegistryError(f"Registry file {path} is unreadable ({error}).") from error
+    if not isinstance(content, dict):
+        raise RegistryError(f"Registry file {path} is unreadable (not a JSON object).")
+    return content
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ class Candidate:
     evaluation: Evaluation
     data: SplitFiles
     gate: GateSettings
-    run_params: dict
+    run_params: dict[str, Any]
     flow_run_id: str | None = None
 
     @property
@@ -89,29 +88,31 @@ class Candidate:
 
 
 class Registry:
-    def __init__(self, root: Path, splits_dir: Path | None = None):
+    def __init__(self, backend: Backend, splits_dir: Path | None = None):
         """`splits_dir` is where `promote` looks for a version's data split, to re-test production on
         it when the two were tested on different test splits."""
-        self.root = Path(root)
-        self.location = str(self.root)  # how messages name the registry
+        self.backend = backend
         self.splits_dir = Path(splits_dir) if splits_dir is not None else None
-        self.versions_dir = self.root / "versions"
-        self.production_file = self.root / "production.json"
-        self.decision_log = self.root / "decisions.jsonl"
-        self.lock = FileLock(self.root / ".lock")
+
+    @property
+    def location(self) -> str:
+        """How messages name the registry: its folder or URL."""
+        return self.backend.location
+
+    @property
+    def decision_log(self) -> str:
+        """How messages name the decision log."""
+        return self.backend.log_location
 
     # Reading -----------------------------------------------------------------------------------
 
     def version_dir(self, version: str) -> Path:
-        if not VERSION_PATTERN.match(version):
-            raise RegistryError(f"{version!r} is not a version name; versions look like v0001")
-        return self.versions_dir / version
+        """A local folder holding the version's files."""
+        _check_name(version)
+        return self.backend.version_folder(version)
 
     def versions(self) -> list[str]:
-        if not self.versions_dir.is_dir():
-            return []
-        names = [p.name for p in self.versions_dir.iterdir() if VERSION_PATTERN.match(p.name)]
-        return sorted(names, key=lambda name: int(name[1:]))
+        return self.backend.versions()
 
     def require(self, version: str) -> None:
         """Fail, listing the registered versions, unless `version` is one of them."""
@@ -119,32 +120,38 @@ class Registry:
             known = ", ".join(self.versions()) or "none yet"
             raise RegistryError(f"No version {version} in the registry {self.location} (registered: {known}).")
 
-    def read_json(self, version: str, name: str) -> dict:
+    def read_json(self, version: str, name: str) -> dict[str, Any]:
         """One JSON file of a version (version.json, metrics.json, params.json)."""
-        return _read_json(self.version_dir(version) / name)
+        _check_name(version)
+        try:
+            path = self.backend.version_file(version, name)
+        except FileNotFoundError as error:
+            raise RegistryError(f"Registry file {store.join(self.location, 'versions', version, name)} is "
+                                "missing.") from error
+        return _read_json(path)
 
-    def read_version(self, version: str) -> dict:
+    def read_version(self, version: str) -> dict[str, Any]:
         return self.read_json(version, "version.json")
 
     def production(self) -> str | None:
         """The production version's name, or None before the first promotion."""
-        if not self.production_file.exists():
-            return None
-        try:
-            version = json.loads(self.production_file.read_text())["version"]
-            self.version_dir(version)
-        except (OSError, ValueError, KeyError, TypeError, RegistryError) as error:
+        return self._production().version
+
+    def _production(self) -> Pointer:
+        """The pointer, checked: it is readable and names a version that exists (or none)."""
+        pointer = self.backend.read_pointer()
+        where = self.backend.pointer_location
+        version = pointer.version
+        if pointer.problem is not None or (version is not None and not VERSION_PATTERN.match(version)):
             raise RegistryError(
-                f"Production pointer {self.production_file} is unreadable ({error}). Run "
-                f"`{REPAIR_COMMAND}` to rebuild it from the decision log."
-            ) from error
-        if not (self.version_dir(version) / "version.json").is_file():
+                f"Production pointer {where} is unreadable ({pointer.problem or f'{version!r} is not a version'}). "
+                f"Run `{REPAIR_COMMAND}` to rebuild it from the decision log.")
+        if version is not None and version not in self.versions():
             raise RegistryError(
-                f"Production pointer {self.production_file} names {version}, which is not in "
-                f"{self.versions_dir}. Restore that version, or run `{REPAIR_COMMAND}` to point "
-                "production at the last promoted version that exists."
-            )
-        return version
+                f"Production pointer {where} names {version}, which is not in {store.join(self.location, 'versions')}. "
+                f"Restore that version, or run `{REPAIR_COMMAND}` to point production at the last promoted "
+                "version that exists.")
+        return pointer
 
     def model_path(self, version: str) -> Path:
         """The version's `model.keras`, after checking it is the file that was registered."""
@@ -159,20 +166,15 @@ class Registry:
         return path
 
     def decisions(self) -> list[DecisionRecord]:
-        if not self.decision_log.exists():
-            return []
-        decisions = []
-        for number, line in enumerate(self.decision_log.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
+        records = []
+        for entry in self.backend.decision_entries():
             try:
-                decisions.append(DecisionRecord.from_json(line))
+                records.append(DecisionRecord.from_json(entry.text))
             except (ValueError, KeyError, TypeError) as error:
                 raise RegistryError(
-                    f"Decision log {self.decision_log} line {number} is not a decision record ({error}): cut "
-                    f"short or edited by hand. Run `{REPAIR_COMMAND}` (it drops that line and keeps a backup)."
-                ) from error
-        return decisions
+                    f"{entry.where} is not a decision record ({error}): cut short or edited by hand. Run "
+                    f"`{REPAIR_COMMAND}` (it sets it aside and keeps a copy).") from error
+        return records
 
     def production_history(self) -> list[str]:
         """The versions production has moved to, oldest first, with rolled-back ones taken off:
@@ -181,29 +183,30 @@ class Registry:
         for record in self.decisions():
             if record.action == "rollback" and history:
                 history.pop()
-            elif record.moves_production:
+            elif record.moves_production and record.candidate is not None:
                 history.append(record.candidate)
         return history
 
     def statuses(self) -> dict[str, str]:
         """Each version's status: promoted or rejected by its last decision, or rolled back."""
-        status = {version: self.read_version(version)["status"] for version in self.versions()}
+        status = {version: str(self.read_version(version)["status"]) for version in self.versions()}
         for record in self.decisions():
-            if record.action == "rollback":
+            if record.action == "rollback" and record.production_before is not None:
                 status[record.production_before] = record.verdict
-            elif record.action == "register" or (record.action == "promote" and record.promoted):
+            elif record.candidate is not None and (
+                    record.action == "register" or (record.action == "promote" and record.promoted)):
                 status[record.candidate] = record.verdict  # a refused manual promotion changes nothing
         return status
 
-    # Changing (each operation holds the lock) ----------------------------------------------------
+    # Changing (each operation in the backend's transaction) -----------------------------------
 
     def register(self, candidate: Candidate, *, attempt: int = 1) -> DecisionRecord:
         """Add the candidate as a new version and apply the gate, exactly once however often this is
         called for the same run's model: a retry finds the version by its model's checksum and run
-        folder, and completes what is missing (production pointer, log line). `attempt` (from 1) is
+        folder, and completes what is missing (production pointer, log entry). `attempt` (from 1) is
         for fault injection."""
         model_sha256 = sha256_file(Path(candidate.trained.model_path))
-        with self.lock:
+        with self.backend.transaction():
             self._complete_pending()
             version = self._find(model_sha256, candidate.source_run)
             if identical := self._identical(candidate, version):
@@ -212,76 +215,92 @@ class Registry:
                 version = self._add_version(candidate, model_sha256)
                 crash_point("register:added")  # the version exists; production has not moved; nothing is logged
                 inject_fault("register", attempt)
-            record = self._apply(self._stored_decision(version))
-        return record
+            return self._apply(self._stored_decision(version))
 
-    def promote(self, version: str, who: str, why: str, *, force: bool = False, **settings) -> DecisionRecord:
+    def promote(self, version: str, who: str, why: str, *, force: bool = False,
+                **settings: Any) -> DecisionRecord:
         """Make `version` production if it passes the gate with the settings it was registered with
         (any of `GateSettings`' fields given here and not None replace them, e.g. `threshold=0.98`),
         or past the gate with `force`; the decision is logged either way. A damaged model is never
         made production, not even forced."""
-        with self.lock:
+        return self._retrying(lambda: self._promote(version, who, why, force, settings))
+
+    def _promote(self, version: str, who: str, why: str, force: bool, settings: dict[str, Any]) -> DecisionRecord:
+        with self.backend.transaction():
             self._complete_pending()
             self.require(version)
             self.model_path(version)
-            current = self.production()
-            if version == current:
+            pointer = self._production()
+            if version == pointer.version:
                 raise RegistryError(f"{version} is already the production model; nothing to promote")
             metrics = self.read_json(version, "metrics.json")
             limits = replace(self._registered_settings(version),
                              **{name: value for name, value in settings.items() if value is not None})
             try:
-                split = functools.partial(self._split_of, version)  # found only if a model must be re-tested
-                candidate = self._scored(version, metrics["test_split_sha256"], split)
-                verdict = gate(candidate, self._champion(metrics["test_split_sha256"], split), limits)
+                verdict, _ = self._gate_version(version, limits)
             except RegistryError as error:
                 if not force:
                     raise
                 verdict = Verdict(False, f"the gate could not be applied: {error}", (), None)
             passed = verdict.promoted
             record = DecisionRecord(
-                action="promote", candidate=version, production_before=current, promoted=passed or force,
-                reason=verdict.reason if passed or not force else f"forced past the gate: {verdict.reason}",
-                time=now_iso(), candidate_accuracy=metrics["correct"] / metrics["total"],
-                champion_accuracy=_production_accuracy(verdict), threshold=limits.threshold,
-                forced=force and not passed, who=who, why=why, **verdict.record_fields(),
+                action="promote", candidate=version, production_before=pointer.version, time=now_iso(),
+                candidate_accuracy=metrics["correct"] / metrics["total"], threshold=limits.threshold,
+                who=who, why=why, **{**_decided(verdict), "promoted": passed or force, "forced": force and not passed,
+                                     "reason": verdict.reason if passed or not force
+                                     else f"forced past the gate: {verdict.reason}"},
             )
             if record.promoted:
-                self._set_production(version, f"promoted by {who}: {why}", record)
-            self._log(record)
+                pointer = self._set_production(pointer, version, f"promoted by {who}: {why}", record)
+            self._log(record, pointer)
         return record
 
     def rollback(self, who: str, why: str) -> DecisionRecord:
         """Move production back to the version that was production before it."""
-        with self.lock:
+        return self._retrying(lambda: self._rollback(who, why))
+
+    def _rollback(self, who: str, why: str) -> DecisionRecord:
+        with self.backend.transaction():
             self._complete_pending()
-            current, history = self.production(), self.production_history()
+            pointer, history = self._production(), self.production_history()
+            current = pointer.version
             if current is None:
                 raise RegistryError("There is no production model to roll back.")
             if not history or history[-1] != current:
                 raise RegistryError(
-                    f"Production pointer {self.production_file} names {current}, but the decision log "
+                    f"Production pointer {self.backend.pointer_location} names {current}, but the decision log "
                     f"{self.decision_log} says {history[-1] if history else 'none'}; was one edited by hand? "
                     "Fix the pointer, or set production explicitly with `registry promote N --force`."
                 )
             if len(history) < 2:
-                raise RegistryError(f"{current} is the first production model; there is no earlier one to roll back to.")
+                raise RegistryError(f"{current} is the first production model; there is no earlier one to roll "
+                                    "back to.")
             previous = history[-2]
             self.model_path(previous)
             record = DecisionRecord(
                 action="rollback", candidate=previous, production_before=current, promoted=True,
                 reason=f"production rolled back from {current} to {previous}", time=now_iso(), who=who, why=why,
             )
-            self._set_production(previous, f"rolled back from {current} by {who}: {why}", record)
-            self._log(record)
+            pointer = self._set_production(pointer, previous, f"rolled back from {current} by {who}: {why}", record)
+            self._log(record, pointer)
         return record
+
+    def _retrying(self, operation: Callable[[], DecisionRecord]) -> DecisionRecord:
+        """Run `operation` again while its conditional write of the pointer is refused."""
+        for _ in range(MAX_SWAPS):
+            try:
+                return operation()
+            except store.Conflict:
+                continue  # production moved meanwhile: decide again on what it is now
+        raise RegistryError(f"Production in {self.location} moved {MAX_SWAPS} times while this operation tried to "
+                            "change it; try again.")
 
     # Checking and repairing ----------------------------------------------------------------------
 
     def check(self) -> list[str]:
         """Every inconsistency found, each naming the file and what to do; empty when all is well."""
-        problems = [f"{path}: left by an interrupted registration; `{REPAIR_COMMAND}` removes it"
-                    for path in self._leftovers()]
+        problems = [f"{leftover}: left by an interrupted registration; `{REPAIR_COMMAND}` removes it"
+                    for leftover in self.backend.leftovers()]
         for version in self.versions():
             try:
                 self.model_path(version)
@@ -292,32 +311,34 @@ class Registry:
             history = self.production_history()
         except RegistryError as error:
             return problems + [str(error)]
-        problems += [f"{self.version_dir(record.candidate)}: registered but its decision ({record.verdict}) was "
-                     f"never applied (the process died); `{REPAIR_COMMAND}` applies it" for record in pending]
+        problems += [f"{store.join(self.location, 'versions', str(record.candidate))}: registered but its decision "
+                     f"({record.verdict}) was never applied (the process died); `{REPAIR_COMMAND}` applies it"
+                     for record in pending]
         try:
             production = self.production()
         except RegistryError as error:
             return problems + [str(error)]
         if history and production != history[-1]:
-            problems.append(f"Production pointer {self.production_file} names {production}, but the decision "
-                            f"log says {history[-1]}; `{REPAIR_COMMAND}` follows the log")
+            problems.append(f"Production pointer {self.backend.pointer_location} names {production}, but the "
+                            f"decision log says {history[-1]}; `{REPAIR_COMMAND}` follows the log")
         return problems
 
     def repair(self) -> list[str]:
-        """Bring the registry back to a consistent state from its version folders and decision log;
-        returns what was done. Version folders themselves are never changed or removed."""
+        """Bring the registry back to a consistent state from its versions and decision log; returns
+        what was done. Versions themselves are never changed or removed."""
         done = []
-        with self.lock:
-            for leftover in self._leftovers():
-                self._remove_leftover(leftover)
+        with self.backend.transaction():
+            for leftover in self.backend.leftovers():
+                self.backend.remove_leftover(leftover)
                 done.append(f"removed {leftover}")
-            done += self._drop_damaged_log_lines()
+            damaged = [entry for entry in self.backend.decision_entries() if not _is_record(entry.text)]
+            done += self.backend.set_aside(damaged) if damaged else []
             done += [f"applied the decision on {record.candidate} ({record.verdict})"
-                     for record in self._complete_pending()]
+                     for record in self._complete_pending(everything=True)]
             done += self._rebuild_production_pointer()
         return done
 
-    # Internals (callers hold the lock) -----------------------------------------------------------
+    # Internals (callers are in the transaction) ------------------------------------------------
 
     def _identical(self, candidate: Candidate, found: str | None) -> str | None:
         """The version this candidate is a copy of, when it comes from another flow run: the same model
@@ -333,10 +354,10 @@ class Registry:
 
     def _unchanged(self, candidate: Candidate, identical: str) -> DecisionRecord:
         """Record that a run produced no new model (once per flow run, however often it retries)."""
-        for logged in reversed(self.decisions()):
-            if (logged.action, logged.candidate, logged.flow_run_id) == ("unchanged", identical, candidate.flow_run_id):
-                return logged
-        production = self.production()
+        if logged := self._logged("unchanged", identical, candidate.flow_run_id):
+            return logged
+        pointer = self._production()
+        production = pointer.version
         record = DecisionRecord(
             action="unchanged", candidate=identical, production_before=production, promoted=False,
             reason=f"identical to {identical} (the same weights, trained on the same data): no new version; "
@@ -344,8 +365,16 @@ class Registry:
             time=now_iso(), candidate_accuracy=candidate.evaluation.accuracy, threshold=candidate.gate.threshold,
             flow_run_id=candidate.flow_run_id,
         )
-        self._log(record)
+        self._log(record, pointer)
         return record
+
+    def _logged(self, action: str, candidate: str | None, flow_run_id: str | None = None) -> DecisionRecord | None:
+        """The last logged decision of this action on `candidate` (for that flow run, if given)."""
+        for record in reversed(self.decisions()):
+            if (record.action, record.candidate) == (action, candidate) and (
+                    flow_run_id is None or record.flow_run_id == flow_run_id):
+                return record
+        return None
 
     def _find(self, model_sha256: str, source_run: str) -> str | None:
         """The version already registered from this run's model (a retried registration), if any."""
@@ -376,10 +405,19 @@ class Registry:
         labels, probabilities = probabilities_on_test_split(self.model_path(version), split())
         return Scored(version, labels, probabilities.argmax(axis=1))
 
+    def _gate_version(self, version: str, limits: GateSettings) -> tuple[Verdict, str | None]:
+        """The gate's verdict on a registered version against today's production, and production's name."""
+        test_split = self.read_json(version, "metrics.json")["test_split_sha256"]
+        split = functools.partial(self._split_of, version)  # found only if a model must be re-tested
+        champion = self._champion(test_split, split)
+        verdict = gate(self._scored(version, test_split, split), champion, limits)
+        return verdict, champion.version if champion else None
+
     def _registered_settings(self, version: str) -> GateSettings:
         """The gate settings `version` was registered with; those it was registered without (it
         predates them) are today's defaults."""
-        return GateSettings.of({**PipelineParameters().model_dump(), **self.read_json(version, "params.json")})
+        defaults = PipelineParameters.model_validate({}).model_dump()
+        return GateSettings.of({**defaults, **self.read_json(version, "params.json")})
 
     def _split_of(self, version: str) -> SplitFiles:
         """The data split `version` was trained and tested on, found under `splits_dir` by its hash."""
@@ -396,7 +434,7 @@ class Registry:
         )
 
     def _add_version(self, candidate: Candidate, model_sha256: str) -> str:
-        """Gate the candidate against production, then write it whole as the next version."""
+        """Gate the candidate against production, then publish it whole as the next version."""
         trained, evaluation = candidate.trained, candidate.evaluation
         metrics = _read_json(Path(evaluation.metrics_path))
         scored = Scored("candidate", *read_predictions(Path(evaluation.predictions_path)))
@@ -404,9 +442,8 @@ class Registry:
         verdict = gate(scored, champion, candidate.gate)
         decision = DecisionRecord(
             action="register", candidate=None, production_before=champion.version if champion else None,
-            promoted=verdict.promoted, reason=verdict.reason, time=now_iso(), candidate_accuracy=evaluation.accuracy,
-            champion_accuracy=_production_accuracy(verdict), threshold=candidate.gate.threshold,
-            flow_run_id=candidate.flow_run_id, **verdict.record_fields(),
+            time=now_iso(), candidate_accuracy=evaluation.accuracy, threshold=candidate.gate.threshold,
+            flow_run_id=candidate.flow_run_id, **_decided(verdict),
         )
         record = {
             "created": decision.time,
@@ -428,23 +465,12 @@ class Registry:
                  **{Path(p).name: Path(p) for p in evaluation.plot_paths}}
         texts = {"params.json": json.dumps(params, indent=2, sort_keys=True) + "\n",
                  "model_card.md": render_model_card(record, params, metrics, decision)}
-        return self._write_version(files, texts, record, decision, trained.model_path)
 
-    def _write_version(self, files: dict[str, Path], texts: dict[str, str], record: dict,
-                       decision: DecisionRecord, model_path: str) -> str:
-        """Assemble the next version folder under a temporary name, then rename it into place."""
-        self.versions_dir.mkdir(parents=True, exist_ok=True)
-        existing = self.versions()
-        version = f"v{(int(existing[-1][1:]) + 1) if existing else 1:04d}"
-        staging = self.versions_dir / f".staging-{version}-{uuid.uuid4().hex[:8]}"
-        try:
-            assemble_version(staging, version, files, texts, record, decision, model_path)
-            crash_point("register:staged")
-            staging.rename(self.versions_dir / version)
-            fsync_dir(self.versions_dir)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return version
+        def assemble(folder: Path, version: str) -> None:
+            write_version(folder, version, files, texts, record, decision, trained.model_path)
+            crash_point("register:staged")  # complete, not yet published
+
+        return self.backend.publish(assemble, candidate.flow_run_id)
 
     def _stored_decision(self, version: str) -> DecisionRecord:
         """The gate's decision made when `version` was added, as stored in its version.json."""
@@ -452,73 +478,76 @@ class Registry:
         return DecisionRecord.from_dict({**self.read_version(version)["decision"], "candidate": version})
 
     def _apply(self, record: DecisionRecord) -> DecisionRecord:
-        """Move production (if promoted) and log a registration's decision, unless this was done already;
-        returns the decision applied."""
-        for logged in self.decisions():
-            if logged.action == "register" and logged.candidate == record.candidate:
+        """Move production (if promoted) and log a registration's decision, unless this was done
+        already; returns the decision applied. If production moved since the gate was applied (another
+        writer, where nothing keeps them out), the gate is applied again against the production model
+        of now; a refused conditional write of the pointer starts over."""
+        for _ in range(MAX_SWAPS):
+            if logged := self._logged("register", record.candidate):
                 return logged
-        if record.promoted:
-            self._set_production(record.candidate, record.reason, record)
-        self._log(record)
-        return record
+            pointer = self.backend.read_pointer()
+            moved_by = pointer.decision or {}
+            if (moved_by.get("action"), moved_by.get("candidate")) == ("register", record.candidate):
+                self._log_production_move(pointer)  # this registration moved production; its log entry is missing
+                continue
+            if pointer.problem is None and pointer.version != record.production_before:
+                record = self._gate_again(record)
+            try:
+                if record.promoted and record.candidate is not None:
+                    pointer = self._set_production(pointer, record.candidate, record.reason, record)
+                self._log(record, pointer)
+                return record
+            except store.Conflict:
+                continue
+        raise RegistryError(f"Production in {self.location} moved {MAX_SWAPS} times while {record.candidate} was "
+                            f"being registered; `{REPAIR_COMMAND}` applies its decision.")
+
+    def _gate_again(self, record: DecisionRecord) -> DecisionRecord:
+        """`record`'s registration decided again against today's production model."""
+        version = str(record.candidate)
+        verdict, champion = self._gate_version(version, self._registered_settings(version))
+        return replace(record, production_before=champion, time=now_iso(), **_decided(verdict))
 
     def _pending(self) -> list[DecisionRecord]:
-        """Registrations whose process died after adding the version, before logging its decision."""
+        """Registrations whose decision was never logged: their process died after adding the version
+        (or, where nothing keeps other writers out, is registering it right now)."""
         logged = {record.candidate for record in self.decisions() if record.action == "register"}
         return [self._stored_decision(version) for version in self.versions() if version not in logged]
 
-    def _complete_pending(self) -> list[DecisionRecord]:
-        """Apply pending decisions, oldest first. Each was made under the lock against the production
-        model of its time, which nothing has moved since (every change completes them first)."""
-        pending = self._pending()
-        for record in pending:
-            self._apply(record)
-        return pending
+    def _complete_pending(self, everything: bool = False) -> list[DecisionRecord]:
+        """Complete what dead processes left half done; returns the decisions applied. The decision
+        that last moved production is logged if it is not. Pending registrations are applied, oldest
+        first, where no registration can be running now (the backend's transaction is exclusive), or
+        with `everything` (repair: the user says none is). Each was made against the production model
+        of its time; `_apply` applies the gate again if production moved since."""
+        done = self._log_production_move(self.backend.read_pointer())
+        if everything or self.backend.exclusive:
+            done += [self._apply(record) for record in self._pending()]
+        return done
 
-    def _set_production(self, version: str, reason: str, record: DecisionRecord) -> None:
-        """Point production at `version`, as `record` decided (the caller logs `record` next)."""
-        write_json_atomic(self.production_file, {"version": version, "since": now_iso(), "reason": reason})
-
-    def _remove_production(self) -> None:
-        self.production_file.unlink()
-
-    def _pointer_exists(self) -> bool:
-        return self.production_file.exists()
-
-    def _log(self, record: DecisionRecord) -> None:
-        append_line_durably(self.decision_log, record.to_json())
-
-    def _remove_leftover(self, path: Path) -> None:
-        shutil.rmtree(path, ignore_errors=True)
-
-    def _leftovers(self) -> list[Path]:
-        if not self.versions_dir.is_dir():
+    def _log_production_move(self, pointer: Pointer) -> list[DecisionRecord]:
+        """Log the decision carried by the pointer (the store's), if its process died before logging it."""
+        if not pointer.decision:
             return []
-        return sorted(self.versions_dir.glob(".staging-*"))
+        record = DecisionRecord.from_dict(pointer.decision)
+        if record in self.decisions():
+            return []
+        self._log(record, pointer)
+        return [record]
 
-    def _drop_damaged_log_lines(self) -> list[str]:
-        if not self.decision_log.exists():
-            return []
-        lines = [line for line in self.decision_log.read_text().splitlines() if line.strip()]
-        kept = []
-        for line in lines:
-            try:
-                DecisionRecord.from_json(line)
-                kept.append(line)
-            except (ValueError, KeyError, TypeError):
-                pass
-        dropped = len(lines) - len(kept)
-        if not dropped:
-            return []
-        backup = self.decision_log.with_name(f"{self.decision_log.name}.damaged-{uuid.uuid4().hex[:8]}")
-        shutil.copyfile(self.decision_log, backup)
-        write_text_atomic(self.decision_log, "".join(line + "\n" for line in kept))
-        return [f"dropped {dropped} unreadable line(s) from {self.decision_log} (the old file is {backup})"]
+    def _set_production(self, pointer: Pointer, version: str | None, reason: str, record: DecisionRecord) -> Pointer:
+        """Point production at `version` as `record` decided, if it is still `pointer` (else
+        `store.Conflict`); the caller logs `record` next."""
+        return self.backend.write_pointer(version, reason, record, pointer.token)
+
+    def _log(self, record: DecisionRecord, pointer: Pointer) -> None:
+        self.backend.append_decision(record, pointer)
 
     def _rebuild_production_pointer(self) -> list[str]:
         """Point production at the newest version the log made production that is still whole."""
+        pointer = self.backend.read_pointer()
         try:
-            current = self.production()
+            current = self._production().version
         except RegistryError:
             current = None
         history = self.production_history()
@@ -535,27 +564,27 @@ class Registry:
                 continue
             if version == current:
                 return []
-            self._log_repair(version, current, f"production pointer rebuilt from the decision log: {version}",
+            self._log_repair(pointer, version, current, f"production pointer rebuilt from the decision log: {version}",
                              "rebuilt from the decision log by registry repair")
             return [f"production pointer set to {version}, as the decision log says"]
-        if self._pointer_exists():
-            self._remove_production()
-            self._log_repair(None, current, "production pointer removed: no promoted version is whole")
-            return [f"removed {self.production_file}: no promoted version is whole"]
+        if pointer.version is not None or pointer.problem is not None:
+            reason = "production pointer removed: no promoted version is whole"
+            self._log_repair(pointer, None, current, reason, reason)
+            return [f"removed {self.backend.pointer_location}: no promoted version is whole"]
         return []
 
-    def _log_repair(self, version: str | None, before: str | None, reason: str, pointer_reason: str = "") -> None:
-        """Log a repair, first pointing production at `version` when `pointer_reason` says why."""
+    def _log_repair(self, pointer: Pointer, version: str | None, before: str | None, reason: str,
+                    pointer_reason: str) -> None:
+        """Point production at `version` (None: at nothing) for `pointer_reason`, and log the repair."""
         # A repair follows the log, so it is not itself a move in production's history (promoted=False).
         record = DecisionRecord(action="repair", candidate=version, production_before=before, promoted=False,
                                 reason=reason, time=now_iso())
-        if pointer_reason:
-            self._set_production(version, pointer_reason, record)
-        self._log(record)
+        pointer = self._set_production(pointer, version, pointer_reason, record)
+        self._log(record, pointer)
 
 
-def assemble_version(folder: Path, version: str, files: dict[str, Path], texts: dict[str, str], record: dict,
-                     decision: DecisionRecord, model_path: str) -> None:
+def write_version(folder: Path, version: str, files: dict[str, Path], texts: dict[str, str], record: dict[str, Any],
+                  decision: DecisionRecord, model_path: str) -> None:
     """Write a version's files into a new `folder`, its `version.json` last, all fsynced."""
     folder.mkdir(parents=True)
     for name, source in files.items():
@@ -571,20 +600,25 @@ def assemble_version(folder: Path, version: str, files: dict[str, Path], texts: 
                 os.fsync(f.fileno())
 
 
-def open_registry(location: str | Path, splits_dir: Path | None = None) -> Registry:
-    """The registry at `location`: a folder (`Registry`, guarded by a file lock), or a URL in an
-    S3-compatible store (`SharedRegistry`, kept consistent by conditional writes)."""
-    if store.is_url(location):
-        from mnist_pipeline.core.registry.shared_registry import SharedRegistry
-
-        return SharedRegistry(str(location), splits_dir)
-    return Registry(Path(location), splits_dir)
+def _check_name(version: str) -> None:
+    if not VERSION_PATTERN.match(version):
+        raise RegistryError(f"{version!r} is not a version name; versions look like v0001")
 
 
-def _production_accuracy(verdict: Verdict) -> float | None:
-    """Production's accuracy on the candidate's test split, if the gate compared the two."""
-    comparison = verdict.comparison
-    return comparison.production_correct / comparison.total if comparison else None
+def _is_record(text: str) -> bool:
+    try:
+        DecisionRecord.from_json(text)
+    except (ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
+def _decided(verdict: Verdict) -> dict[str, Any]:
+    """A decision record's fields that the gate's verdict gives: the one place they are copied."""
+    comparison = verdict.comparison  # production's accuracy on the candidate's test split, if compared
+    champion_accuracy = comparison.production_correct / comparison.total if comparison else None
+    return {"promoted": verdict.promoted, "reason": verdict.reason, "champion_accuracy": champion_accuracy,
+            **verdict.record_fields()}
 
 
 def _framework_versions() -> dict[str, str]:

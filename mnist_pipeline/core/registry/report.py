@@ -7,36 +7,37 @@ The report must answer "how did this run do" inside the Prefect UI alone: its pl
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from mnist_pipeline.core.storage import store
-from mnist_pipeline.core.registry.decisions import DecisionRecord
 from mnist_pipeline.core.evaluation.plots import png_data_uri
+from mnist_pipeline.core.registry.decisions import DecisionRecord
+from mnist_pipeline.core.storage import store
 
 PLOTS = (("Training curves", "training_curves.png"), ("Confusion matrix (test split)", "confusion_matrix.png"))
 MODEL_CARD = "model_card.md"
 
 
-def _interval(metrics: dict) -> str:
+def _interval(metrics: dict[str, Any]) -> str:
     low, high = metrics["accuracy_interval_95"]
     return f"{metrics['accuracy']:.4f} (95% CI {low:.4f}-{high:.4f}, {metrics['correct']}/{metrics['total']})"
 
 
-def per_class_rows(metrics: dict) -> dict[str, list]:
+def per_class_rows(metrics: dict[str, Any]) -> dict[str, list[Any]]:
     """The per-class results as columns in reading order, accuracies rounded (for tables people read)."""
     rows = metrics["per_class"]
     return {"class": [r["class"] for r in rows], "images": [r["count"] for r in rows],
             "correct": [r["correct"] for r in rows], "accuracy": [round(r["accuracy"], 4) for r in rows]}
 
 
-def _per_class_table(metrics: dict) -> str:
+def _per_class_table(metrics: dict[str, Any]) -> str:
     columns = per_class_rows(metrics)
     lines = ["| " + " | ".join(columns) + " |", "| --- " * len(columns) + "|"]
     lines += ["| " + " | ".join(f"{value:.4f}" if isinstance(value, float) else str(value) for value in row) + " |"
-              for row in zip(*columns.values())]
+              for row in zip(*columns.values(), strict=True)]
     return "\n".join(lines)
 
 
-def _criterion_value(criterion: dict) -> str:
+def _criterion_value(criterion: dict[str, Any]) -> str:
     return f"{criterion['value']:.4g}" if criterion["name"] == "significantly better" else f"{criterion['value']:.4f}"
 
 
@@ -75,7 +76,7 @@ def _embedded_card(version_dir: Path) -> str:
     return "\n".join("#" + line if line.startswith("#") else line for line in card.splitlines())
 
 
-def render_report(decision: DecisionRecord, metrics: dict, version_dir: Path, preset: str,
+def render_report(decision: DecisionRecord, metrics: dict[str, Any], version_dir: Path, preset: str,
                   files_at: str | None = None) -> str:
     """The run's report artifact. `version_dir` holds the version's files here; `files_at` is where
     the report says they are (by default `version_dir`; in team mode the version's URL in the store)."""
@@ -113,7 +114,18 @@ def render_report(decision: DecisionRecord, metrics: dict, version_dir: Path, pr
 """
 
 
-def render_model_card(record: dict, params: dict, metrics: dict, decision: DecisionRecord) -> str:
+def _training_data(params: dict[str, Any]) -> str:
+    """What the model learnt from: MNIST's official split, plus the extra pictures when the run added
+    some (to the train split only: validation and test stay MNIST's, so accuracies compare)."""
+    extra = params.get("extra_pictures") or 0
+    if not extra:
+        return "MNIST (the official train/test split)"
+    return (f"MNIST's official training images plus {extra} extra picture{'s' if extra != 1 else ''} "
+            "(added to the train split only; validation and test are MNIST's)")
+
+
+def render_model_card(record: dict[str, Any], params: dict[str, Any], metrics: dict[str, Any],
+                      decision: DecisionRecord) -> str:
     training = params["training"]
     return f"""# Model card: MNIST digit classifier ({record['preset']})
 
@@ -122,7 +134,7 @@ def render_model_card(record: dict, params: dict, metrics: dict, decision: Decis
 - **Output**: probabilities of the digits 0-9.
 - **Training**: preset `{training['preset']}`, up to {training['epochs']} epochs, batch {training['batch_size']},
   learning rate {training['learning_rate']}, early stopping patience {training['patience']}, seed {training['seed']}.
-- **Data**: MNIST (the official train/test split), split manifest SHA-256 `{record['data_sha256']}`.
+- **Data**: {_training_data(params)}, split manifest SHA-256 `{record['data_sha256']}`.
 - **Test accuracy**: {_interval(metrics)}.
 - **Status at registration**: {record['status']}.
 - **Gate at registration**:{_gate_summary(decision)}

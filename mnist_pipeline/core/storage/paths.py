@@ -67,7 +67,7 @@ class ArtifactPaths:
         return self.root / "prefect-results"
 
     @classmethod
-    def resolve(cls, artifacts_dir: str | Path | None) -> "ArtifactPaths":
+    def resolve(cls, artifacts_dir: str | Path | None) -> ArtifactPaths:
         location = str(artifacts_dir or default_artifacts_dir())
         if store.is_url(location):
             location = location.rstrip("/")

@@ -23,12 +23,15 @@ import functools
 import os
 import posixpath
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from mnist_pipeline.core.support import settings
 from mnist_pipeline.core.support.errors import PermanentError, PipelineError
 
 CACHE_ENV_VAR = settings.CACHE_DIR
+T = TypeVar("T")
 
 
 class StoreError(PermanentError):
@@ -47,7 +50,7 @@ class Conflict(Exception):
     """A compare-and-swap write found the object changed since it was read."""
 
 
-def is_url(location: str | os.PathLike) -> bool:
+def is_url(location: str | os.PathLike[str]) -> bool:
     return "://" in str(location)
 
 
@@ -55,7 +58,7 @@ def cache_root() -> Path:
     return settings.cache_root()
 
 
-def local_path(ref: str | os.PathLike) -> Path:
+def local_path(ref: str | os.PathLike[str]) -> Path:
     """Where `ref` is (a local path) or is mirrored on this machine (a URL); nothing is downloaded."""
     text = str(ref)
     if not is_url(text):
@@ -64,7 +67,7 @@ def local_path(ref: str | os.PathLike) -> Path:
     return cache_root() / scheme / rest.strip("/")
 
 
-def ref_of(path: str | os.PathLike) -> str:
+def ref_of(path: str | os.PathLike[str]) -> str:
     """The reference of a local path: the URL it mirrors, or the path itself."""
     path = Path(path).resolve()
     try:
@@ -82,7 +85,7 @@ def parent(ref: str) -> str:
     return posixpath.dirname(ref.rstrip("/")) if is_url(ref) else str(Path(ref).parent)
 
 
-def fetch(ref: str | os.PathLike) -> Path:
+def fetch(ref: str | os.PathLike[str]) -> Path:
     """The local path of `ref`, downloaded first if it is a URL not yet mirrored. Meant for files that
     do not change once written (a run's files, a split, a registered version)."""
     path = local_path(ref)
@@ -103,7 +106,7 @@ def fetch_tree(ref: str) -> Path:
     return path
 
 
-def publish(path: str | os.PathLike) -> str:
+def publish(path: str | os.PathLike[str]) -> str:
     """Upload a mirrored file, or a folder's every file, and return its reference; a local path is
     returned as it is."""
     path = Path(path)
@@ -129,7 +132,7 @@ class ObjectStore:
             raise StoreError(f"Artifact store {url}: no filesystem for {scheme}:// ({error}).") from error
 
     @classmethod
-    def for_url(cls, url: str) -> "ObjectStore":
+    def for_url(cls, url: str) -> ObjectStore:
         """The store of the bucket `url` is in (one per bucket and endpoint, reused)."""
         scheme, rest = url.split("://", 1)
         return _bucket_store(f"{scheme}://{rest.split('/', 1)[0]}", os.environ.get("AWS_ENDPOINT_URL"))
@@ -138,7 +141,7 @@ class ObjectStore:
         text = url_or_key if is_url(url_or_key) else f"{self.url}/{url_or_key}"
         return text.split("://", 1)[1]
 
-    def _call(self, action, what: str, *args, **kwargs):
+    def _call(self, action: Callable[..., T], what: str, *args: Any, **kwargs: Any) -> T:
         """Run one request, turning the store's failures into errors that say what to check (and
         never show a credential: botocore's messages name none)."""
         try:
@@ -157,10 +160,10 @@ class ObjectStore:
             raise
 
     def read(self, url: str) -> bytes:
-        return self._call(self.fs.cat_file, f"read {url}", self._path(url))
+        return cast(bytes, self._call(self.fs.cat_file, f"read {url}", self._path(url)))
 
     def exists(self, url: str) -> bool:
-        return self._call(self.fs.exists, f"look for {url}", self._path(url))
+        return bool(self._call(self.fs.exists, f"look for {url}", self._path(url)))
 
     def find(self, url: str) -> list[str]:
         """The URLs of every object below `url`."""
@@ -170,7 +173,8 @@ class ObjectStore:
 
     def glob(self, pattern_url: str) -> list[str]:
         scheme = self.url.split("://", 1)[0]
-        return [f"{scheme}://{name}" for name in self._call(self.fs.glob, f"list {pattern_url}", self._path(pattern_url))]
+        found = self._call(self.fs.glob, f"list {pattern_url}", self._path(pattern_url))
+        return [f"{scheme}://{name}" for name in found]
 
     def write(self, url: str, data: bytes) -> None:
         """Replace the object whole (one PUT: readers see the old or the new object, never a part)."""
@@ -189,13 +193,13 @@ class ObjectStore:
 
         bucket, key = self._path(url).split("/", 1)
 
-        async def get():
+        async def get() -> tuple[bytes, str]:
             response = await self.fs._call_s3("get_object", Bucket=bucket, Key=key)
             async with response["Body"] as body:
                 return await body.read(), response["ETag"]
 
         try:
-            return self._call(sync, f"read {url}", self.fs.loop, get)
+            return cast("tuple[bytes, str]", self._call(sync, f"read {url}", self.fs.loop, get))
         except FileNotFoundError:
             return None
 
@@ -247,6 +251,8 @@ class ObjectStore:
             except AlreadyExists:
                 pass
             tagged = self.read_tagged(probe)
+            if tagged is None:
+                raise FileNotFoundError(probe)
             self.swap(probe, b"3", tagged[1])
             try:
                 self.swap(probe, b"4", tagged[1])
@@ -262,7 +268,7 @@ class ObjectStore:
             raise StoreError(f"{what} ({type(error).__name__}: {error}).") from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bucket_store(bucket_url: str, endpoint: str | None) -> ObjectStore:
     return ObjectStore(bucket_url)
 

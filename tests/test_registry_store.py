@@ -1,40 +1,24 @@
-"""The registry and the artifact store on a real S3-compatible server (moto's server mode, a process on
-127.0.0.1, stopped by its id): create-only versions, compare-and-swap on production, one object per
-decision, two "machines" (two mirrors), and the store's bad-input errors."""
+"""What only the registry in an S3-compatible store does, on a real server (moto's server mode, a process
+on 127.0.0.1, stopped by its id; conftest's `s3_server`): the objects it writes, two "machines" (two
+mirrors), a compare-and-swap refused and retried against the new production, a process dying between
+moving production and logging, the store failing mid-registration, the CLI and the service reading it,
+and the store's bad-input errors. The behaviour it shares with the folder registry is in
+test_registry_contract.py."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from pathlib import Path
 
 import pytest
+from helpers import register
+
+from devstack.team.object_store import MotoS3Server
+from mnist_pipeline.core.registry import ObjectStoreBackend, Registry, open_registry
+from mnist_pipeline.core.storage import store
+from mnist_pipeline.core.storage.store import ObjectStore, StoreError
 
 pytestmark = pytest.mark.slow
-
-from helpers import register
-from mnist_pipeline.core.storage import store
-from mnist_pipeline.core.registry.registry import open_registry
-from mnist_pipeline.core.registry.shared_registry import SharedRegistry
-from mnist_pipeline.core.storage.store import ObjectStore, StoreError
-from devstack.team.object_store import MotoS3Server
-
-
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory):
-    server = MotoS3Server(tmp_path_factory.mktemp("moto") / "moto.log")
-    server.start()
-    yield server
-    assert not server.stop(), "moto's server outlived its stop"
-
-
-@pytest.fixture
-def s3_env(s3_server, monkeypatch, tmp_path):
-    """This test's process talks to the server, with a mirror of its own ("machine A")."""
-    for name, value in s3_server.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv(store.CACHE_ENV_VAR, str(tmp_path / "machine-a"))
-    return s3_server
 
 
 @pytest.fixture
@@ -42,7 +26,7 @@ def registry_url(s3_env) -> str:
     return s3_env.store_url(f"registry-{uuid.uuid4().hex[:8]}")
 
 
-def on_machine(name: str, tmp_path: Path, monkeypatch, url: str) -> SharedRegistry:
+def on_machine(name: str, tmp_path: Path, monkeypatch, url: str) -> Registry:
     """The registry at `url` as another machine sees it: an empty mirror of its own."""
     monkeypatch.setenv(store.CACHE_ENV_VAR, str(tmp_path / name))
     return open_registry(url)
@@ -51,7 +35,7 @@ def on_machine(name: str, tmp_path: Path, monkeypatch, url: str) -> SharedRegist
 def test_a_registration_is_whole_in_the_store_and_read_on_another_machine(
         registry_url, tiny_strong, synthetic_split, tmp_path, monkeypatch):
     registry = open_registry(registry_url)
-    assert isinstance(registry, SharedRegistry)
+    assert isinstance(registry.backend, ObjectStoreBackend)
     decision = register(registry, tiny_strong, synthetic_split, flow_run_id="run-1")
     assert decision.promoted and decision.candidate == "v0001"
     objects = ObjectStore.for_url(registry_url)
@@ -67,32 +51,6 @@ def test_a_registration_is_whole_in_the_store_and_read_on_another_machine(
     assert other.check() == []
 
 
-def test_two_registrations_at_once_give_two_versions_and_the_better_one_in_production(
-        registry_url, tiny_strong, tiny_weak, synthetic_split, tmp_path, monkeypatch):
-    registries = [on_machine(name, tmp_path, monkeypatch, registry_url) for name in ("machine-a", "machine-b")]
-    start, decisions, errors = threading.Barrier(2), {}, []
-
-    def offer(registry, run, name):
-        start.wait()
-        try:
-            decisions[name] = register(registry, run, synthetic_split, flow_run_id=name)
-        except Exception as error:  # noqa: BLE001 (reported below)
-            errors.append(error)
-
-    threads = [threading.Thread(target=offer, args=(registry, run, name))
-               for registry, run, name in zip(registries, (tiny_strong, tiny_weak), ("strong", "weak"))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not errors, errors
-    registry = registries[0]
-    assert registry.versions() == ["v0001", "v0002"]
-    assert registry.production() == decisions["strong"].candidate
-    assert sorted(record.candidate for record in registry.decisions() if record.action == "register") == ["v0001", "v0002"]
-    assert registry.check() == []
-
-
 @pytest.mark.parametrize("first_in", ["weak", "strong"])
 def test_a_compare_and_swap_conflict_is_retried_against_the_new_production(
         first_in, registry_url, tiny_strong, tiny_weak, synthetic_split, tmp_path, monkeypatch):
@@ -102,15 +60,15 @@ def test_a_compare_and_swap_conflict_is_retried_against_the_new_production(
     late = "strong" if first_in == "weak" else "weak"
     machine_a = on_machine("machine-a", tmp_path, monkeypatch, registry_url)
     machine_b = on_machine("machine-b", tmp_path, monkeypatch, registry_url)
-    swap, swaps = machine_a._set_production, []
+    swap, swaps = machine_a.backend.write_pointer, []
 
-    def b_moves_production_first(version, reason, record):
+    def b_moves_production_first(version, reason, record, token):
         if not swaps:
             assert register(machine_b, runs[first_in], synthetic_split, flow_run_id=first_in).promoted
         swaps.append(record)
-        swap(version, reason, record)
+        return swap(version, reason, record, token)
 
-    monkeypatch.setattr(machine_a, "_set_production", b_moves_production_first)
+    monkeypatch.setattr(machine_a.backend, "write_pointer", b_moves_production_first)
     decision = register(machine_a, runs[late], synthetic_split, flow_run_id=late)
 
     assert machine_a.versions() == ["v0001", "v0002"]
@@ -126,24 +84,12 @@ def test_a_compare_and_swap_conflict_is_retried_against_the_new_production(
     assert machine_a.check() == []
 
 
-def test_promote_and_rollback_move_production_by_compare_and_swap(
-        registry_url, tiny_strong, tiny_weak, synthetic_split):
-    registry = open_registry(registry_url)
-    register(registry, tiny_weak, synthetic_split, flow_run_id="weak")
-    register(registry, tiny_strong, synthetic_split, flow_run_id="strong")
-    assert registry.production() == "v0002"
-    assert registry.rollback("ana", "try the old one").candidate == "v0001"
-    assert registry.production() == "v0001"
-    assert registry.promote("v0002", "ana", "back again").promoted
-    assert registry.production_history() == ["v0001", "v0002"]
-    assert registry.check() == []
-
-
 def test_a_registration_that_died_after_moving_production_is_completed(
         registry_url, tiny_strong, synthetic_split, monkeypatch):
     """The process dies between moving the pointer and logging the decision: the next operation logs it."""
     registry = open_registry(registry_url)
-    registry._log = lambda record: (_ for _ in ()).throw(SystemExit("killed"))
+    monkeypatch.setattr(registry.backend, "append_decision",
+                        lambda record, pointer: (_ for _ in ()).throw(SystemExit("killed")))
     with pytest.raises(SystemExit):
         register(registry, tiny_strong, synthetic_split, flow_run_id="run-1")
     fresh = open_registry(registry_url)
@@ -157,7 +103,7 @@ def test_a_store_outage_mid_registration_leaves_the_registry_as_it_was_and_a_ret
     registry = open_registry(registry_url)
     register(registry, tiny_strong, synthetic_split, flow_run_id="run-1")
     before = (registry.versions(), registry.production(), len(registry.decisions()))
-    uploads, upload = [], registry.store.upload
+    uploads, upload = [], registry.backend.store.upload
 
     def fails_on_the_third(path, url):
         uploads.append(url)
@@ -165,7 +111,7 @@ def test_a_store_outage_mid_registration_leaves_the_registry_as_it_was_and_a_ret
             raise store.StoreUnavailable("the store went away")
         upload(path, url)
 
-    monkeypatch.setattr(registry.store, "upload", fails_on_the_third)
+    monkeypatch.setattr(registry.backend.store, "upload", fails_on_the_third)
     with pytest.raises(store.StoreUnavailable):
         register(registry, tiny_weak, synthetic_split, flow_run_id="run-2", attempt=1)
     assert (registry.versions(), registry.production(), len(registry.decisions())) == before
@@ -178,8 +124,8 @@ def test_a_store_outage_mid_registration_leaves_the_registry_as_it_was_and_a_ret
 def test_predict_registry_show_and_the_service_read_the_registry_in_the_store(
         s3_env, tiny_strong, tiny_weak, synthetic_split, tmp_path):
     from fastapi.testclient import TestClient
-
     from helpers import png_bytes, run_cli, synthetic_digits, wait_until
+
     from mnist_pipeline.serve.app import ServeSettings, create_app
 
     artifacts = s3_env.store_url(f"artifacts-{uuid.uuid4().hex[:8]}")
@@ -224,7 +170,8 @@ def test_a_store_that_ignores_conditional_writes_is_refused(s3_env, monkeypatch)
     """As a server that ignores If-None-Match / If-Match does: the requests reach moto without them."""
     objects = ObjectStore(s3_env.store_url("x"))
     unconditional = objects.fs.pipe_file
-    monkeypatch.setattr(objects.fs, "pipe_file", lambda path, data, mode="overwrite", IfMatch=None: unconditional(path, data))
+    monkeypatch.setattr(objects.fs, "pipe_file",
+                        lambda path, data, mode="overwrite", IfMatch=None: unconditional(path, data))
     with pytest.raises(StoreError, match="ignores conditional writes"):
         objects.check()
 
