@@ -110,7 +110,7 @@ def write(output_dir: Path, meta: dict, runs: dict[str, list[dict]], figures: li
         "",
         *([f"**Smoke run ({meta['epochs_override']} epoch per training): the targets do not apply.**", ""]
           if meta["epochs_override"] else []),
-        *(["**Targets not met:** " + "; ".join(unmet) + " (what bounds them: README.md, Performance).", ""]
+        *(["**Targets not met:** " + "; ".join(unmet) + " (what bounds them: docs/performance.md).", ""]
           if unmet else ["All targets met.", ""]),
         *_figure_table(figures),
         "### Where a flow run's time goes (median seconds of compute per stage)",
