@@ -1,7 +1,7 @@
 """Deployments on a real Prefect server: schedules, a worker, retried stages, the cached split.
 
 Starts `prefect server start` on 127.0.0.1 (free port, temporary PREFECT_HOME), deploys prefect.yaml
-and runs a process worker, exactly as docs/prefect.md's "Running on a Prefect server" section does. Each test
+and runs a process worker, exactly as docs/prefect.md's "Run it on a Prefect server" section does. Each test
 gives its runs an artifacts folder of its own.
 """
 
