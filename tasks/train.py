@@ -37,7 +37,7 @@ def _progress_reporter(preset: str) -> Any:
     import keras
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-    class ProgressReporter(keras.callbacks.Callback):  # type: ignore[misc]  # Keras is untyped: its classes are Any
+    class ProgressReporter(keras.callbacks.Callback):
         def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
             self.epochs_done = 0
             # typed "the id, or a coroutine in an async context": Keras calls this from sync code

@@ -112,7 +112,7 @@ def _epoch_logger(log: Log) -> Any:
     """A Keras callback that logs one line per epoch: loss, accuracy, val_loss, val_accuracy, seconds."""
     import keras
 
-    class EpochLogger(keras.callbacks.Callback):  # type: ignore[misc]  # Keras is untyped: its classes are Any
+    class EpochLogger(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             self.started = time.perf_counter()
 
@@ -133,7 +133,7 @@ def _fault_injector(attempt: int) -> Any:
     kills the process at the epoch `MNIST_TEST_CRASH_AT` names (see core/support/faults.py)."""
     import keras
 
-    class FaultInjector(keras.callbacks.Callback):  # type: ignore[misc]  # Keras is untyped: its classes are Any
+    class FaultInjector(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             crash_point(f"train@epoch{epoch + 1}")
             inject_fault("train", attempt, epoch=epoch + 1)

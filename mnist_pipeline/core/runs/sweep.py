@@ -108,7 +108,7 @@ def check_dask_cluster(address: str) -> None:
     host, port = address.split("://", 1)[1].rsplit(":", 1)
     try:
         socket.create_connection((host, int(port)), timeout=10).close()  # a refused connection fails at once
-        with Client(address, timeout="10s", set_as_default=False) as client:  # type: ignore[no-untyped-call]  # distributed leaves Client.__init__ unannotated
+        with Client(address, timeout="10s", set_as_default=False) as client:
             workers = client.scheduler_info()["workers"]
     except (OSError, TimeoutError) as error:
         raise PipelineError(
