@@ -9,6 +9,7 @@ Nothing here loads Prefect or TensorFlow.
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import types
 import typing
@@ -129,6 +130,17 @@ def flow_outcome_options(parser: argparse.ArgumentParser, what: str) -> None:
            "gate rejects it, or when it is identical to a registered version (verdict unchanged) that is not "
            "production; an unchanged model that already is production exits 0")
     parser.add_argument("--summary-json", metavar="FILE", help=f"also write the {what}'s summary as JSON to FILE")
+
+
+def flow_command(subparsers: Subparsers, name: str, help: str, description: str, model: type[BaseModel],
+                 command: Callable[[argparse.ArgumentParser, argparse.Namespace], int]) -> argparse.ArgumentParser:
+    """A command that runs a flow (`run`, `sweep`): an option for each of `model`'s parameters and the
+    flow's outcome options; `command(parser, args)` runs it."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    parameter_options(parser, model)
+    flow_outcome_options(parser, name)
+    parser.set_defaults(func=functools.partial(command, parser))
+    return parser
 
 
 def not_promoted_code(promoted: bool, verdict: str, version: str, production: str | None) -> int:

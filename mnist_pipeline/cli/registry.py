@@ -15,8 +15,8 @@ from typing import Any
 from mnist_pipeline.cli import options
 from mnist_pipeline.core.evaluation.gate import GateSettings
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
-from mnist_pipeline.core.registry.decisions import DecisionRecord
 from mnist_pipeline.core.registry import Registry
+from mnist_pipeline.core.registry.decisions import DecisionRecord
 
 GATE_SETTINGS = tuple(field.name for field in fields(GateSettings))
 PROMOTE_DESCRIPTION = (

@@ -8,7 +8,6 @@ Options are built from `PipelineParameters` and checked before Prefect or Tensor
 from __future__ import annotations
 
 import argparse
-import functools
 import threading
 
 from mnist_pipeline.cli import options
@@ -22,12 +21,8 @@ DESCRIPTION = ("Train an MNIST classifier as a Prefect flow: download/split, pre
 
 
 def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("run", help="train, evaluate and register a model (the Prefect flow)",
-                                   description=DESCRIPTION)
-    options.parameter_options(parser, PipelineParameters)
-    options.flow_outcome_options(parser, "run")
-    parser.set_defaults(func=functools.partial(run, parser))
-    return parser
+    return options.flow_command(subparsers, "run", "train, evaluate and register a model (the Prefect flow)",
+                                DESCRIPTION, PipelineParameters, run)
 
 
 def format_summary(summary: RunSummary) -> str:

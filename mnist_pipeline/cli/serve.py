@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from mnist_pipeline.cli import options
@@ -20,6 +21,16 @@ DESCRIPTION = (
     "new model is verified and swapped in without stopping."
 )
 
+LIMITS: list[tuple[str, Callable[[str], float], float, str]] = [  # option, its type, default, help
+    ("--corrections-max-mb", options.whole_number(1, 1_000_000), 100, "size cap of the corrections folder, in MB"),
+    ("--max-upload-mb", options.whole_number(1, 1000), 10, "largest request body, in MB"),
+    ("--max-batch", options.whole_number(1, 4096), 64,
+     "images per model call when requests are batched together; 1 turns micro-batching off"),
+    ("--batch-window-ms", options.number(0, 10_000), 2.0, "how long a batch waits for more requests before it runs"),
+    ("--queue-size", options.whole_number(1, 100_000), 256, "requests admitted at once; more are answered 503 at once"),
+    ("--poll-seconds", options.number(0.05, 3600), 2.0, "how often the production pointer is read"),
+]
+
 
 def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("serve", help="serve the production model over HTTP, with a page to draw "
@@ -30,19 +41,8 @@ def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
     options.artifacts_dir(parser, "whose registry/ is served")
     parser.add_argument("--corrections-dir", help="where the page's corrections go, as "
                         "<label>/<time>-<id>.png (default: corrections/ in the artifacts folder)")
-    parser.add_argument("--corrections-max-mb", type=options.whole_number(1, 1_000_000), default=100,
-                        help="size cap of the corrections folder, in MB (default: %(default)s)")
-    parser.add_argument("--max-upload-mb", type=options.whole_number(1, 1000), default=10,
-                        help="largest request body, in MB (default: %(default)s)")
-    parser.add_argument("--max-batch", type=options.whole_number(1, 4096), default=64,
-                        help="images per model call when requests are batched together; 1 turns micro-batching "
-                        "off (default: %(default)s)")
-    parser.add_argument("--batch-window-ms", type=options.number(0, 10_000), default=2.0,
-                        help="how long a batch waits for more requests before it runs (default: %(default)s)")
-    parser.add_argument("--queue-size", type=options.whole_number(1, 100_000), default=256,
-                        help="requests admitted at once; more are answered 503 at once (default: %(default)s)")
-    parser.add_argument("--poll-seconds", type=options.number(0.05, 3600), default=2.0,
-                        help="how often the production pointer is read (default: %(default)s)")
+    for flag, kind, default, text in LIMITS:
+        parser.add_argument(flag, type=kind, default=default, help=f"{text} (default: %(default)s)")
     options.switch(parser, "access-log", "log every request (at a thousand requests a second it costs more "
                    "than it tells)")
     parser.set_defaults(func=serve)

@@ -9,7 +9,6 @@ address that does not answer exits 1 before anything trains. Exit codes as `run`
 from __future__ import annotations
 
 import argparse
-import functools
 
 from mnist_pipeline.cli import options
 from mnist_pipeline.cli.flow_runs import finish, hide_pipeline_error_tracebacks, prepare_prefect
@@ -29,12 +28,8 @@ DESCRIPTION = ("Train several configurations of one preset in parallel on Dask (
 
 
 def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("sweep", help="train several configurations on Dask at once; gate the best one",
-                                   description=DESCRIPTION)
-    options.parameter_options(parser, SweepParameters)
-    options.flow_outcome_options(parser, "sweep")
-    parser.set_defaults(func=functools.partial(sweep, parser))
-    return parser
+    return options.flow_command(subparsers, "sweep", "train several configurations on Dask at once; gate the best "
+                                "one", DESCRIPTION, SweepParameters, sweep)
 
 
 def format_sweep(summary: SweepSummary) -> str:
