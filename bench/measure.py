@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -19,7 +20,9 @@ class Measurement:
     wall_seconds: float
     started_at: float  # epoch seconds, to line the run up with the times the Prefect server records
     peak_rss_bytes: int  # the process itself (getrusage of the child: exact, not sampled)
-    peak_tree_rss_bytes: int  # the process and everything it started (sampled every 0.1 s), e.g. Prefect's temporary server
+    peak_tree_rss_bytes: (
+        int  # the process and everything it started (sampled every 0.1 s), e.g. Prefect's temporary server
+    )
     load_before: float  # 1-minute load average when the case started
     other_cores: float  # CPU cores that other processes kept busy on average while the case ran
     stdout: str
@@ -45,10 +48,8 @@ def _sample_tree_rss(pid: int, stop: threading.Event, peak: list[int]) -> None:
         total = 0
         try:
             for process in [root, *root.children(recursive=True)]:
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess):
                     total += process.memory_info().rss
-                except psutil.NoSuchProcess:
-                    pass
         except psutil.NoSuchProcess:
             return
         peak[0] = max(peak[0], total)
@@ -77,5 +78,13 @@ def run_case(command: list[str], env: dict[str, str], cwd: str) -> Measurement:
     if process.returncode != 0:
         tail = "\n".join((stdout + stderr).splitlines()[-30:])
         raise CaseFailed(f"`{' '.join(command)}` exited with code {process.returncode}:\n{tail}")
-    return Measurement(wall, started_at, usage.ru_maxrss * 1024, max(peak[0], usage.ru_maxrss * 1024), load_before,
-                       other_cores, stdout, stderr)
+    return Measurement(
+        wall,
+        started_at,
+        usage.ru_maxrss * 1024,
+        max(peak[0], usage.ru_maxrss * 1024),
+        load_before,
+        other_cores,
+        stdout,
+        stderr,
+    )

@@ -41,15 +41,28 @@ def _fmt(value, unit: str) -> str:
 def _figure_table(figures: list[Figure]) -> list[str]:
     lines = []
     for section in dict.fromkeys(figure.section for figure in figures):
-        lines += [f"### {section}", "", "| figure | min | median | max | target | met |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            f"### {section}",
+            "",
+            "| figure | min | median | max | target | met |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for figure in (f for f in figures if f.section == section):
             d = figure.as_dict()
             unit = f" ({figure.unit})" if figure.unit else ""
             met = {True: "yes", False: "**NO**", None: ""}[d["met"]]
-            target = " ".join(part for part in (f"{figure.target} {figure.unit}".strip() if figure.target else "",
-                                                 f"({figure.note})" if figure.note else "") if part)
-            lines.append(f"| {figure.name}{unit} | {_fmt(d['min'], figure.unit)} | {_fmt(d['median'], figure.unit)} | "
-                         f"{_fmt(d['max'], figure.unit)} | {target} | {met} |")
+            target = " ".join(
+                part
+                for part in (
+                    f"{figure.target} {figure.unit}".strip() if figure.target else "",
+                    f"({figure.note})" if figure.note else "",
+                )
+                if part
+            )
+            lines.append(
+                f"| {figure.name}{unit} | {_fmt(d['min'], figure.unit)} | {_fmt(d['median'], figure.unit)} | "
+                f"{_fmt(d['max'], figure.unit)} | {target} | {met} |"
+            )
         lines.append("")
     return lines
 
@@ -66,17 +79,23 @@ def _overhead_parts(run: dict) -> tuple[float, float, float]:
 
 def _stage_table(runs: dict[str, list[dict]]) -> list[str]:
     """Median seconds per stage (compute) for each flow case, with the overhead's parts and wall time."""
-    lines = ["| flow case | " + " | ".join(STAGES) + " | overhead: start-up | in the flow | shutdown | wall |",
-             "| --- |" + " --- |" * (len(STAGES) + 4)]
-    cases = {"flow-temp-cold": "seed-mlp, temporary server, cold", "flow-temp-warm": "seed-mlp, temporary server, warm",
-             "flow-server-cold": "seed-mlp, running server, cold", "flow-server-warm": "seed-mlp, running server, warm",
-             "default-run": "cnn (default run), temporary server, warm"}
+    lines = [
+        "| flow case | " + " | ".join(STAGES) + " | overhead: start-up | in the flow | shutdown | wall |",
+        "| --- |" + " --- |" * (len(STAGES) + 4),
+    ]
+    cases = {
+        "flow-temp-cold": "seed-mlp, temporary server, cold",
+        "flow-temp-warm": "seed-mlp, temporary server, warm",
+        "flow-server-cold": "seed-mlp, running server, cold",
+        "flow-server-warm": "seed-mlp, running server, warm",
+        "default-run": "cnn (default run), temporary server, warm",
+    }
     for case, label in cases.items():
         case_runs = runs.get(case, [])
         if not case_runs or "stages" not in case_runs[0]:
             continue
         cells = [statistics.median(run["stages"][stage]["compute_seconds"] for run in case_runs) for stage in STAGES]
-        parts = [statistics.median(part) for part in zip(*(_overhead_parts(run) for run in case_runs))]
+        parts = [statistics.median(part) for part in zip(*(_overhead_parts(run) for run in case_runs), strict=True)]
         wall = statistics.median(run["wall_seconds"] for run in case_runs)
         lines.append(f"| {label} | " + " | ".join(f"{c:.1f}" for c in cells + parts + [wall]) + " |")
     return lines + [""]
@@ -108,10 +127,16 @@ def write(output_dir: Path, meta: dict, runs: dict[str, list[dict]], figures: li
         "",
         "## Figures",
         "",
-        *([f"**Smoke run ({meta['epochs_override']} epoch per training): the targets do not apply.**", ""]
-          if meta["epochs_override"] else []),
-        *(["**Targets not met:** " + "; ".join(unmet) + " (what bounds them: docs/performance.md).", ""]
-          if unmet else ["All targets met.", ""]),
+        *(
+            [f"**Smoke run ({meta['epochs_override']} epoch per training): the targets do not apply.**", ""]
+            if meta["epochs_override"]
+            else []
+        ),
+        *(
+            ["**Targets not met:** " + "; ".join(unmet) + " (what bounds them: docs/performance.md).", ""]
+            if unmet
+            else ["All targets met.", ""]
+        ),
         *_figure_table(figures),
         "### Where a flow run's time goes (median seconds of compute per stage)",
         "",

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
@@ -34,9 +34,9 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from bench import figures, report  # noqa: E402
 from bench.measure import CaseFailed, Measurement, run_case  # noqa: E402
 from bench.stages import stage_times  # noqa: E402
-from mnist_pipeline.core.support.stats import wilson_interval  # noqa: E402
-from mnist_pipeline.core.runs.summary import RunSummary  # noqa: E402
 from devstack.local_server import LocalPrefect  # noqa: E402
+from mnist_pipeline.core.runs.summary import RunSummary  # noqa: E402
+from mnist_pipeline.core.support.stats import wilson_interval  # noqa: E402
 
 TARGETS = {"cnn": 0.99, "mlp": 0.975}  # time to accuracy: the test accuracy each preset must reach
 
@@ -67,23 +67,35 @@ class Bench:
         self.runs: dict[str, list[dict]] = {}
 
     def _record(self, case: str, measurement: Measurement, **fields) -> dict:
-        record = {"wall_seconds": measurement.wall_seconds, "started_at": measurement.started_at,
-                  "peak_rss_bytes": measurement.peak_rss_bytes,
-                  "peak_tree_rss_bytes": measurement.peak_tree_rss_bytes, "load_before": measurement.load_before,
-                  "other_cores": measurement.other_cores,
-                  **fields}
+        record = {
+            "wall_seconds": measurement.wall_seconds,
+            "started_at": measurement.started_at,
+            "peak_rss_bytes": measurement.peak_rss_bytes,
+            "peak_tree_rss_bytes": measurement.peak_tree_rss_bytes,
+            "load_before": measurement.load_before,
+            "other_cores": measurement.other_cores,
+            **fields,
+        }
         self.runs.setdefault(case, []).append(record)
-        _log(f"{case}: {measurement.wall_seconds:.1f} s " + " ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()
-            if v is not None and not isinstance(v, list)))
+        _log(
+            f"{case}: {measurement.wall_seconds:.1f} s "
+            + " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in fields.items()
+                if v is not None and not isinstance(v, list)
+            )
+        )
         return record
 
     def _epochs_args(self) -> list[str]:
         return ["--epochs", str(self.epochs)] if self.epochs else []
 
     def tutorial(self, case: str, data_dir: Path) -> None:
-        measurement = run_case([sys.executable, "bench/tutorial.py", "--data-dir", str(data_dir), *self._epochs_args()],
-                               self.env, str(PROJECT_ROOT))
+        measurement = run_case(
+            [sys.executable, "bench/tutorial.py", "--data-dir", str(data_dir), *self._epochs_args()],
+            self.env,
+            str(PROJECT_ROOT),
+        )
         result = json.loads(measurement.stdout.strip().splitlines()[-1])
         self._record(case, measurement, test_accuracy=result["test_accuracy"], train_seconds=result["train_seconds"])
 
@@ -93,29 +105,70 @@ class Bench:
         env = {**self.env, **({"PREFECT_API_URL": api_url} if api_url else {})}
         summary_file = self.work / f"summary-{case}.json"
         summary_file.unlink(missing_ok=True)
-        measurement = run_case([sys.executable, "flows/mnist_flow.py", "--preset", preset, "--artifacts-dir",
-                                str(artifacts), "--summary-json", str(summary_file), *self._epochs_args(),
-                                *(["--force-retrain"] if train else [])],
-                               env, str(PROJECT_ROOT))
+        measurement = run_case(
+            [
+                sys.executable,
+                "flows/mnist_flow.py",
+                "--preset",
+                preset,
+                "--artifacts-dir",
+                str(artifacts),
+                "--summary-json",
+                str(summary_file),
+                *self._epochs_args(),
+                *(["--force-retrain"] if train else []),
+            ],
+            env,
+            str(PROJECT_ROOT),
+        )
         if not summary_file.is_file():
-            raise CaseFailed(f"the flow run ({case}) wrote no summary:\n{(measurement.stdout + measurement.stderr)[-3000:]}")
+            raise CaseFailed(
+                f"the flow run ({case}) wrote no summary:\n{(measurement.stdout + measurement.stderr)[-3000:]}"
+            )
         summary = RunSummary.from_json(summary_file.read_text())
-        self._record(case, measurement, test_accuracy=summary.accuracy, train_seconds=summary.train_seconds,
-                     flow_run=Path(summary.run_dir).name.rsplit("-", 1)[-1], server="running" if api_url else "temporary")
+        self._record(
+            case,
+            measurement,
+            test_accuracy=summary.accuracy,
+            train_seconds=summary.train_seconds,
+            flow_run=Path(summary.run_dir).name.rsplit("-", 1)[-1],
+            server="running" if api_url else "temporary",
+        )
 
     def time_to_accuracy(self, preset: str, manifest: Path) -> None:
-        measurement = run_case([sys.executable, "bench/time_to_accuracy.py", "--preset", preset, "--target",
-                                str(TARGETS[preset]), "--manifest", str(manifest), *self._epochs_args()],
-                               self.env, str(PROJECT_ROOT))
+        measurement = run_case(
+            [
+                sys.executable,
+                "bench/time_to_accuracy.py",
+                "--preset",
+                preset,
+                "--target",
+                str(TARGETS[preset]),
+                "--manifest",
+                str(manifest),
+                *self._epochs_args(),
+            ],
+            self.env,
+            str(PROJECT_ROOT),
+        )
         result = json.loads(measurement.stdout.strip().splitlines()[-1])
-        self._record(f"tta-{preset}", measurement, **{k: result[k] for k in (
-            "seconds_to_target", "final_accuracy", "train_seconds")}, per_epoch=result["per_epoch"])
+        self._record(
+            f"tta-{preset}",
+            measurement,
+            **{k: result[k] for k in ("seconds_to_target", "final_accuracy", "train_seconds")},
+            per_epoch=result["per_epoch"],
+        )
 
     def prime(self, prefect_home: Path) -> None:
         """Create the Prefect database, so the first measured run does not pay for its migrations."""
         env = {**self.env, "PREFECT_HOME": str(prefect_home)}
-        subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "server", "database", "upgrade", "-y"],
-                       env=env, cwd=PROJECT_ROOT, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "prefect", "--no-prompt", "server", "database", "upgrade", "-y"],
+            env=env,
+            cwd=PROJECT_ROOT,
+            check=True,
+            capture_output=True,
+        )
 
     def add_stage_times(self, api_url: str, cases: list[str]) -> None:
         records = [record for case in cases for record in self.runs.get(case, [])]
@@ -133,15 +186,21 @@ def _machine() -> dict:
             cpu = line.split(":", 1)[1].strip()
         elif line.startswith("flags"):
             flags = set(line.split(":", 1)[1].split())
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024 ** 3
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
     bf16 = sorted(flags & {"avx512_bf16", "amx_bf16"})
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": memory, "platform": platform.platform(),
-            "bf16_hardware": ", ".join(bf16) if bf16 else "no"}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": memory,
+        "platform": platform.platform(),
+        "bf16_hardware": ", ".join(bf16) if bf16 else "no",
+    }
 
 
 def _git() -> str:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
+
     dirty = " (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
     return git("rev-parse", "--short", "HEAD") + dirty
 
@@ -163,8 +222,12 @@ def run_all(bench: Bench, repeats: int) -> None:
 
     _log("starting a Prefect server for the running-server cases")
     server_home = work / "prefect-home-server"
-    with LocalPrefect(_free_port(), prefect_home=server_home, log_dir=work / "server-logs",
-                      extra_env={"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}) as server:
+    with LocalPrefect(
+        _free_port(),
+        prefect_home=server_home,
+        log_dir=work / "server-logs",
+        extra_env={"PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+    ) as server:
         server.start_server()
         for i in range(repeats):
             bench.flow("flow-server-cold", work / f"artifacts-server-{i}", "seed-mlp", server.api_url)
@@ -180,27 +243,40 @@ def run_all(bench: Bench, repeats: int) -> None:
         bench.flow("default-rerun", work / "artifacts-temp-0", "cnn", train=False)  # nothing changed: cached
 
     _log("reading the temporary-server runs' stage times (a server on the same Prefect home)")
-    with LocalPrefect(_free_port(), prefect_home=bench.temp_home, log_dir=work / "reader-logs",
-                      extra_env={"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}) as reader:
+    with LocalPrefect(
+        _free_port(),
+        prefect_home=bench.temp_home,
+        log_dir=work / "reader-logs",
+        extra_env={"PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+    ) as reader:
         reader.start_server()
         bench.add_stage_times(reader.api_url, ["flow-temp-cold", "flow-temp-warm", "default-run", "default-rerun"])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        prog="python bench/run.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     parser.add_argument("--quick", action="store_true", help="smoke check: 1 run per case, 1 epoch everywhere")
     parser.add_argument("--repeats", type=int, help="runs per case (default: 3, or 1 with --quick)")
-    parser.add_argument("--output-dir", type=Path,
-                        help="where results.md/json go (default: bench/, or artifacts/bench-quick/ with --quick)")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        help="where results.md/json go (default: bench/, or artifacts/bench-quick/ with --quick)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the working folder (logs, artifacts) for a look")
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)
     if repeats < 1:
         parser.error("--repeats must be at least 1")
-    output_dir = args.output_dir or (PROJECT_ROOT / "artifacts" / "bench-quick" if args.quick else PROJECT_ROOT / "bench")
+    output_dir = args.output_dir or (
+        PROJECT_ROOT / "artifacts" / "bench-quick" if args.quick else PROJECT_ROOT / "bench"
+    )
 
-    started, started_at, loads = time.monotonic(), datetime.now(timezone.utc), os.getloadavg()
+    started, started_at, loads = time.monotonic(), datetime.now(UTC), os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="mnist-bench-"))
     bench = Bench(work, epochs=1 if args.quick else None)
     _log(f"benchmark ({'quick' if args.quick else 'full'}, {repeats} run(s) per case) in {work}; load {loads[0]:.2f}")
@@ -215,18 +291,28 @@ def main(argv: list[str] | None = None) -> int:
     case_loads = [run["load_before"] for runs in bench.runs.values() for run in runs]
     others = [run["other_cores"] for runs in bench.runs.values() for run in runs]
     meta = {
-        "command": "python bench/run.py" + (" --quick" if args.quick else "") + (f" --repeats {args.repeats}" if args.repeats else ""),
+        "command": "python bench/run.py"
+        + (" --quick" if args.quick else "")
+        + (f" --repeats {args.repeats}" if args.repeats else ""),
         "started": started_at.strftime("%Y-%m-%d %H:%M UTC"),
         "duration_seconds": time.monotonic() - started,
         "repeats": repeats,
         "epochs_override": bench.epochs,
         "machine": _machine(),
-        "versions": {"Python": platform.python_version(), **{name: version(name) for name in (
-            "tensorflow", "keras", "tensorflow-datasets", "prefect", "numpy")}},
+        "versions": {
+            "Python": platform.python_version(),
+            **{name: version(name) for name in ("tensorflow", "keras", "tensorflow-datasets", "prefect", "numpy")},
+        },
         "git": _git(),
-        "load": {"min": min(case_loads), "median": statistics.median(case_loads), "max": max(case_loads),
-                 "at_start": loads[0], "at_end": os.getloadavg()[0],
-                 "other_cores_median": statistics.median(others), "other_cores_max": max(others)},
+        "load": {
+            "min": min(case_loads),
+            "median": statistics.median(case_loads),
+            "max": max(case_loads),
+            "at_start": loads[0],
+            "at_end": os.getloadavg()[0],
+            "other_cores_median": statistics.median(others),
+            "other_cores_max": max(others),
+        },
     }
     results = figures.compute(bench.runs, _accuracy_floor(bench.runs["tutorial-cold"] + bench.runs["tutorial-warm"]))
     md_path, json_path = report.write(output_dir, meta, bench.runs, results)

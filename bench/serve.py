@@ -34,8 +34,10 @@ import psutil
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 COMMAND = Path(sys.executable).parent / "mnist-pipeline"
 TARGET_RPS, TARGET_P99_MS = 1000, 50
-MODES = {"micro-batching on (defaults: --max-batch 64 --batch-window-ms 2)": (),
-         "micro-batching off (--max-batch 1)": ("--max-batch", "1")}
+MODES = {
+    "micro-batching on (defaults: --max-batch 64 --batch-window-ms 2)": (),
+    "micro-batching off (--max-batch 1)": ("--max-batch", "1"),
+}
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,8 @@ def digit_pngs(count: int) -> list[bytes]:
 
     from PIL import Image
 
-    from mnist_pipeline.core.storage.paths import bundled_mnist_dir
     from mnist_pipeline.core.data.pictures import read_inputs
+    from mnist_pipeline.core.storage.paths import bundled_mnist_dir
 
     images = read_inputs(bundled_mnist_dir() / "t10k-images-idx3-ubyte.gz")[:count]
     pngs = []
@@ -86,8 +88,11 @@ def start_service(artifacts: Path, options: tuple[str, ...], log) -> tuple[subpr
     import urllib.request
 
     port = free_port()
-    process = subprocess.Popen([str(COMMAND), "serve", "--artifacts-dir", str(artifacts), "--port", str(port), *options],
-                               stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [str(COMMAND), "serve", "--artifacts-dir", str(artifacts), "--port", str(port), *options],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
         try:
@@ -100,17 +105,20 @@ def start_service(artifacts: Path, options: tuple[str, ...], log) -> tuple[subpr
     raise SystemExit(f"the service did not become ready (see {log.name})")
 
 
-async def _client(port: int, png: bytes, until: float, counted_from: float, latencies: list[float],
-                  failures: list[int]) -> None:
+async def _client(
+    port: int, png: bytes, until: float, counted_from: float, latencies: list[float], failures: list[int]
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    request = (f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-               f"Content-Length: {len(png)}\r\n\r\n").encode() + png
+    request = (
+        f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\nContent-Length: {len(png)}\r\n\r\n"
+    ).encode() + png
     try:
         while (sent := time.perf_counter()) < until:
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
-            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:"))
+            length = next(
+                int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+            )
             await reader.readexactly(length)
             if sent >= counted_from:
                 latencies.append((time.perf_counter() - sent) * 1000)
@@ -128,20 +136,35 @@ def load(port: int, pngs: list[bytes], clients: int, seconds: float, warm_up: fl
     async def run() -> tuple[float, float, float]:
         start = time.perf_counter()
         counted_from, until = start + warm_up, start + warm_up + seconds
-        tasks = [asyncio.create_task(_client(port, pngs[i % len(pngs)], until, counted_from, latencies, failures))
-                 for i in range(clients)]
+        tasks = [
+            asyncio.create_task(_client(port, pngs[i % len(pngs)], until, counted_from, latencies, failures))
+            for i in range(clients)
+        ]
         await asyncio.sleep(warm_up)
         server_cpu, client_cpu, busy = sum(server.cpu_times()[:2]), time.process_time(), _busy_seconds()
         threads = _thread_seconds(server)
         await asyncio.gather(*tasks)
         threads_after = _thread_seconds(server)
         busiest = max(threads_after[tid] - threads.get(tid, 0.0) for tid in threads_after)
-        return (time.perf_counter() - counted_from, sum(server.cpu_times()[:2]) - server_cpu,
-                time.process_time() - client_cpu, _busy_seconds() - busy, busiest)
+        return (
+            time.perf_counter() - counted_from,
+            sum(server.cpu_times()[:2]) - server_cpu,
+            time.process_time() - client_cpu,
+            _busy_seconds() - busy,
+            busiest,
+        )
 
     wall, server_cpu, client_cpu, busy, busiest = asyncio.run(run())
-    return LoadResult(len(latencies), len(failures), wall, latencies, server_cpu / wall, client_cpu / wall,
-                      max(0.0, busy - server_cpu - client_cpu) / wall, busiest / wall)
+    return LoadResult(
+        len(latencies),
+        len(failures),
+        wall,
+        latencies,
+        server_cpu / wall,
+        client_cpu / wall,
+        max(0.0, busy - server_cpu - client_cpu) / wall,
+        busiest / wall,
+    )
 
 
 def _thread_seconds(process: psutil.Process) -> dict[int, float]:
@@ -162,17 +185,22 @@ def predict_per_picture(artifacts: Path, png: bytes, repeats: int) -> list[float
         picture.write_bytes(png)
         for _ in range(repeats):
             started = time.perf_counter()
-            subprocess.run([str(COMMAND), "predict", "--artifacts-dir", str(artifacts), str(picture)], check=True,
-                           capture_output=True)
+            subprocess.run(
+                [str(COMMAND), "predict", "--artifacts-dir", str(artifacts), str(picture)],
+                check=True,
+                capture_output=True,
+            )
             times.append(time.perf_counter() - started)
     return times
 
 
 def _row(label: str, result: LoadResult) -> str:
-    return (f"| {label} | {result.per_second:.0f} | {result.percentile(0.5):.1f} | {result.percentile(0.9):.1f} | "
-            f"{result.percentile(0.99):.1f} | {max(result.latencies_ms):.1f} | {result.failed} | "
-            f"{result.server_cores:.2f} ({result.busiest_thread:.0%}) | {result.client_cores:.2f} | "
-            f"{result.other_cores:.2f} |")
+    return (
+        f"| {label} | {result.per_second:.0f} | {result.percentile(0.5):.1f} | {result.percentile(0.9):.1f} | "
+        f"{result.percentile(0.99):.1f} | {max(result.latencies_ms):.1f} | {result.failed} | "
+        f"{result.server_cores:.2f} ({result.busiest_thread:.0%}) | {result.client_cores:.2f} | "
+        f"{result.other_cores:.2f} |"
+    )
 
 
 def _span(values: list[float], form: str) -> str:
@@ -180,8 +208,9 @@ def _span(values: list[float], form: str) -> str:
     return low if low == high else f"{low}-{high}"
 
 
-def report(rounds: list[dict[str, LoadResult]], predict_seconds: list[float], model: dict, args,
-           load_before: float) -> str:
+def report(
+    rounds: list[dict[str, LoadResult]], predict_seconds: list[float], model: dict, args, load_before: float
+) -> str:
     batched = [results[next(iter(MODES))] for results in rounds]
     met = [r.per_second >= TARGET_RPS and r.percentile(0.99) <= TARGET_P99_MS for r in batched]
     quiet = [r for r in batched if r.other_cores < 0.25]
@@ -209,10 +238,13 @@ def report(rounds: list[dict[str, LoadResult]], predict_seconds: list[float], mo
         f"Target (cnn, 2 cores, batching on): >= {TARGET_RPS} requests/s and p99 <= {TARGET_P99_MS} ms: met in "
         f"{sum(met)} of {len(rounds)} rounds; median {statistics.median(r.per_second for r in batched):.0f} "
         f"requests/s, p99 {statistics.median(r.percentile(0.99) for r in batched):.1f} ms"
-        + (f"; in the {len(quiet)} round(s) where other processes used under 0.25 cores: "
-           f"{_span([r.per_second for r in quiet], '.0f')} requests/s, p99 "
-           f"{_span([r.percentile(0.99) for r in quiet], '.1f')} ms." if quiet
-           else "; other processes used at least 0.25 cores in every round."),
+        + (
+            f"; in the {len(quiet)} round(s) where other processes used under 0.25 cores: "
+            f"{_span([r.per_second for r in quiet], '.0f')} requests/s, p99 "
+            f"{_span([r.percentile(0.99) for r in quiet], '.1f')} ms."
+            if quiet
+            else "; other processes used at least 0.25 cores in every round."
+        ),
         "",
         "What bounds it: one Python interpreter. Every request passes through one thread, uvicorn's event loop "
         "(HTTP parsing in pure Python, routing, laying out the picture, the JSON answer), and the model thread "
@@ -234,8 +266,9 @@ def report(rounds: list[dict[str, LoadResult]], predict_seconds: list[float], mo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--artifacts-dir", type=Path, required=True,
-                        help="artifacts folder whose production model is served")
+    parser.add_argument(
+        "--artifacts-dir", type=Path, required=True, help="artifacts folder whose production model is served"
+    )
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--warm-up", type=float, default=3)
@@ -264,8 +297,11 @@ def main() -> None:
                 finally:
                     process.terminate()
                     process.wait(timeout=60)
-            print(f"round {number}, {mode}: {results[mode].per_second:.0f} requests/s, p99 "
-                  f"{results[mode].percentile(0.99):.1f} ms", flush=True)
+            print(
+                f"round {number}, {mode}: {results[mode].per_second:.0f} requests/s, p99 "
+                f"{results[mode].percentile(0.99):.1f} ms",
+                flush=True,
+            )
         rounds.append(results)
     predict_seconds = predict_per_picture(args.artifacts_dir, pngs[0], args.predict_repeats)
     text = report(rounds, predict_seconds, model, args, load_before)

@@ -52,8 +52,10 @@ def _flow_run_times(client, flow_run) -> FlowRunTimes:
 
     flow_states = _sorted_states(client.read_flow_run_states(flow_run.id))
     started = next((s for s in flow_states if s.type.value == "RUNNING"), flow_states[0]).timestamp.timestamp()
-    task_runs = {run.name.rsplit("-", 1)[0]: run for run in client.read_task_runs(
-        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))}
+    task_runs = {
+        run.name.rsplit("-", 1)[0]: run
+        for run in client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+    }
     missing = set(STAGES) - set(task_runs)
     if missing:
         raise LookupError(f"flow run {flow_run.id} has no task run for {sorted(missing)}")

@@ -23,7 +23,7 @@ import shutil
 import statistics
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python bench/team.py`
@@ -45,8 +45,6 @@ def _log(message: str) -> None:
     print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
 
 
-
-
 class Servers:
     """PostgreSQL, moto and two Prefect servers (SQLite, PostgreSQL), each stopped by its id."""
 
@@ -57,14 +55,17 @@ class Servers:
         self.sqlite_prefect = LocalPrefect(free_port(), work / "prefect-sqlite", work / "logs-sqlite")
         self.postgres_prefect: LocalPrefect | None = None
 
-    def __enter__(self) -> "Servers":
+    def __enter__(self) -> Servers:
         try:
             self.postgres.start()
             self.s3.start()
             self.sqlite_prefect.start_server()
             self.postgres_prefect = LocalPrefect(
-                free_port(), self.work / "prefect-postgres", self.work / "logs-postgres",
-                extra_env={"PREFECT_SERVER_DATABASE_CONNECTION_URL": self.postgres.url})
+                free_port(),
+                self.work / "prefect-postgres",
+                self.work / "logs-postgres",
+                extra_env={"PREFECT_SERVER_DATABASE_CONNECTION_URL": self.postgres.url},
+            )
             self.postgres_prefect.start_server(timeout=240)
         except BaseException:
             self.__exit__()
@@ -80,10 +81,14 @@ class Servers:
 
     def env(self, case: str) -> dict[str, str]:
         prefect = self.sqlite_prefect if case in ("local", "s3") else self.postgres_prefect
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MNIST_", "PREFECT_"))},
-               "PREFECT_API_URL": prefect.api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-               "PREFECT_HOME": str(self.work / f"home-{case}"), "TF_CPP_MIN_LOG_LEVEL": "2",
-               "MNIST_CACHE_DIR": str(self.work / f"mirror-{case}")}
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MNIST_", "PREFECT_"))},
+            "PREFECT_API_URL": prefect.api_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_HOME": str(self.work / f"home-{case}"),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "MNIST_CACHE_DIR": str(self.work / f"mirror-{case}"),
+        }
         if case != "local" and case != "postgres":
             env.update(self.s3.env(), MNIST_ARTIFACTS_DIR=self.s3.store_url(f"bench-{case}"))
         else:
@@ -96,14 +101,23 @@ def run(servers: Servers, case: str) -> dict:
     if case == "team-new":
         shutil.rmtree(env["MNIST_CACHE_DIR"], ignore_errors=True)  # a machine that never ran the pipeline
     summary_file = servers.work / f"summary-{case}.json"
-    measurement = run_case([ENTRY, "run", "--preset", "mlp", "--force-retrain", "--summary-json", str(summary_file)],
-                           env, str(PROJECT_ROOT))
+    measurement = run_case(
+        [ENTRY, "run", "--preset", "mlp", "--force-retrain", "--summary-json", str(summary_file)],
+        env,
+        str(PROJECT_ROOT),
+    )
     summary = json.loads(summary_file.read_text())
-    _log(f"{case}: {measurement.wall_seconds:.1f} s (training {summary['train_seconds']:.1f} s, "
-         f"accuracy {summary['accuracy']:.4f}, other cores busy {measurement.other_cores:.2f})")
-    return {"wall_seconds": measurement.wall_seconds, "train_seconds": summary["train_seconds"],
-            "accuracy": summary["accuracy"], "other_cores": measurement.other_cores,
-            "started_at": measurement.started_at}
+    _log(
+        f"{case}: {measurement.wall_seconds:.1f} s (training {summary['train_seconds']:.1f} s, "
+        f"accuracy {summary['accuracy']:.4f}, other cores busy {measurement.other_cores:.2f})"
+    )
+    return {
+        "wall_seconds": measurement.wall_seconds,
+        "train_seconds": summary["train_seconds"],
+        "accuracy": summary["accuracy"],
+        "other_cores": measurement.other_cores,
+        "started_at": measurement.started_at,
+    }
 
 
 def report(results: dict[str, list[dict]], repeats: int) -> str:
@@ -114,12 +128,21 @@ def report(results: dict[str, list[dict]], repeats: int) -> str:
     rows = "\n".join(
         f"| {case} | {description} | {median[case]:.1f} | {train[case]:.1f} | {median[case] - train[case]:.1f} | "
         f"{median[case] / median['local']:.2f}x | {every[case]} |"
-        for case, description in zip(CASES, (
-            "SQLite server, local folder (default)", "SQLite server, S3 store", "PostgreSQL server, local folder",
-            "PostgreSQL server, S3 store (team mode)", "team mode, each run on a new machine (empty mirror)")))
+        for case, description in zip(
+            CASES,
+            (
+                "SQLite server, local folder (default)",
+                "SQLite server, S3 store",
+                "PostgreSQL server, local folder",
+                "PostgreSQL server, S3 store (team mode)",
+                "team mode, each run on a new machine (empty mirror)",
+            ),
+            strict=True,
+        )
+    )
     return f"""# Team mode against the embedded default
 
-`python bench/team.py --repeats {repeats}` on {datetime.now(timezone.utc):%Y-%m-%d} ({os.cpu_count()} cores):
+`python bench/team.py --repeats {repeats}` on {datetime.now(UTC):%Y-%m-%d} ({os.cpu_count()} cores):
 `mnist-pipeline run --preset mlp --force-retrain` against a running Prefect server, the split already
 built (each case ran once first), the cases taking turns. S3 is moto's server on 127.0.0.1; a worker
 keeps its local mirror of the store between runs, except in team-new. Wall time is the whole command;
@@ -147,7 +170,7 @@ def main() -> int:
                 _log(f"{case}: warm-up run")
                 run(servers, case)
             for round_ in range(args.repeats):
-                for case in CASES[round_ % len(CASES):] + CASES[:round_ % len(CASES)]:
+                for case in CASES[round_ % len(CASES) :] + CASES[: round_ % len(CASES)]:
                     results[case].append(run(servers, case))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mnist_pipeline.core.modelling.models import PRESETS, training_config  # noqa: E402
 from mnist_pipeline.core.data.splits import check_split  # noqa: E402
+from mnist_pipeline.core.modelling.models import PRESETS, training_config  # noqa: E402
 from mnist_pipeline.core.modelling.training import early_stopping, prepare_training  # noqa: E402
 
 
@@ -37,8 +37,14 @@ def _test_scorer(images, labels, record: list[dict]):
             probabilities = self.model.predict(images, batch_size=1000, verbose=0)
             accuracy = float((np.argmax(probabilities, axis=1) == labels).mean())
             total = (record[-1]["train_seconds"] if record else 0.0) + seconds
-            record.append({"epoch": epoch + 1, "epoch_seconds": round(seconds, 3),
-                           "train_seconds": round(total, 3), "test_accuracy": accuracy})
+            record.append(
+                {
+                    "epoch": epoch + 1,
+                    "epoch_seconds": round(seconds, 3),
+                    "train_seconds": round(total, 3),
+                    "test_accuracy": accuracy,
+                }
+            )
 
     return TestScorer()
 
@@ -59,8 +65,14 @@ def main(argv: list[str] | None = None) -> dict:
     model, train_ds, validation_ds = prepare_training(config, data)
     test_images, test_labels = data.load("test")
     record: list[dict] = []
-    model.fit(train_ds, validation_data=validation_ds, epochs=config.epochs, shuffle=False, verbose=0,
-              callbacks=[_test_scorer(test_images, test_labels, record), early_stopping(config)])
+    model.fit(
+        train_ds,
+        validation_data=validation_ds,
+        epochs=config.epochs,
+        shuffle=False,
+        verbose=0,
+        callbacks=[_test_scorer(test_images, test_labels, record), early_stopping(config)],
+    )
     final = model.predict(test_images, batch_size=1000, verbose=0)
     reached = [epoch for epoch in record if epoch["test_accuracy"] >= args.target]
     return {

@@ -30,7 +30,10 @@ import tensorflow_datasets as tfds  # noqa: E402
 
 tfds.disable_progress_bar()
 mnist_dataset, mnist_info = tfds.load(
-    name="mnist", with_info=True, as_supervised=True, data_dir=args.data_dir,
+    name="mnist",
+    with_info=True,
+    as_supervised=True,
+    data_dir=args.data_dir,
     download_and_prepare_kwargs={"download_config": tfds.download.DownloadConfig(manual_dir=str(BUNDLE))},
 )
 mnist_train, mnist_test = mnist_dataset["train"], mnist_dataset["test"]
@@ -64,26 +67,37 @@ validation_inputs, validation_targets = next(iter(validation_data))
 input_size = 784
 output_size = 10
 hidden_layer_size = 50
-model = tf.keras.Sequential([
-    tf.keras.Input(shape=(28, 28, 1)),
-    tf.keras.layers.Flatten(),
-    tf.keras.layers.Dense(hidden_layer_size, activation="relu"),
-    tf.keras.layers.Dense(hidden_layer_size, activation="relu"),
-    tf.keras.layers.Dense(output_size, activation="softmax"),
-])
+model = tf.keras.Sequential(
+    [
+        tf.keras.Input(shape=(28, 28, 1)),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(hidden_layer_size, activation="relu"),
+        tf.keras.layers.Dense(hidden_layer_size, activation="relu"),
+        tf.keras.layers.Dense(output_size, activation="softmax"),
+    ]
+)
 model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 NUM_EPOCHS = args.epochs
 early_stopping = tf.keras.callbacks.EarlyStopping(patience=2)
 train_started = time.perf_counter()
-history = model.fit(train_data, epochs=NUM_EPOCHS, callbacks=[early_stopping],
-                    validation_data=(validation_inputs, validation_targets), verbose=2)
+history = model.fit(
+    train_data,
+    epochs=NUM_EPOCHS,
+    callbacks=[early_stopping],
+    validation_data=(validation_inputs, validation_targets),
+    verbose=2,
+)
 train_seconds = time.perf_counter() - train_started
 
 test_loss, test_accuracy = model.evaluate(test_data, verbose=0)
-print(json.dumps({
-    "wall_seconds": round(time.perf_counter() - STARTED, 3),
-    "train_seconds": round(train_seconds, 3),
-    "epochs": len(history.history["loss"]),
-    "test_accuracy": round(float(test_accuracy), 4),
-}))
+print(
+    json.dumps(
+        {
+            "wall_seconds": round(time.perf_counter() - STARTED, 3),
+            "train_seconds": round(train_seconds, 3),
+            "epochs": len(history.history["loss"]),
+            "test_accuracy": round(float(test_accuracy), 4),
+        }
+    )
+)

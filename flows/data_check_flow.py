@@ -18,10 +18,10 @@ from prefect.logging import get_run_logger
 from prefect.states import Completed
 
 from mnist_pipeline.core.data import extra_data
-from mnist_pipeline.core.modelling.parameters import DataParameters, takes_parameters, validate_parameters
-from mnist_pipeline.core.storage.paths import ArtifactPaths
-from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.data.splits import data_fingerprint, source_checksums
+from mnist_pipeline.core.modelling.parameters import DataParameters, takes_parameters, validate_parameters
+from mnist_pipeline.core.registry import open_registry
+from mnist_pipeline.core.storage.paths import ArtifactPaths
 from mnist_pipeline.flows.mnist_flow import data_folders
 
 DATA_CHANGED = "mnist.data.changed"
@@ -47,10 +47,21 @@ def check_data(**values: Any) -> State:
     if current == trained_on:
         log.info("data unchanged since production %s was trained (fingerprint %s)", production, current[:12])
         return Completed(name="Unchanged", message=f"the data production {production} was trained on")
-    why = ("no production model yet" if production is None else
-           f"production {production} was trained on other data" if trained_on else
-           f"production {production} has no data fingerprint (registered before fingerprints were kept)")
-    emit_event(event=DATA_CHANGED, resource={"prefect.resource.id": DATA_RESOURCE},
-               payload={"fingerprint": current, "production": production, "extra_pictures": len(extra.pictures) if extra else 0})
+    why = (
+        "no production model yet"
+        if production is None
+        else f"production {production} was trained on other data"
+        if trained_on
+        else f"production {production} has no data fingerprint (registered before fingerprints were kept)"
+    )
+    emit_event(
+        event=DATA_CHANGED,
+        resource={"prefect.resource.id": DATA_RESOURCE},
+        payload={
+            "fingerprint": current,
+            "production": production,
+            "extra_pictures": len(extra.pictures) if extra else 0,
+        },
+    )
     log.info("data changed (fingerprint %s): %s; emitted %s", current[:12], why, DATA_CHANGED)
     return Completed(name="Changed", message=why)

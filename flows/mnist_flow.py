@@ -26,18 +26,23 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 
 from mnist_pipeline.core.data import extra_data
-from mnist_pipeline.core.registry.decisions import DecisionRecord
-from mnist_pipeline.core.support.errors import PipelineError
-from mnist_pipeline.core.evaluation.gate import GateSettings
-from mnist_pipeline.core.modelling.models import TrainingConfig, training_config
-from mnist_pipeline.core.modelling.parameters import DataParameters, PipelineParameters, takes_parameters, validate_parameters
-from mnist_pipeline.core.storage.paths import ArtifactPaths, bundled_mnist_dir
-from mnist_pipeline.core.storage import store
-from mnist_pipeline.core.registry import open_registry
-from mnist_pipeline.core.evaluation.scoring import Evaluation
 from mnist_pipeline.core.data.splits import SplitRecipe, make_recipe, split_available
-from mnist_pipeline.core.runs.summary import RunSummary
+from mnist_pipeline.core.evaluation.gate import GateSettings
+from mnist_pipeline.core.evaluation.scoring import Evaluation
+from mnist_pipeline.core.modelling.models import TrainingConfig, training_config
+from mnist_pipeline.core.modelling.parameters import (
+    DataParameters,
+    PipelineParameters,
+    takes_parameters,
+    validate_parameters,
+)
 from mnist_pipeline.core.modelling.training import TrainedModel
+from mnist_pipeline.core.registry import open_registry
+from mnist_pipeline.core.registry.decisions import DecisionRecord
+from mnist_pipeline.core.runs.summary import RunSummary
+from mnist_pipeline.core.storage import store
+from mnist_pipeline.core.storage.paths import ArtifactPaths, bundled_mnist_dir
+from mnist_pipeline.core.support.errors import PipelineError
 from mnist_pipeline.orchestration.results_storage import result_storage
 from mnist_pipeline.tasks.evaluate import evaluate
 from mnist_pipeline.tasks.preprocess import preprocess
@@ -65,12 +70,17 @@ class Plan:
     @property
     def run_params(self) -> dict[str, Any]:
         """What the registry keeps of this run besides the training configuration and the gate."""
-        return {"split_recipe_key": self.recipe.key, "data_source": self.params.data_source,
-                "data_fingerprint": self.recipe.data_fingerprint, "extra_pictures": len(self.recipe.extra_sha256)}
+        return {
+            "split_recipe_key": self.recipe.key,
+            "data_source": self.params.data_source,
+            "data_fingerprint": self.recipe.data_fingerprint,
+            "extra_pictures": len(self.recipe.extra_sha256),
+        }
 
 
 def run_name() -> str:
     """What ran, and when: e.g. `cnn-seed42-20261129T071835Z` (shown in Prefect's lists of runs)."""
+
     def given(name: str) -> Any:
         return flow_run.parameters.get(name, PipelineParameters.model_fields[name].default)
 
@@ -94,11 +104,17 @@ def mnist_pipeline(**values: Any) -> State:
         result_storage=results,
         refresh_cache=not split_available(plan.recipe, refs(plan.paths.splits)),  # never trust a damaged cache hit
     )
-    manifest = split(plan.recipe, str(plan.bundle_dir), refs(plan.paths.splits), str(plan.paths.tfds_data),
-                     plan.extra_dir and str(plan.extra_dir))
+    manifest = split(
+        plan.recipe,
+        str(plan.bundle_dir),
+        refs(plan.paths.splits),
+        str(plan.paths.tfds_data),
+        plan.extra_dir and str(plan.extra_dir),
+    )
     data = preprocess(manifest)
     trained = train.with_options(result_storage=results, refresh_cache=plan.params.force_retrain)(
-        plan.config, data, refs(plan.run_dir), refs(plan.paths.tensorboard / plan.run_dir.name))
+        plan.config, data, refs(plan.run_dir), refs(plan.paths.tensorboard / plan.run_dir.name)
+    )
     evaluation = evaluate.with_options(result_storage=results)(trained, data, refs(plan.run_dir))
     decision = register(trained, evaluation, data, refs(plan.paths.registry), plan.gate, plan.run_params)
 
@@ -106,19 +122,28 @@ def mnist_pipeline(**values: Any) -> State:
     return Completed(name=decision.verdict.capitalize(), message=decision.reason, data=summary)
 
 
-def summarize(decision: DecisionRecord, trained: TrainedModel, evaluation: Evaluation, registry_dir: str,
-              run_dir: str) -> RunSummary:
+def summarize(
+    decision: DecisionRecord, trained: TrainedModel, evaluation: Evaluation, registry_dir: str, run_dir: str
+) -> RunSummary:
     """What a run returns: its model's results, the gate's decision, and the registry after it."""
     version = decision.candidate
     if version is None:  # a registration's decision always names the version it decided on
         raise PipelineError(f"the registry's decision names no version: {decision.reason}")
     registry = open_registry(registry_dir)
     return RunSummary(
-        version=version, preset=trained.config.preset, accuracy=evaluation.accuracy,
-        accuracy_interval_95=evaluation.interval_95, promoted=decision.promoted, reason=decision.reason,
-        production=registry.production(), epochs_run=trained.epochs_run, train_seconds=trained.train_seconds,
-        version_dir=store.join(registry.location, "versions", version), run_dir=run_dir,
-        decision_log=str(registry.decision_log), verdict=decision.verdict,
+        version=version,
+        preset=trained.config.preset,
+        accuracy=evaluation.accuracy,
+        accuracy_interval_95=evaluation.interval_95,
+        promoted=decision.promoted,
+        reason=decision.reason,
+        production=registry.production(),
+        epochs_run=trained.epochs_run,
+        train_seconds=trained.train_seconds,
+        version_dir=store.join(registry.location, "versions", version),
+        run_dir=run_dir,
+        decision_log=str(registry.decision_log),
+        verdict=decision.verdict,
     )
 
 
@@ -146,11 +171,23 @@ def make_plan(params: PipelineParameters) -> Plan:
         paths=paths,
         bundle_dir=bundle_dir,
         extra_dir=extra_dir,
-        recipe=make_recipe(params.data_source, bundle_dir, params.validation_fraction, params.seed,
-                           extra_data.scan(extra_dir) if extra_dir else None),
-        config=training_config(params.preset, params.seed, epochs=params.epochs, batch_size=params.batch_size,
-                               learning_rate=params.learning_rate, patience=params.patience, width=params.width,
-                               dropout=params.dropout),
+        recipe=make_recipe(
+            params.data_source,
+            bundle_dir,
+            params.validation_fraction,
+            params.seed,
+            extra_data.scan(extra_dir) if extra_dir else None,
+        ),
+        config=training_config(
+            params.preset,
+            params.seed,
+            epochs=params.epochs,
+            batch_size=params.batch_size,
+            learning_rate=params.learning_rate,
+            patience=params.patience,
+            width=params.width,
+            dropout=params.dropout,
+        ),
         run_dir=paths.runs / f"{stamp}-{(flow_run.get_id() or os.getpid())!s:.8}",
     )
 

@@ -29,14 +29,22 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Completed
 from prefect_dask.task_runners import DaskTaskRunner
 
-from mnist_pipeline.core.storage import store
-from mnist_pipeline.core.support.files import write_json_atomic
-from mnist_pipeline.core.modelling.parameters import PipelineParameters, takes_parameters, validate_parameters
-from mnist_pipeline.core.evaluation.plots import plot_sweep, png_data_uri
-from mnist_pipeline.core.storage.paths import ArtifactPaths
 from mnist_pipeline.core.data.splits import SplitFiles, split_available
-from mnist_pipeline.core.runs.sweep import SWEPT, SweepParameters, SweepSummary, Trial, candidate_configs, \
-    check_dask_cluster, render_sweep_report, select
+from mnist_pipeline.core.evaluation.plots import plot_sweep, png_data_uri
+from mnist_pipeline.core.modelling.parameters import PipelineParameters, takes_parameters, validate_parameters
+from mnist_pipeline.core.runs.sweep import (
+    SWEPT,
+    SweepParameters,
+    SweepSummary,
+    Trial,
+    candidate_configs,
+    check_dask_cluster,
+    render_sweep_report,
+    select,
+)
+from mnist_pipeline.core.storage import store
+from mnist_pipeline.core.storage.paths import ArtifactPaths
+from mnist_pipeline.core.support.files import write_json_atomic
 from mnist_pipeline.flows.mnist_flow import Plan, make_plan, run_name, summarize
 from mnist_pipeline.orchestration.results_storage import result_storage
 from mnist_pipeline.tasks.evaluate import evaluate
@@ -74,21 +82,38 @@ def mnist_sweep(**values: Any) -> State:
     plan = make_sweep_plan(validate_parameters(values, SweepParameters))
     base, paths = plan.base, plan.base.paths
     results, refs = result_storage(paths), paths.ref
-    split = download_split.with_options(result_storage=results,
-                                        refresh_cache=not split_available(base.recipe, refs(paths.splits)))
-    data = preprocess(split(base.recipe, str(base.bundle_dir), refs(paths.splits), str(paths.tfds_data),
-                            base.extra_dir and str(base.extra_dir)))
+    split = download_split.with_options(
+        result_storage=results, refresh_cache=not split_available(base.recipe, refs(paths.splits))
+    )
+    data = preprocess(
+        split(
+            base.recipe,
+            str(base.bundle_dir),
+            refs(paths.splits),
+            str(paths.tfds_data),
+            base.extra_dir and str(base.extra_dir),
+        )
+    )
     with workers_share_this_api():
         # with_options wants a TaskRunner[PrefectFuture[Any]]; a DaskTaskRunner is one (of its own future subclass)
         trials = train_candidates.with_options(task_runner=plan.task_runner)(  # type: ignore[arg-type]
-            plan.trials, data, refs(paths.tensorboard), paths.location, base.params.force_retrain)
+            plan.trials, data, refs(paths.tensorboard), paths.location, base.params.force_retrain
+        )
     selected = select(trials)
     evaluation = evaluate.with_options(result_storage=results)(selected.trained, data, selected.run_dir)
-    decision = register(selected.trained, evaluation, data, refs(paths.registry), base.gate,
-                        {**base.run_params, "sweep": plan.sweep_dir.name, "candidate": selected.name})
+    decision = register(
+        selected.trained,
+        evaluation,
+        data,
+        refs(paths.registry),
+        base.gate,
+        {**base.run_params, "sweep": plan.sweep_dir.name, "candidate": selected.name},
+    )
 
     summary = SweepSummary(
-        candidates=[trial.record() for trial in trials], selected=selected.name, sweep_dir=refs(plan.sweep_dir),
+        candidates=[trial.record() for trial in trials],
+        selected=selected.name,
+        sweep_dir=refs(plan.sweep_dir),
         run=summarize(decision, selected.trained, evaluation, refs(paths.registry), selected.run_dir),
     )
     publish_report(summary)
@@ -96,15 +121,19 @@ def mnist_sweep(**values: Any) -> State:
 
 
 @flow(name="mnist-sweep-candidates", flow_run_name="candidates")
-def train_candidates(trials: list[Trial], data: SplitFiles, tensorboard_root: str, artifacts: str,
-                     force_retrain: bool) -> list[Trial]:
+def train_candidates(
+    trials: list[Trial], data: SplitFiles, tensorboard_root: str, artifacts: str, force_retrain: bool
+) -> list[Trial]:
     """Train every candidate on the Dask cluster, as many at once as it has worker processes (a candidate
     trained before, on the same data and code, comes from the cache as in a single run). A subflow
     because a flow's task runner is fixed when it starts, and which cluster to use is a parameter."""
     results = result_storage(ArtifactPaths.resolve(artifacts))
     futures = train.with_options(result_storage=results, refresh_cache=force_retrain).map(
-        [trial.config for trial in trials], unmapped(data), [trial.run_dir for trial in trials],
-        [store.join(tensorboard_root, store.local_path(trial.run_dir).name) for trial in trials])
+        [trial.config for trial in trials],
+        unmapped(data),
+        [trial.run_dir for trial in trials],
+        [store.join(tensorboard_root, store.local_path(trial.run_dir).name) for trial in trials],
+    )
     futures.wait()
     finished = []
     for trial, future in zip(trials, futures, strict=True):
@@ -121,8 +150,10 @@ def make_sweep_plan(params: Any) -> SweepPlan:
     """Expand and check the grid, resolve the folders, and find or size the cluster, before any work."""
     configs = candidate_configs(params)
     base = make_plan(PipelineParameters(**params.model_dump(include=set(PipelineParameters.model_fields) - set(SWEPT))))
-    trials = [Trial(f"c{i:02d}", config, base.paths.ref(base.run_dir.with_name(f"{base.run_dir.name}-c{i:02d}")))
-              for i, config in enumerate(configs, start=1)]
+    trials = [
+        Trial(f"c{i:02d}", config, base.paths.ref(base.run_dir.with_name(f"{base.run_dir.name}-c{i:02d}")))
+        for i, config in enumerate(configs, start=1)
+    ]
     return SweepPlan(base, trials, dask_task_runner(params.dask_address, params.max_parallel, len(trials)))
 
 
@@ -137,12 +168,16 @@ def dask_task_runner(address: str | None, max_parallel: int | None, candidates: 
     cores = len(os.sched_getaffinity(0))
     workers = min(max_parallel or cores, candidates)
     threads = str(max(1, cores // workers))
-    return DaskTaskRunner(cluster_kwargs={
-        "n_workers": workers, "threads_per_worker": 1, "processes": True,
-        "memory_limit": "auto",  # the machine's memory divided among the workers
-        "env": {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads},
-        "dashboard_address": None,
-    })
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "memory_limit": "auto",  # the machine's memory divided among the workers
+            "env": {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads},
+            "dashboard_address": None,
+        }
+    )
 
 
 def workers_share_this_api() -> contextlib.AbstractContextManager[Any]:
@@ -163,5 +198,8 @@ def publish_report(summary: SweepSummary) -> None:
     plot = sweep_dir / "validation_accuracy.png"
     plot_sweep(summary.candidates, summary.selected, plot)
     store.publish(sweep_dir)
-    create_markdown_artifact(key=SWEEP_REPORT_KEY, markdown=render_sweep_report(summary, png_data_uri(plot)),
-                             description=f"MNIST sweep: {summary.selected} of {len(summary.candidates)} selected")
+    create_markdown_artifact(
+        key=SWEEP_REPORT_KEY,
+        markdown=render_sweep_report(summary, png_data_uri(plot)),
+        description=f"MNIST sweep: {summary.selected} of {len(summary.candidates)} selected",
+    )

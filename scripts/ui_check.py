@@ -28,9 +28,12 @@ TALL = {"report": 4600, "run-promoted": 2600, "run-rejected": 2600, "v2-run-prom
 
 
 def api(local: LocalPrefect, path: str, body: dict | None = None):
-    request = urllib.request.Request(f"{local.api_url}{path}", method="POST" if body is not None else "GET",
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{local.api_url}{path}",
+        method="POST" if body is not None else "GET",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)
 
@@ -46,14 +49,16 @@ def wait_for_run(local: LocalPrefect, flow_run_id: str, timeout: float = 600) ->
 
 
 def artifact_id(local: LocalPrefect, flow_run_id: str, key: str) -> str:
-    found = api(local, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]},
-                                                           "key": {"any_": [key]}}})
+    found = api(
+        local, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}, "key": {"any_": [key]}}}
+    )
     return found[0]["id"]
 
 
 def submit_run_form(local: LocalPrefect, page, url: str, deployment_id: str, screenshot: Path) -> dict | None:
     """Submit the deployment's Run form as a user who changes nothing would; the flow run it created
     (None if it created none: the screenshot shows why)."""
+
     def runs() -> list[dict]:
         return api(local, "/flow_runs/filter", {"deployments": {"id": {"any_": [deployment_id]}}})
 
@@ -87,9 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     from playwright.sync_api import sync_playwright
 
-    with tempfile.TemporaryDirectory(prefix="ui-check-") as tmp, LocalPrefect(
-            args.port, prefect_home=Path(tmp) / "prefect-home", log_dir=Path(tmp) / "logs",
-            extra_env={"MNIST_ARTIFACTS_DIR": str(Path(tmp) / "artifacts")}) as local:
+    with (
+        tempfile.TemporaryDirectory(prefix="ui-check-") as tmp,
+        LocalPrefect(
+            args.port,
+            prefect_home=Path(tmp) / "prefect-home",
+            log_dir=Path(tmp) / "logs",
+            extra_env={"MNIST_ARTIFACTS_DIR": str(Path(tmp) / "artifacts")},
+        ) as local,
+    ):
         print(f"server on {local.api_url}", flush=True)
         local.start_server()
         local.deploy()
@@ -100,8 +111,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {runs[name]['name']} ended {runs[name]['state_name']}", flush=True)
         deployment = api(local, "/deployments/name/mnist-training-pipeline/on-demand")
         ui = f"http://127.0.0.1:{args.port}"
-        pages = {"deployments": "/deployments", "deployment": f"/deployments/deployment/{deployment['id']}",
-                 "run-form": f"/deployments/deployment/{deployment['id']}/run"}
+        pages = {
+            "deployments": "/deployments",
+            "deployment": f"/deployments/deployment/{deployment['id']}",
+            "run-form": f"/deployments/deployment/{deployment['id']}/run",
+        }
         if runs:
             promoted = runs["promoted"]["id"]
             pages |= {
@@ -123,11 +137,16 @@ def main(argv: list[str] | None = None) -> int:
                 page.wait_for_timeout(1500)  # the UI fills its panels after the network settles
                 page.screenshot(path=str(args.out / f"{name}.png"))
                 print(f"wrote {args.out / f'{name}.png'}", flush=True)
-            run = submit_run_form(local, page, ui + pages["run-form"], deployment["id"],
-                                  args.out / "run-form-submitted.png")
+            run = submit_run_form(
+                local, page, ui + pages["run-form"], deployment["id"], args.out / "run-form-submitted.png"
+            )
             browser.close()
-        print(f"the Run form, submitted untouched, created flow run {run['id']} with parameters "
-              f"{run['parameters']}" if run else "the Run form, submitted untouched, created no flow run", flush=True)
+        print(
+            f"the Run form, submitted untouched, created flow run {run['id']} with parameters {run['parameters']}"
+            if run
+            else "the Run form, submitted untouched, created no flow run",
+            flush=True,
+        )
     return 0
 
 

@@ -12,10 +12,10 @@ from prefect import task
 from prefect.logging import get_run_logger
 from prefect.runtime import task_run
 
-from mnist_pipeline.core.storage import store
-from mnist_pipeline.orchestration.retries import retry_unless_permanent
-from mnist_pipeline.core.support.faults import inject_fault
 from mnist_pipeline.core.data.splits import SplitFiles, check_split, describe_split
+from mnist_pipeline.core.storage import store
+from mnist_pipeline.core.support.faults import inject_fault
+from mnist_pipeline.orchestration.retries import retry_unless_permanent
 
 
 @task(name="preprocess", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_permanent)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
@@ -27,8 +26,14 @@ REPORT_KEY = "mnist-training-report"
 
 
 @task(name="register", retries=3, retry_delay_seconds=1, retry_condition_fn=retry_unless_permanent)
-def register(trained: TrainedModel, evaluation: Evaluation, data: SplitFiles, registry_dir: str,
-             gate: GateSettings, run_params: dict) -> DecisionRecord:
+def register(
+    trained: TrainedModel,
+    evaluation: Evaluation,
+    data: SplitFiles,
+    registry_dir: str,
+    gate: GateSettings,
+    run_params: dict,
+) -> DecisionRecord:
     """Register exactly once (a retry completes an interrupted registration) and publish the report."""
     registry = open_registry(registry_dir)
     candidate = Candidate(trained.fetched(), evaluation.fetched(), data, gate, run_params, flow_run.get_id())
@@ -37,13 +42,19 @@ def register(trained: TrainedModel, evaluation: Evaluation, data: SplitFiles, re
     if version is None:  # a registration's decision always names the version it decided on
         raise PipelineError(f"the registry's decision names no version: {decision.reason}")
     low, high = evaluation.interval_95
-    get_run_logger().info("%s %s: %s (95%% CI %.4f-%.4f)", decision.candidate, decision.verdict,
-                          decision.reason, low, high)
+    get_run_logger().info(
+        "%s %s: %s (95%% CI %.4f-%.4f)", decision.candidate, decision.verdict, decision.reason, low, high
+    )
     metrics = json.loads(Path(candidate.evaluation.metrics_path).read_text())
     create_markdown_artifact(
         key=REPORT_KEY,
-        markdown=render_report(decision, metrics, registry.version_dir(version), trained.config.preset,
-                               files_at=store.join(registry.location, "versions", version)),
+        markdown=render_report(
+            decision,
+            metrics,
+            registry.version_dir(version),
+            trained.config.preset,
+            files_at=store.join(registry.location, "versions", version),
+        ),
         description=f"MNIST {trained.config.preset}: {decision.verdict} ({evaluation.accuracy:.4f})",
     )
     return decision

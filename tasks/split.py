@@ -16,9 +16,9 @@ from prefect.logging import get_run_logger
 from prefect.runtime import task_run
 from prefect.tasks import exponential_backoff
 
-from mnist_pipeline.orchestration.retries import retry_unless_permanent
-from mnist_pipeline.core.support.faults import inject_fault
 from mnist_pipeline.core.data.splits import SplitRecipe, ensure_shared_split
+from mnist_pipeline.core.support.faults import inject_fault
+from mnist_pipeline.orchestration.retries import retry_unless_permanent
 
 
 @task(
@@ -33,10 +33,17 @@ from mnist_pipeline.core.data.splits import SplitRecipe, ensure_shared_split
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_unless_permanent,  # a bad checksum fails at once
 )
-def download_split(recipe: SplitRecipe, bundle_dir: str, splits_root: str, tfds_data_dir: str,
-                   extra_dir: str | None = None) -> str:
+def download_split(
+    recipe: SplitRecipe, bundle_dir: str, splits_root: str, tfds_data_dir: str, extra_dir: str | None = None
+) -> str:
     """The manifest (path or URL) of `recipe`'s split under `splits_root` (a folder or a store URL),
     built unless an intact copy is there."""
     inject_fault("download", task_run.run_count)
-    return ensure_shared_split(recipe, Path(bundle_dir), splits_root, Path(tfds_data_dir), get_run_logger(),
-                               Path(extra_dir) if extra_dir else None)
+    return ensure_shared_split(
+        recipe,
+        Path(bundle_dir),
+        splits_root,
+        Path(tfds_data_dir),
+        get_run_logger(),
+        Path(extra_dir) if extra_dir else None,
+    )

@@ -19,12 +19,12 @@ from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 from prefect.runtime import task_run
 
-from mnist_pipeline.core.storage import store
-from mnist_pipeline.orchestration.retries import retry_unless_permanent
-from mnist_pipeline.core.modelling.models import TrainingConfig
-from mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow
 from mnist_pipeline.core.data.splits import SplitFiles
+from mnist_pipeline.core.modelling.models import TrainingConfig
 from mnist_pipeline.core.modelling.training import TrainedModel, fit, training_key
+from mnist_pipeline.core.storage import store
+from mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow
+from mnist_pipeline.orchestration.retries import retry_unless_permanent
 
 PROGRESS_KEY = "mnist-training-progress"
 TRAINING_TAG = "mnist-training"
@@ -41,18 +41,30 @@ def _progress_reporter(preset: str) -> Any:
         def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
             self.epochs_done = 0
             # typed "the id, or a coroutine in an async context": Keras calls this from sync code
-            self.artifact_id = cast(UUID, create_progress_artifact(
-                0.0, key=PROGRESS_KEY, description=f"Training {preset}: epoch 0 of {self.params['epochs']}"))
+            self.artifact_id = cast(
+                UUID,
+                create_progress_artifact(
+                    0.0, key=PROGRESS_KEY, description=f"Training {preset}: epoch 0 of {self.params['epochs']}"
+                ),
+            )
 
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             self.epochs_done, planned = epoch + 1, self.params["epochs"]
-            update_progress_artifact(self.artifact_id, 100.0 * self.epochs_done / planned,
-                                     description=f"Training {preset}: epoch {self.epochs_done} of {planned}")
+            update_progress_artifact(
+                self.artifact_id,
+                100.0 * self.epochs_done / planned,
+                description=f"Training {preset}: epoch {self.epochs_done} of {planned}",
+            )
 
         def on_train_end(self, logs: dict[str, float] | None = None) -> None:
             if self.epochs_done < self.params["epochs"]:
-                update_progress_artifact(self.artifact_id, 100.0, description=(
-                    f"Trained {preset}: early stopping after epoch {self.epochs_done} of {self.params['epochs']}"))
+                update_progress_artifact(
+                    self.artifact_id,
+                    100.0,
+                    description=(
+                        f"Trained {preset}: early stopping after epoch {self.epochs_done} of {self.params['epochs']}"
+                    ),
+                )
 
     return ProgressReporter()
 
@@ -62,16 +74,29 @@ def _inputs_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     return training_key(parameters["config"], parameters["data"].data_sha256, store.parent(parameters["run_dir"]))
 
 
-@task(name="train", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_permanent, tags=[TRAINING_TAG],
-      cache_key_fn=_inputs_key, persist_result=True)  # same inputs: the model trained before, `Cached`
+@task(
+    name="train",
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_permanent,
+    tags=[TRAINING_TAG],
+    cache_key_fn=_inputs_key,
+    persist_result=True,
+)  # same inputs: the model trained before, `Cached`
 def train(config: TrainingConfig, data: SplitFiles, run_dir: str, tensorboard_dir: str) -> TrainedModel:
     """Train with TensorBoard logs and a progress artifact; a retry resumes from the checkpoint in `run_dir`.
     With an artifact store, `run_dir` and `tensorboard_dir` are URLs: Keras writes into this machine's
     mirror of them, and both folders are uploaded whole once training ends."""
     run_folder, tensorboard_folder = store.local_path(run_dir), store.local_path(tensorboard_dir)
-    trained = fit(config, data, run_folder, get_run_logger(), tensorboard_dir=tensorboard_folder,
-                  attempt=task_run.run_count, callbacks=(_progress_reporter(config.preset),))
+    trained = fit(
+        config,
+        data,
+        run_folder,
+        get_run_logger(),
+        tensorboard_dir=tensorboard_folder,
+        attempt=task_run.run_count,
+        callbacks=(_progress_reporter(config.preset),),
+    )
     store.publish(tensorboard_folder)
     store.publish(run_folder)
     return trained.published()
-

@@ -28,7 +28,6 @@ EXIT_USAGE = 2  # bad arguments or parameters (argparse's own code); nothing was
 EXIT_NOT_PROMOTED = 3  # see `not_promoted_code`, and `registry promote` refused by the gate
 
 
-
 class Subparsers(Protocol):
     """What `ArgumentParser.add_subparsers` returns, as the commands' `add_parser(subparsers)` use it."""
 
@@ -37,6 +36,7 @@ class Subparsers(Protocol):
 
 # Number validators (argparse types): the message names the value and what is allowed; argparse adds
 # the option's name ("argument --port: 70000 is outside 1-65535").
+
 
 def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
     """An argparse type: a whole number from `low` to `high` (no upper limit if None)."""
@@ -50,12 +50,14 @@ def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
         if value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"{text} is not a whole number {allowed}")
         return value
+
     parse.__name__ = "whole number"
     return parse
 
 
 def number(low: float, high: float) -> Callable[[str], float]:
     """An argparse type: a number from `low` to `high`."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -64,6 +66,7 @@ def number(low: float, high: float) -> Callable[[str], float]:
         if not low <= value <= high:  # also refuses nan
             raise argparse.ArgumentTypeError(f"{text} is not a number from {low:g} to {high:g}")
         return value
+
     parse.__name__ = "number"
     return parse
 
@@ -90,23 +93,32 @@ def parameter_value(name: str) -> Callable[[str], Any]:
             return getattr(validate_parameters({name: text}), name)
         except PipelineError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
+
     parse.__name__ = name
     return parse
 
 
 # Options more than one command has ------------------------------------------------------------------
 
-def switch(parser: argparse.ArgumentParser, name: str, help: str, default: bool = False,
-           dest: str | None = None) -> None:
+
+def switch(
+    parser: argparse.ArgumentParser, name: str, help: str, default: bool = False, dest: str | None = None
+) -> None:
     """`--name` turns it on, `--no-name` off."""
-    parser.add_argument(f"--{name}", dest=dest, default=default, action=argparse.BooleanOptionalAction,
-                        help=f"{help} (default: {'on' if default else 'off'})")
+    parser.add_argument(
+        f"--{name}",
+        dest=dest,
+        default=default,
+        action=argparse.BooleanOptionalAction,
+        help=f"{help} (default: {'on' if default else 'off'})",
+    )
 
 
 def artifacts_dir(parser: argparse.ArgumentParser, use: str = "whose registry/ is used") -> None:
     """--artifacts-dir, for the commands that read the registry (run and sweep take it from their parameters)."""
-    parser.add_argument("--artifacts-dir",
-                        help=f"the pipeline's artifacts folder, {use} (default: $MNIST_ARTIFACTS_DIR or artifacts/)")
+    parser.add_argument(
+        "--artifacts-dir", help=f"the pipeline's artifacts folder, {use} (default: $MNIST_ARTIFACTS_DIR or artifacts/)"
+    )
 
 
 def user() -> str:
@@ -125,15 +137,25 @@ def decision_options(parser: argparse.ArgumentParser) -> None:
 
 def flow_outcome_options(parser: argparse.ArgumentParser, what: str) -> None:
     """--fail-if-not-promoted and --summary-json, of `run` and `sweep` (`what`: "run" or "sweep")."""
-    switch(parser, "fail-if-not-promoted", dest="fail_if_not_promoted",
-           help=f"exit with code {EXIT_NOT_PROMOTED} unless the {what}'s model is production afterwards: when the "
-           "gate rejects it, or when it is identical to a registered version (verdict unchanged) that is not "
-           "production; an unchanged model that already is production exits 0")
+    switch(
+        parser,
+        "fail-if-not-promoted",
+        dest="fail_if_not_promoted",
+        help=f"exit with code {EXIT_NOT_PROMOTED} unless the {what}'s model is production afterwards: when the "
+        "gate rejects it, or when it is identical to a registered version (verdict unchanged) that is not "
+        "production; an unchanged model that already is production exits 0",
+    )
     parser.add_argument("--summary-json", metavar="FILE", help=f"also write the {what}'s summary as JSON to FILE")
 
 
-def flow_command(subparsers: Subparsers, name: str, help: str, description: str, model: type[BaseModel],
-                 command: Callable[[argparse.ArgumentParser, argparse.Namespace], int]) -> argparse.ArgumentParser:
+def flow_command(
+    subparsers: Subparsers,
+    name: str,
+    help: str,
+    description: str,
+    model: type[BaseModel],
+    command: Callable[[argparse.ArgumentParser, argparse.Namespace], int],
+) -> argparse.ArgumentParser:
     """A command that runs a flow (`run`, `sweep`): an option for each of `model`'s parameters and the
     flow's outcome options; `command(parser, args)` runs it."""
     parser = subparsers.add_parser(name, help=help, description=description)
@@ -153,6 +175,7 @@ def not_promoted_code(promoted: bool, verdict: str, version: str, production: st
 
 
 # Options built from a parameter model (pydantic) ----------------------------------------------------------
+
 
 def _value_type(annotation: Any) -> Any:
     """The scalar type of `Optional[X]`, `X` or `Literal[...]` (for argparse)."""
@@ -178,12 +201,23 @@ def parameter_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -
         annotation = typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
         choices = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Literal else None
         default = "" if field.default in (None, []) else f" (default: {field.default})"
-        parser.add_argument(option, dest=name, default=field.default, type=_value_type(annotation), choices=choices,
-                            nargs="+" if listed else None, help=description + default)
+        parser.add_argument(
+            option,
+            dest=name,
+            default=field.default,
+            type=_value_type(annotation),
+            choices=choices,
+            nargs="+" if listed else None,
+            help=description + default,
+        )
 
 
-def validated(parser: argparse.ArgumentParser, args: argparse.Namespace, model: type[BaseModel],
-              check: Callable[[Any], object] | None = None) -> Any:
+def validated(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    model: type[BaseModel],
+    check: Callable[[Any], object] | None = None,
+) -> Any:
     """The `model` parameters among `args` (then `check(params)`, if given); a bad one exits with code 2
     through `parser`, naming it and what it allows."""
     from mnist_pipeline.core.modelling.parameters import validate_parameters

@@ -16,19 +16,26 @@ from mnist_pipeline.core.data.pictures import InputError, file_kind, read_inputs
 from mnist_pipeline.core.modelling.models import load_model, predict_probabilities, top_classes
 from mnist_pipeline.core.registry import Registry, RegistryError
 
-DESCRIPTION = ("Classify handwritten digits. FILEs are pictures (PNG, JPEG, any size or colour mode: laid out as "
-               "MNIST's digits are, white on black in 28x28), .npy arrays or MNIST IDX files of 28x28 images "
-               "(pixel values 0-255).")
+DESCRIPTION = (
+    "Classify handwritten digits. FILEs are pictures (PNG, JPEG, any size or colour mode: laid out as "
+    "MNIST's digits are, white on black in 28x28), .npy arrays or MNIST IDX files of 28x28 images "
+    "(pixel values 0-255)."
+)
 
 
 def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("predict", help="classify digit images with the production (or a chosen) model",
-                                   description=DESCRIPTION)
+    parser = subparsers.add_parser(
+        "predict", help="classify digit images with the production (or a chosen) model", description=DESCRIPTION
+    )
     parser.add_argument("files", nargs="+", metavar="FILE", help="picture, .npy array or IDX file")
-    parser.add_argument("--version", type=options.version, help="registered version to use: N, vN or v000N "
-                        "(default: the production model)")
-    parser.add_argument("--top-k", type=options.top_k, default=3,
-                        help="classes to show per image, 1 to 10 (default: %(default)s)")
+    parser.add_argument(
+        "--version",
+        type=options.version,
+        help="registered version to use: N, vN or v000N (default: the production model)",
+    )
+    parser.add_argument(
+        "--top-k", type=options.top_k, default=3, help="classes to show per image, 1 to 10 (default: %(default)s)"
+    )
     options.switch(parser, "json", "print JSON instead of text")
     options.switch(parser, "invert", "the images show dark digits on a light background")
     options.artifacts_dir(parser)
@@ -96,22 +103,33 @@ def classify(registry: Registry, version: str, images: np.ndarray) -> np.ndarray
     return predict_probabilities(load_model(registry.model_path(version)), images)
 
 
-def predict_files(files: list[str], registry: Registry, version: str | None, top_k: int, invert: bool,
-                  as_json: bool) -> str:
+def predict_files(
+    files: list[str], registry: Registry, version: str | None, top_k: int, invert: bool, as_json: bool
+) -> str:
     """The command's output: one line per image (or JSON)."""
     names, images = load_files(files, invert)
     version = model_version(registry, version)
     is_production = version == registry.production()
     probabilities = classify(registry, version, images)
-    predictions = [Prediction(source, index, top)
-                   for (source, index), top in zip(names, top_classes(probabilities, top_k), strict=True)]
+    predictions = [
+        Prediction(source, index, top)
+        for (source, index), top in zip(names, top_classes(probabilities, top_k), strict=True)
+    ]
     if as_json:
-        return json.dumps({
-            "model": {"version": version, "production": is_production},
-            "predictions": [{"file": p.source, "index": p.index,
-                             "top": [{"class": c, "probability": round(prob, 6)} for c, prob in p.top]}
-                            for p in predictions],
-        }, indent=2)
+        return json.dumps(
+            {
+                "model": {"version": version, "production": is_production},
+                "predictions": [
+                    {
+                        "file": p.source,
+                        "index": p.index,
+                        "top": [{"class": c, "probability": round(prob, 6)} for c, prob in p.top],
+                    }
+                    for p in predictions
+                ],
+            },
+            indent=2,
+        )
     width = max(len(p.label) for p in predictions)
     lines = [f"model {version}{' (production)' if is_production else ''}"]
     lines += [f"{p.label:<{width}}  " + "  ".join(f"{c} ({prob:.4f})" for c, prob in p.top) for p in predictions]

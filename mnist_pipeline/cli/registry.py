@@ -25,28 +25,38 @@ PROMOTE_DESCRIPTION = (
     "margin below production's and it is not worse than production (with --require-significant: significantly "
     "better, by an exact McNemar test). Each setting defaults to the one N was registered with. The decision, "
     f"either way, goes to the decision log with who and why. Exits {options.EXIT_NOT_PROMOTED} when the gate "
-    "refuses.")
+    "refuses."
+)
 
 
 def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("registry", help="list, inspect, promote or roll back registered models",
-                                   description="The model registry: its versions and which one is production.")
+    parser = subparsers.add_parser(
+        "registry",
+        help="list, inspect, promote or roll back registered models",
+        description="The model registry: its versions and which one is production.",
+    )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    listing = actions.add_parser("list", help="every version: created, accuracy, interval, status, production",
-                                 description="Every registered version: created, accuracy, interval, status, "
-                                 "production.")
+    listing = actions.add_parser(
+        "list",
+        help="every version: created, accuracy, interval, status, production",
+        description="Every registered version: created, accuracy, interval, status, production.",
+    )
     options.artifacts_dir(listing)
     listing.set_defaults(func=_list)
 
-    show = actions.add_parser("show", help="one version: metrics, parameters, data hash, model card",
-                              description="One version: metrics, parameters, data hash, files, decisions, model card.")
+    show = actions.add_parser(
+        "show",
+        help="one version: metrics, parameters, data hash, model card",
+        description="One version: metrics, parameters, data hash, files, decisions, model card.",
+    )
     show.add_argument("version", type=options.version, metavar="N", help="version: N, vN or v000N")
     options.artifacts_dir(show)
     show.set_defaults(func=_show)
 
-    promoting = actions.add_parser("promote", help="make a version production, through the gate unless --force",
-                                   description=PROMOTE_DESCRIPTION)
+    promoting = actions.add_parser(
+        "promote", help="make a version production, through the gate unless --force", description=PROMOTE_DESCRIPTION
+    )
     promoting.add_argument("version", type=options.version, metavar="N", help="version: N, vN or v000N")
     options.switch(promoting, "force", "promote even if the gate refuses (logged as forced)")
     add_gate_options(promoting)
@@ -54,24 +64,31 @@ def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
     promoting.set_defaults(func=_promote)
 
     rolling_back = actions.add_parser(
-        "rollback", help="move production back to the previously promoted version",
+        "rollback",
+        help="move production back to the previously promoted version",
         description="Move production back to the version that was production before the current one (logged "
-        "with who and why).")
+        "with who and why).",
+    )
     options.decision_options(rolling_back)
     rolling_back.set_defaults(func=_rollback)
 
-    check = actions.add_parser("check", help="list every inconsistency in the registry (exit 1 if any)",
-                               description="Check the versions' model files, the decision log and the "
-                               "production pointer; each problem names its file and the way out. Exits 1 if "
-                               "there is any.")
+    check = actions.add_parser(
+        "check",
+        help="list every inconsistency in the registry (exit 1 if any)",
+        description="Check the versions' model files, the decision log and the "
+        "production pointer; each problem names its file and the way out. Exits 1 if "
+        "there is any.",
+    )
     options.artifacts_dir(check)
     check.set_defaults(func=_check)
 
     repair = actions.add_parser(
-        "repair", help="make the registry consistent again from its version folders and decision log",
+        "repair",
+        help="make the registry consistent again from its version folders and decision log",
         description="Remove leftovers of interrupted registrations, drop unreadable decision-log lines (the old "
         "log is kept beside it), apply decisions that a dying process did not, and rebuild the production pointer "
-        "from the decision log. Version folders are never changed or deleted. Exits 1 if a problem remains.")
+        "from the decision log. Version folders are never changed or deleted. Exits 1 if a problem remains.",
+    )
     options.artifacts_dir(repair)
     repair.set_defaults(func=_repair)
     return parser
@@ -89,8 +106,9 @@ def _show(args: argparse.Namespace) -> int:
 
 def _promote(args: argparse.Namespace) -> int:
     settings = {name: getattr(args, name) for name in GATE_SETTINGS}
-    text, promoted = promote(options.registry_at(args.artifacts_dir), args.version, settings, args.force, args.who,
-                             args.reason)
+    text, promoted = promote(
+        options.registry_at(args.artifacts_dir), args.version, settings, args.force, args.who, args.reason
+    )
     print(text)
     return options.EXIT_OK if promoted else options.EXIT_NOT_PROMOTED
 
@@ -118,8 +136,10 @@ def _repair(args: argparse.Namespace) -> int:
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-                     for row in [header, *rows])
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )
 
 
 def _interval(record: dict[str, Any]) -> str:
@@ -135,8 +155,17 @@ def list_versions(registry: Registry) -> str:
     rows = []
     for version in versions:
         record = registry.read_version(version)
-        rows.append([version, record["created"], record["preset"], f"{record['test_accuracy']:.4f}",
-                     _interval(record), statuses[version], "<- production" if version == production else ""])
+        rows.append(
+            [
+                version,
+                record["created"],
+                record["preset"],
+                f"{record['test_accuracy']:.4f}",
+                _interval(record),
+                statuses[version],
+                "<- production" if version == production else "",
+            ]
+        )
     return _table(["version", "created", "preset", "accuracy", "95% interval", "status", "production"], rows)
 
 
@@ -166,8 +195,11 @@ def show_version(registry: Registry, version: str) -> str:
         f"  files in {folder}:",
         *(f"    {path.name}{'/' if path.is_dir() else ''}" for path in sorted(folder.iterdir())),
         "  decisions      :",
-        *(f"    {_describe(logged)}" for logged in registry.decisions()
-          if logged.candidate == version or (logged.action != "register" and logged.production_before == version)),
+        *(
+            f"    {_describe(logged)}"
+            for logged in registry.decisions()
+            if logged.candidate == version or (logged.action != "register" and logged.production_before == version)
+        ),
         "",
         (folder / "model_card.md").read_text().rstrip(),
     ]
@@ -187,8 +219,7 @@ def _flatten(params: dict[str, Any], prefix: str = "") -> list[tuple[str, object
 def _describe(record: DecisionRecord) -> str:
     """One decision-log record in words."""
     if record.action == "rollback":
-        return (f"{record.time} rollback {record.production_before} -> {record.candidate} "
-                f"by {record.who}: {record.why}")
+        return f"{record.time} rollback {record.production_before} -> {record.candidate} by {record.who}: {record.why}"
     text = f"{record.time} {record.action} {record.candidate}: {record.verdict}: {record.reason}"
     if record.action == "promote":
         text += f" (by {record.who}: {record.why})"
@@ -208,19 +239,24 @@ def add_gate_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(option, type=options.parameter_value(name), metavar=name.upper(), help=help_text)
 
 
-def promote(registry: Registry, version: str, settings: dict[str, Any], force: bool, who: str,
-            why: str) -> tuple[str, bool]:
+def promote(
+    registry: Registry, version: str, settings: dict[str, Any], force: bool, who: str, why: str
+) -> tuple[str, bool]:
     """(what happened, promoted?). `settings`: the gate settings given (None: the version's own)."""
     record = registry.promote(version, who, why, force=force, **settings)
     if record.promoted:
         text = f"{version} is now production (was {record.production_before or 'none'}): {record.reason}"
     else:
-        text = (f"{version} not promoted: {record.reason}. Production stays {record.production_before or 'none'}; "
-                "pass --force to promote past the gate.")
+        text = (
+            f"{version} not promoted: {record.reason}. Production stays {record.production_before or 'none'}; "
+            "pass --force to promote past the gate."
+        )
     return f"{text}\nlogged in {registry.decision_log}", record.promoted
 
 
 def rollback(registry: Registry, who: str, why: str) -> str:
     record = registry.rollback(who, why)
-    return (f"production rolled back from {record.production_before} to {record.candidate}\n"
-            f"logged in {registry.decision_log}")
+    return (
+        f"production rolled back from {record.production_before} to {record.candidate}\n"
+        f"logged in {registry.decision_log}"
+    )

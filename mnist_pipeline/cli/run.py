@@ -16,27 +16,38 @@ from mnist_pipeline.core.modelling.parameters import PipelineParameters
 from mnist_pipeline.core.runs.summary import RunSummary
 from mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow
 
-DESCRIPTION = ("Train an MNIST classifier as a Prefect flow: download/split, preprocess, train, evaluate, "
-               "register; promote the model to production if it passes the gate.")
+DESCRIPTION = (
+    "Train an MNIST classifier as a Prefect flow: download/split, preprocess, train, evaluate, "
+    "register; promote the model to production if it passes the gate."
+)
 
 
 def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
-    return options.flow_command(subparsers, "run", "train, evaluate and register a model (the Prefect flow)",
-                                DESCRIPTION, PipelineParameters, run)
+    return options.flow_command(
+        subparsers,
+        "run",
+        "train, evaluate and register a model (the Prefect flow)",
+        DESCRIPTION,
+        PipelineParameters,
+        run,
+    )
 
 
 def format_summary(summary: RunSummary) -> str:
     low, high = summary.accuracy_interval_95
-    return "\n".join([
-        f"MNIST pipeline finished: model {summary.version} ({summary.preset})",
-        f"  test accuracy : {summary.accuracy:.4f} (95% CI {low:.4f}-{high:.4f})",
-        f"  promoted      : {'yes' if summary.promoted else 'no'}: {summary.reason}"
-        if summary.verdict != "unchanged" else f"  unchanged     : {summary.reason}",
-        f"  production    : {summary.production or 'none'}",
-        f"  model files   : {summary.version_dir}",
-        f"  run files     : {summary.run_dir}",
-        f"  decision log  : {summary.decision_log}",
-    ])
+    return "\n".join(
+        [
+            f"MNIST pipeline finished: model {summary.version} ({summary.preset})",
+            f"  test accuracy : {summary.accuracy:.4f} (95% CI {low:.4f}-{high:.4f})",
+            f"  promoted      : {'yes' if summary.promoted else 'no'}: {summary.reason}"
+            if summary.verdict != "unchanged"
+            else f"  unchanged     : {summary.reason}",
+            f"  production    : {summary.production or 'none'}",
+            f"  model files   : {summary.version_dir}",
+            f"  run files     : {summary.run_dir}",
+            f"  decision log  : {summary.decision_log}",
+        ]
+    )
 
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

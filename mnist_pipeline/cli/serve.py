@@ -24,8 +24,12 @@ DESCRIPTION = (
 LIMITS: list[tuple[str, Callable[[str], float], float, str]] = [  # option, its type, default, help
     ("--corrections-max-mb", options.whole_number(1, 1_000_000), 100, "size cap of the corrections folder, in MB"),
     ("--max-upload-mb", options.whole_number(1, 1000), 10, "largest request body, in MB"),
-    ("--max-batch", options.whole_number(1, 4096), 64,
-     "images per model call when requests are batched together; 1 turns micro-batching off"),
+    (
+        "--max-batch",
+        options.whole_number(1, 4096),
+        64,
+        "images per model call when requests are batched together; 1 turns micro-batching off",
+    ),
     ("--batch-window-ms", options.number(0, 10_000), 2.0, "how long a batch waits for more requests before it runs"),
     ("--queue-size", options.whole_number(1, 100_000), 256, "requests admitted at once; more are answered 503 at once"),
     ("--poll-seconds", options.number(0.05, 3600), 2.0, "how often the production pointer is read"),
@@ -33,18 +37,26 @@ LIMITS: list[tuple[str, Callable[[str], float], float, str]] = [  # option, its 
 
 
 def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("serve", help="serve the production model over HTTP, with a page to draw "
-                                   "digits on", description=DESCRIPTION)
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 for all)")
+    parser = subparsers.add_parser(
+        "serve", help="serve the production model over HTTP, with a page to draw digits on", description=DESCRIPTION
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 for all)",
+    )
     parser.add_argument("--port", type=options.whole_number(1, 65535), default=8000, help="port (default: %(default)s)")
     options.artifacts_dir(parser, "whose registry/ is served")
-    parser.add_argument("--corrections-dir", help="where the page's corrections go, as "
-                        "<label>/<time>-<id>.png (default: corrections/ in the artifacts folder)")
+    parser.add_argument(
+        "--corrections-dir",
+        help="where the page's corrections go, as "
+        "<label>/<time>-<id>.png (default: corrections/ in the artifacts folder)",
+    )
     for flag, kind, default, text in LIMITS:
         parser.add_argument(flag, type=kind, default=default, help=f"{text} (default: %(default)s)")
-    options.switch(parser, "access-log", "log every request (at a thousand requests a second it costs more "
-                   "than it tells)")
+    options.switch(
+        parser, "access-log", "log every request (at a thousand requests a second it costs more than it tells)"
+    )
     parser.set_defaults(func=serve)
     return parser
 
@@ -87,12 +99,23 @@ def serve(args: argparse.Namespace) -> int:
     )
     _quiet_logs()
     logging.getLogger("mnist_pipeline.serve").info(
-        "serving the production model of %s; corrections go to %s", settings.registry, settings.corrections)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info",
-                                           access_log=args.access_log, timeout_graceful_shutdown=10))
+        "serving the production model of %s; corrections go to %s", settings.registry, settings.corrections
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings),
+            host=args.host,
+            port=args.port,
+            log_level="info",
+            access_log=args.access_log,
+            timeout_graceful_shutdown=10,
+        )
+    )
     try:
         server.run()
     except SystemExit:  # uvicorn exits (code 3) when it cannot start, having logged why, e.g. the port is taken
-        raise PipelineError(f"the service could not start on {args.host}:{args.port} (see the error above); if "
-                            "another program uses the port, pick another with --port") from None
+        raise PipelineError(
+            f"the service could not start on {args.host}:{args.port} (see the error above); if "
+            "another program uses the port, pick another with --port"
+        ) from None
     return 0

@@ -21,25 +21,35 @@ from mnist_pipeline.core.runs.sweep import (
     check_dask_cluster,
 )
 
-DESCRIPTION = ("Train several configurations of one preset in parallel on Dask (a local cluster of processes, "
-               "or an existing one with --dask-address): every combination of the values given, or a random "
-               "sample of them. The candidate with the best validation accuracy is evaluated on the test split "
-               "and offered to the promotion gate; the others stay run folders.")
+DESCRIPTION = (
+    "Train several configurations of one preset in parallel on Dask (a local cluster of processes, "
+    "or an existing one with --dask-address): every combination of the values given, or a random "
+    "sample of them. The candidate with the best validation accuracy is evaluated on the test split "
+    "and offered to the promotion gate; the others stay run folders."
+)
 
 
 def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
-    return options.flow_command(subparsers, "sweep", "train several configurations on Dask at once; gate the best "
-                                "one", DESCRIPTION, SweepParameters, sweep)
+    return options.flow_command(
+        subparsers,
+        "sweep",
+        "train several configurations on Dask at once; gate the best one",
+        DESCRIPTION,
+        SweepParameters,
+        sweep,
+    )
 
 
 def format_sweep(summary: SweepSummary) -> str:
-    return "\n".join([
-        f"MNIST sweep finished: {len(summary.candidates)} candidates, {summary.selected} selected "
-        "(highest validation accuracy; ties: shortest training)",
-        candidates_table(summary.candidates, summary.selected),
-        format_summary(summary.run),
-        f"  sweep files   : {summary.sweep_dir}",
-    ])
+    return "\n".join(
+        [
+            f"MNIST sweep finished: {len(summary.candidates)} candidates, {summary.selected} selected "
+            "(highest validation accuracy; ties: shortest training)",
+            candidates_table(summary.candidates, summary.selected),
+            format_summary(summary.run),
+            f"  sweep files   : {summary.sweep_dir}",
+        ]
+    )
 
 
 def sweep(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

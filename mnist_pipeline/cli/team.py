@@ -19,21 +19,35 @@ UP_DESCRIPTION = (
     "team-on-demand deployment (run from a git clone at a pinned commit), and two workers, each in a clone of "
     "its own of this repository: every part a process on 127.0.0.1. Prints how to point a client at it (the "
     "secrets go to FOLDER/team.env, mode 0600), then waits; Ctrl-C or SIGTERM stops all of it. Each start "
-    "replaces what the previous one left in FOLDER.")
+    "replaces what the previous one left in FOLDER."
+)
 
 
 def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("team", help="team mode on this machine, for a try: PostgreSQL, an S3 store, "
-                                   "a Prefect server and two workers", description="Team mode on one machine.")
+    parser = subparsers.add_parser(
+        "team",
+        help="team mode on this machine, for a try: PostgreSQL, an S3 store, a Prefect server and two workers",
+        description="Team mode on one machine.",
+    )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    up = actions.add_parser("up", help="start the whole team stack; Ctrl-C stops all of it",
-                            description=UP_DESCRIPTION)
-    up.add_argument("--folder", default="artifacts/team",
-                    help="the stack's folder: databases, clones, logs, team.env (default: %(default)s)")
-    up.add_argument("--trainings", type=options.whole_number(1), default=1,
-                    help="trainings at once across all workers (default: %(default)s)")
-    up.add_argument("--worker-limit", type=options.whole_number(1), default=2,
-                    help="flow runs at once per worker (default: %(default)s)")
+    up = actions.add_parser("up", help="start the whole team stack; Ctrl-C stops all of it", description=UP_DESCRIPTION)
+    up.add_argument(
+        "--folder",
+        default="artifacts/team",
+        help="the stack's folder: databases, clones, logs, team.env (default: %(default)s)",
+    )
+    up.add_argument(
+        "--trainings",
+        type=options.whole_number(1),
+        default=1,
+        help="trainings at once across all workers (default: %(default)s)",
+    )
+    up.add_argument(
+        "--worker-limit",
+        type=options.whole_number(1),
+        default=2,
+        help="flow runs at once per worker (default: %(default)s)",
+    )
     up.set_defaults(func=team_up)
     return parser
 
@@ -46,9 +60,11 @@ def import_from_checkout(package: str) -> None:
 
     checkout = Path(mnist_pipeline.__file__).resolve().parents[1]
     if not (checkout / package / "__init__.py").is_file():
-        raise PipelineError("this command runs from a git checkout of the project, not from an installed wheel: "
-                            "clone the repository, run `bash scripts/setup.sh` there and use its "
-                            ".venv/bin/mnist-pipeline")
+        raise PipelineError(
+            "this command runs from a git checkout of the project, not from an installed wheel: "
+            "clone the repository, run `bash scripts/setup.sh` there and use its "
+            ".venv/bin/mnist-pipeline"
+        )
     if str(checkout) not in sys.path:
         sys.path.insert(0, str(checkout))
 

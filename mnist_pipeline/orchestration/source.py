@@ -34,16 +34,23 @@ def _git(*args: str, cwd: Path) -> str | None:
 def pin_source(directory: str = ".") -> dict[str, str]:
     """Prefect build step: `{"repository": URL, "commit": SHA}` (see the module's docstring)."""
     here = Path(directory).resolve()
-    repository = settings.read(REPO_URL_ENV) or _git("remote", "get-url", "origin", cwd=here) \
+    repository = (
+        settings.read(REPO_URL_ENV)
+        or _git("remote", "get-url", "origin", cwd=here)
         or _git("rev-parse", "--show-toplevel", cwd=here)
+    )
     commit = settings.read(REPO_COMMIT_ENV) or _git("rev-parse", "HEAD", cwd=here)
     if not repository or not commit:  # not fatal: `prefect deploy --all` must still deploy the rest
-        print(f"warning: no repository to pin the team deployment to ({here} is not a git checkout with a commit): "
-              f"its runs will fail until it is deployed again with {REPO_URL_ENV} and {REPO_COMMIT_ENV} set")
+        print(
+            f"warning: no repository to pin the team deployment to ({here} is not a git checkout with a commit): "
+            f"its runs will fail until it is deployed again with {REPO_URL_ENV} and {REPO_COMMIT_ENV} set"
+        )
         return {"repository": f"{REPO_URL_ENV}-was-not-set-at-deploy-time", "commit": ""}
     if not re.fullmatch(r"[0-9a-f]{40}", commit):
-        raise ValueError(f"{REPO_COMMIT_ENV}={commit!r} is not a full commit id (40 hex digits): pin a commit, "
-                         "not a branch or tag, e.g. the output of `git rev-parse HEAD`")
+        raise ValueError(
+            f"{REPO_COMMIT_ENV}={commit!r} is not a full commit id (40 hex digits): pin a commit, "
+            "not a branch or tag, e.g. the output of `git rev-parse HEAD`"
+        )
     if settings.read(REPO_COMMIT_ENV) is None and _git("status", "--porcelain", "--untracked-files=no", cwd=here):
         print(f"note: the team deployment runs commit {commit[:12]}; this checkout's uncommitted changes are not in it")
     return {"repository": repository, "commit": commit}

@@ -28,11 +28,11 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.datastructures import FormData
 from pydantic import BaseModel, Field
+from starlette.datastructures import FormData
 
-from mnist_pipeline.core.modelling.models import top_classes
 from mnist_pipeline.core.data.pictures import InputError, Wording, as_images, read_picture
+from mnist_pipeline.core.modelling.models import top_classes
 from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.serve.batching import MicroBatcher, ServiceBusy
 from mnist_pipeline.serve.corrections import CorrectionsFull, CorrectionStore
@@ -61,6 +61,7 @@ class ServeSettings:
 
 # What the API answers (for its OpenAPI page) ----------------------------------------------------
 
+
 class Top(BaseModel):
     class_: int = Field(alias="class")
     probability: float
@@ -85,24 +86,62 @@ class JsonImages(BaseModel):
     images: list[Any]
 
 
-PREDICT_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-        "file": {"type": "array", "items": {"type": "string", "format": "binary"},
-                 "description": f"one or more pictures (at most {MAX_IMAGES_PER_REQUEST})"}}}},
-    "image/png": {"schema": {"type": "string", "format": "binary"}},
-    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-    "application/json": {"schema": JsonImages.model_json_schema()},
-}}}
-CORRECTION_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["file", "label"], "properties": {
-        "file": {"type": "string", "format": "binary", "description": "the drawing the model got wrong"},
-        "label": {"type": "integer", "minimum": 0, "maximum": 9, "description": "the digit it really is"}}}}}}}
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": f"one or more pictures (at most {MAX_IMAGES_PER_REQUEST})",
+                        }
+                    },
+                }
+            },
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": JsonImages.model_json_schema()},
+        },
+    }
+}
+CORRECTION_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "label"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "the drawing the model got wrong",
+                        },
+                        "label": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "maximum": 9,
+                            "description": "the digit it really is",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
     holder = ModelHolder(open_registry(settings.registry), settings.poll_seconds)
-    batcher = MicroBatcher(lambda images: _predict(holder, images), settings.max_batch,
-                           settings.batch_window_seconds, settings.max_pending)
+    batcher = MicroBatcher(
+        lambda images: _predict(holder, images), settings.max_batch, settings.batch_window_seconds, settings.max_pending
+    )
     corrections = CorrectionStore(settings.corrections, settings.corrections_max_bytes)
 
     @asynccontextmanager
@@ -113,8 +152,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
         worker.cancel()
         await run_in_threadpool(holder.stop)
 
-    app = FastAPI(title="MNIST digit classifier", lifespan=lifespan,
-                  description="The model registry's production model, followed as production moves.")
+    app = FastAPI(
+        title="MNIST digit classifier",
+        lifespan=lifespan,
+        description="The model registry's production model, followed as production moves.",
+    )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(InputError)
@@ -140,17 +182,30 @@ def create_app(settings: ServeSettings) -> FastAPI:
         refused = holder.refused
         return {
             "serving": holder.current.info if holder.current else None,
-            "refused": {"version": refused.version, "reason": refused.reason, "time": refused.time} if refused else None,
+            "refused": {"version": refused.version, "reason": refused.reason, "time": refused.time}
+            if refused
+            else None,
             "problem": holder.problem,
-            "batching": {"max_batch": settings.max_batch, "window_ms": settings.batch_window_seconds * 1000,
-                         "max_pending": settings.max_pending},
+            "batching": {
+                "max_batch": settings.max_batch,
+                "window_ms": settings.batch_window_seconds * 1000,
+                "max_pending": settings.max_pending,
+            },
         }
 
-    @app.post("/v1/predict", response_model=PredictResponse, response_model_by_alias=True,
-              openapi_extra=PREDICT_BODY, summary="Classify digits: pictures or 28x28 pixel arrays",
-              responses={413: {"description": "body too large"}, 415: {"description": "not a picture or JSON"},
-                         422: {"description": "a picture or array that cannot be classified"},
-                         503: {"description": "no model loaded yet, or too many requests waiting"}})
+    @app.post(
+        "/v1/predict",
+        response_model=PredictResponse,
+        response_model_by_alias=True,
+        openapi_extra=PREDICT_BODY,
+        summary="Classify digits: pictures or 28x28 pixel arrays",
+        responses={
+            413: {"description": "body too large"},
+            415: {"description": "not a picture or JSON"},
+            422: {"description": "a picture or array that cannot be classified"},
+            503: {"description": "no model loaded yet, or too many requests waiting"},
+        },
+    )
     async def predict(request: Request, invert: bool = False) -> dict[str, Any]:
         """`invert=true` for dark digits on a light background."""
         if holder.current is None:
@@ -160,13 +215,25 @@ def create_app(settings: ServeSettings) -> FastAPI:
             version, probabilities = await batcher.predict(images)
         except ServiceBusy as error:
             raise HTTPException(503, str(error), headers={"Retry-After": "1"}) from None
-        return {"version": version, "predictions": [
-            {"index": i, "class": int(np.argmax(row)), "probabilities": [round(float(p), 6) for p in row],
-             "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}
-            for i, (row, top) in enumerate(zip(probabilities, top_classes(probabilities, TOP_K), strict=True))]}
+        return {
+            "version": version,
+            "predictions": [
+                {
+                    "index": i,
+                    "class": int(np.argmax(row)),
+                    "probabilities": [round(float(p), 6) for p in row],
+                    "top": [{"class": c, "probability": round(p, 6)} for c, p in top],
+                }
+                for i, (row, top) in enumerate(zip(probabilities, top_classes(probabilities, TOP_K), strict=True))
+            ],
+        }
 
-    @app.post("/v1/corrections", status_code=201, openapi_extra=CORRECTION_BODY,
-              summary="Store a drawing the model got wrong, with its right label, for training")
+    @app.post(
+        "/v1/corrections",
+        status_code=201,
+        openapi_extra=CORRECTION_BODY,
+        summary="Store a drawing the model got wrong, with its right label, for training",
+    )
     async def correct(request: Request) -> dict[str, Any]:
         form = await _form(request, settings.max_upload_bytes)
         label = str(form.get("label", ""))
@@ -206,9 +273,12 @@ async def _read_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise HTTPException(413, too_large)
     if not body:
-        raise HTTPException(400, "the request has no body: send pictures as multipart/form-data `file` fields, "
-                                 "one picture as the body (Content-Type image/png or image/jpeg), or JSON "
-                                 '{"images": [...]} of 28x28 pixel arrays')
+        raise HTTPException(
+            400,
+            "the request has no body: send pictures as multipart/form-data `file` fields, "
+            "one picture as the body (Content-Type image/png or image/jpeg), or JSON "
+            '{"images": [...]} of 28x28 pixel arrays',
+        )
     return bytes(body)
 
 
@@ -240,9 +310,12 @@ async def _request_images(request: Request, limit: int, invert: bool) -> np.ndar
         return await run_in_threadpool(_laid_out, [body], invert)
     if kind == "application/json":
         return await run_in_threadpool(_json_images, await _read_body(request, limit), invert)
-    raise HTTPException(415, f"cannot classify a {kind or 'body without Content-Type'}: send pictures "
-                             f"(multipart/form-data `file` fields, or {', '.join(IMAGE_MEDIA_TYPES)}) or "
-                             "application/json")
+    raise HTTPException(
+        415,
+        f"cannot classify a {kind or 'body without Content-Type'}: send pictures "
+        f"(multipart/form-data `file` fields, or {', '.join(IMAGE_MEDIA_TYPES)}) or "
+        "application/json",
+    )
 
 
 async def _pictures(uploads: list[Any], invert: bool) -> np.ndarray:
@@ -256,7 +329,9 @@ def _laid_out(pictures: list[bytes], invert: bool) -> np.ndarray:
     if len(pictures) > MAX_IMAGES_PER_REQUEST:
         raise HTTPException(422, f"{len(pictures)} pictures in one request; send at most {MAX_IMAGES_PER_REQUEST}")
     names = [f"picture {i + 1}" for i in range(len(pictures))]
-    return np.stack([read_picture(io.BytesIO(data), invert, name, WORDING) for name, data in zip(names, pictures, strict=True)])
+    return np.stack(
+        [read_picture(io.BytesIO(data), invert, name, WORDING) for name, data in zip(names, pictures, strict=True)]
+    )
 
 
 def _json_images(body: bytes, invert: bool) -> np.ndarray:
@@ -265,13 +340,15 @@ def _json_images(body: bytes, invert: bool) -> np.ndarray:
     except (ValueError, UnicodeDecodeError) as error:
         raise HTTPException(400, f"the body is not JSON ({error})") from None
     if not isinstance(payload, dict) or "images" not in payload:
-        raise HTTPException(422, 'expected a JSON object {"images": [...]}: one 28x28 array of pixel values 0-255, '
-                                 "or a list of them")
+        raise HTTPException(
+            422, 'expected a JSON object {"images": [...]}: one 28x28 array of pixel values 0-255, or a list of them'
+        )
     try:
         array = np.asarray(payload["images"])
     except ValueError:
-        raise HTTPException(422, "images: the arrays are not all the same shape; each image must be 28 rows "
-                                 "of 28 pixel values") from None
+        raise HTTPException(
+            422, "images: the arrays are not all the same shape; each image must be 28 rows of 28 pixel values"
+        ) from None
     images = as_images(array, "images")
     if len(images) > MAX_IMAGES_PER_REQUEST:
         raise HTTPException(422, f"{len(images)} images in one request; send at most {MAX_IMAGES_PER_REQUEST}")

@@ -44,8 +44,10 @@ class MicroBatcher:
     async def predict(self, images: np.ndarray) -> tuple[str, np.ndarray]:
         """(version, probabilities [n, 10]) of uint8 images [n, 28, 28], from the batch they join."""
         if self.pending >= self.max_pending:
-            raise ServiceBusy(f"the service is busy: {self.pending} requests are already waiting for the model "
-                              f"(at most {self.max_pending}); retry in a moment")
+            raise ServiceBusy(
+                f"the service is busy: {self.pending} requests are already waiting for the model "
+                f"(at most {self.max_pending}); retry in a moment"
+            )
         self.pending += 1
         try:
             answer: asyncio.Future[tuple[str, np.ndarray]] = asyncio.get_running_loop().create_future()
@@ -60,7 +62,8 @@ class MicroBatcher:
             batch = await self._collect()
             try:
                 version, probabilities = await asyncio.to_thread(
-                    self._predict, np.concatenate([waiting.images for waiting in batch]))
+                    self._predict, np.concatenate([waiting.images for waiting in batch])
+                )
             except Exception as error:  # every request of the batch gets the failure
                 for waiting in batch:
                     if not waiting.answer.done():
@@ -68,7 +71,7 @@ class MicroBatcher:
                 continue
             start = 0
             for waiting in batch:
-                rows = probabilities[start:start + len(waiting.images)]
+                rows = probabilities[start : start + len(waiting.images)]
                 start += len(waiting.images)
                 if not waiting.answer.done():  # its client may have gone
                     waiting.answer.set_result((version, rows))

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_pipeline.core.data.mnist import NUM_CLASSES
 from mnist_pipeline.core.support.errors import PipelineError
 from mnist_pipeline.core.support.files import write_bytes_atomic
-from mnist_pipeline.core.data.mnist import NUM_CLASSES
 
 
 class CorrectionsFull(PipelineError):
@@ -31,8 +31,9 @@ class CorrectionStore:
         self.root = Path(root)
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self.used = sum(path.stat().st_size for label in range(NUM_CLASSES)
-                        for path in (self.root / str(label)).glob("*.png"))
+        self.used = sum(
+            path.stat().st_size for label in range(NUM_CLASSES) for path in (self.root / str(label)).glob("*.png")
+        )
 
     def save(self, image: np.ndarray, label: int) -> Path:
         """Store uint8 [28, 28] `image` as a correction labelled `label` (0-9); its path."""

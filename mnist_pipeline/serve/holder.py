@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from mnist_pipeline.core.registry.decisions import now_iso
-from mnist_pipeline.core.support.errors import PipelineError
 from mnist_pipeline.core.data.mnist import IMAGE_SHAPE
 from mnist_pipeline.core.modelling.models import load_model
 from mnist_pipeline.core.registry import Registry
+from mnist_pipeline.core.registry.decisions import now_iso
+from mnist_pipeline.core.support.errors import PipelineError
 
 LOG = logging.getLogger("mnist_pipeline.serve")
 RETRY_SECONDS = 30.0
@@ -60,14 +60,18 @@ def load_verified(registry: Registry, version: str) -> LoadedModel:
     """`version`'s model, checked against its registered SHA-256, loaded and warmed up."""
     path = registry.model_path(version)  # raises RegistryError unless the file is the one registered
     record = registry.read_version(version)
-    model = LoadedModel(version, load_model(path), {
-        "version": version,
-        "preset": record.get("preset"),
-        "test_accuracy": record.get("test_accuracy"),
-        "accuracy_interval_95": record.get("accuracy_interval_95"),
-        "model_sha256": record.get("model_sha256"),
-        "production_since": _production_since(registry, version),
-    })
+    model = LoadedModel(
+        version,
+        load_model(path),
+        {
+            "version": version,
+            "preset": record.get("preset"),
+            "test_accuracy": record.get("test_accuracy"),
+            "accuracy_interval_95": record.get("accuracy_interval_95"),
+            "model_sha256": record.get("model_sha256"),
+            "production_since": _production_since(registry, version),
+        },
+    )
     for size in WARM_UP_BATCHES:
         model.predict(np.zeros((size, *IMAGE_SHAPE), np.uint8))
     model.info["loaded"] = now_iso()
@@ -113,7 +117,11 @@ class ModelHolder:
         if self.current is not None and version == self.current.version:
             self.refused = None  # e.g. rolled back from a refused version: nothing is missing
             return
-        if self.refused and self.refused.version == version and time.monotonic() - self.refused.monotonic < RETRY_SECONDS:
+        if (
+            self.refused
+            and self.refused.version == version
+            and time.monotonic() - self.refused.monotonic < RETRY_SECONDS
+        ):
             return
         self._load(version)
 

@@ -106,9 +106,11 @@ class Comparison:
     p_value: float
 
     def counts(self) -> str:
-        return (f"{self.candidate_correct} vs {self.production_correct} of {self.total} right; "
-                f"{self.only_candidate} images only the candidate gets right, {self.only_production} only "
-                f"{self.production}; exact McNemar p = {self.p_value:.4g}")
+        return (
+            f"{self.candidate_correct} vs {self.production_correct} of {self.total} right; "
+            f"{self.only_candidate} images only the candidate gets right, {self.only_production} only "
+            f"{self.production}; exact McNemar p = {self.p_value:.4g}"
+        )
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,10 @@ class Verdict:
 
     def record_fields(self) -> dict[str, Any]:
         """The decision record's fields `criteria` and `comparison` (core/registry/decisions.py)."""
-        return {"criteria": [asdict(criterion) for criterion in self.criteria],
-                "comparison": asdict(self.comparison) if self.comparison else None}
+        return {
+            "criteria": [asdict(criterion) for criterion in self.criteria],
+            "comparison": asdict(self.comparison) if self.comparison else None,
+        }
 
 
 def compare(candidate: Scored, production: Scored) -> Comparison:
@@ -130,8 +134,15 @@ def compare(candidate: Scored, production: Scored) -> Comparison:
         raise ValueError("candidate and production were not scored on the same test images")
     only_candidate = int((candidate.right & ~production.right).sum())
     only_production = int((production.right & ~candidate.right).sum())
-    return Comparison(production.version, candidate.total, candidate.correct, production.correct,
-                      only_candidate, only_production, mcnemar_exact(only_candidate, only_production))
+    return Comparison(
+        production.version,
+        candidate.total,
+        candidate.correct,
+        production.correct,
+        only_candidate,
+        only_production,
+        mcnemar_exact(only_candidate, only_production),
+    )
 
 
 def gate(candidate: Scored, production: Scored | None, settings: GateSettings) -> Verdict:
@@ -141,8 +152,10 @@ def gate(candidate: Scored, production: Scored | None, settings: GateSettings) -
     comparison = None
     if production is not None:
         comparison = compare(candidate, production)
-        criteria += [_margin(candidate, production, settings.per_class_margin),
-                     _not_worse(candidate, production, comparison, settings.significance_alpha)]
+        criteria += [
+            _margin(candidate, production, settings.per_class_margin),
+            _not_worse(candidate, production, comparison, settings.significance_alpha),
+        ]
         if settings.require_significant:
             criteria.append(_significant(comparison, settings.significance_alpha))
     failed = [criterion for criterion in criteria if not criterion.passed]
@@ -155,8 +168,13 @@ def gate(candidate: Scored, production: Scored | None, settings: GateSettings) -
 def _threshold(candidate: Scored, threshold: float) -> Criterion:
     passed = candidate.accuracy >= threshold
     verb = "reaches" if passed else "is below"
-    return Criterion("threshold", candidate.accuracy, threshold, passed,
-                     f"test accuracy {candidate.accuracy:.4f} {verb} the threshold {threshold:.4f}")
+    return Criterion(
+        "threshold",
+        candidate.accuracy,
+        threshold,
+        passed,
+        f"test accuracy {candidate.accuracy:.4f} {verb} the threshold {threshold:.4f}",
+    )
 
 
 def _floor(candidate: Scored, floor: float) -> Criterion:
@@ -164,8 +182,10 @@ def _floor(candidate: Scored, floor: float) -> Criterion:
     lowest = min(accuracies, key=accuracies.__getitem__)
     below = [c for c, accuracy in accuracies.items() if accuracy < floor]
     if below:
-        text = (f"test accuracy of class{'es' if len(below) > 1 else ''} "
-                f"{', '.join(f'{c} ({accuracies[c]:.4f})' for c in below)} is below the per-class floor {floor:.4f}")
+        text = (
+            f"test accuracy of class{'es' if len(below) > 1 else ''} "
+            f"{', '.join(f'{c} ({accuracies[c]:.4f})' for c in below)} is below the per-class floor {floor:.4f}"
+        )
     else:
         text = f"every class reaches the per-class floor {floor:.4f} (lowest: class {lowest}, {accuracies[lowest]:.4f})"
     return Criterion("per-class floor", accuracies[lowest], floor, not below, text)
@@ -177,13 +197,16 @@ def _margin(candidate: Scored, production: Scored, margin: float) -> Criterion:
     largest = max(drops, key=drops.__getitem__)
     over = [c for c, drop in drops.items() if drop > margin + FLOAT_SLACK]
     if over:
-        text = (f"test accuracy of class{'es' if len(over) > 1 else ''} "
-                f"{', '.join(f'{c} ({mine[c]:.4f} vs {theirs[c]:.4f})' for c in over)} is more than the per-class "
-                f"margin {margin:.4f} below production {production.version}'s")
+        text = (
+            f"test accuracy of class{'es' if len(over) > 1 else ''} "
+            f"{', '.join(f'{c} ({mine[c]:.4f} vs {theirs[c]:.4f})' for c in over)} is more than the per-class "
+            f"margin {margin:.4f} below production {production.version}'s"
+        )
     else:
         worst = f"largest drop: class {largest}, {drops[largest]:.4f}" if drops[largest] > 0 else "none is below it"
-        text = (f"no class is more than the per-class margin {margin:.4f} below production {production.version}'s "
-                f"({worst})")
+        text = (
+            f"no class is more than the per-class margin {margin:.4f} below production {production.version}'s ({worst})"
+        )
     return Criterion("per-class margin", drops[largest], margin, not over, text)
 
 
@@ -191,15 +214,19 @@ def _not_worse(candidate: Scored, production: Scored, comparison: Comparison, al
     passed = candidate.correct >= production.correct
     significant = comparison.p_value < alpha and comparison.only_candidate != comparison.only_production
     meaning = "a significant difference" if significant else "not a significant difference"
-    text = (f"test accuracy {candidate.accuracy:.4f} is {'not worse' if passed else 'worse'} than production "
-            f"{production.version}'s {production.accuracy:.4f} on the same test split "
-            f"({comparison.counts()}: {meaning} at {alpha:g})")
+    text = (
+        f"test accuracy {candidate.accuracy:.4f} is {'not worse' if passed else 'worse'} than production "
+        f"{production.version}'s {production.accuracy:.4f} on the same test split "
+        f"({comparison.counts()}: {meaning} at {alpha:g})"
+    )
     return Criterion("not worse than production", candidate.accuracy, production.accuracy, passed, text)
 
 
 def _significant(comparison: Comparison, alpha: float) -> Criterion:
     passed = comparison.only_candidate > comparison.only_production and comparison.p_value < alpha
-    text = (f"{'significantly' if passed else 'not significantly'} better than production {comparison.production} "
-            f"(exact McNemar p = {comparison.p_value:.4g}, required below {alpha:g}; {comparison.only_candidate} "
-            f"images only the candidate gets right, {comparison.only_production} only {comparison.production})")
+    text = (
+        f"{'significantly' if passed else 'not significantly'} better than production {comparison.production} "
+        f"(exact McNemar p = {comparison.p_value:.4g}, required below {alpha:g}; {comparison.only_candidate} "
+        f"images only the candidate gets right, {comparison.only_production} only {comparison.production})"
+    )
     return Criterion("significantly better", comparison.p_value, alpha, passed, text)

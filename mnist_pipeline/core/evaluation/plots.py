@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from mnist_pipeline.core.support.files import atomic_path
 from mnist_pipeline.core.data.mnist import NUM_CLASSES
+from mnist_pipeline.core.support.files import atomic_path
 
 
 def _pyplot() -> Any:
@@ -46,8 +46,15 @@ def plot_confusion_matrix(confusion: list[list[int]], path: Path) -> None:
     figure, axis = _pyplot().subplots(figsize=(6, 6))
     axis.imshow(np.log1p(matrix), cmap="Blues")
     for (true, predicted), count in np.ndenumerate(matrix):
-        axis.text(predicted, true, str(count), ha="center", va="center", fontsize=7,
-                  color="white" if true == predicted else "black")
+        axis.text(
+            predicted,
+            true,
+            str(count),
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if true == predicted else "black",
+        )
     axis.set_xticks(range(NUM_CLASSES))
     axis.set_yticks(range(NUM_CLASSES))
     axis.set_xlabel("predicted")
@@ -68,8 +75,13 @@ def plot_sweep(records: list[dict[str, Any]], selected: str, path: Path) -> None
     accuracies = [r["validation_accuracy"] or 0.0 for r in records]
     figure, axis = _pyplot().subplots(figsize=(max(4, 0.8 * len(names) + 2), 3.5))
     bars = axis.bar(names, accuracies, color=["tab:orange" if n == selected else "tab:blue" for n in names])
-    axis.bar_label(bars, labels=[f"{r['validation_accuracy']:.4f}" if r["validation_accuracy"] is not None
-                                 else "failed" for r in records], fontsize=8)
+    axis.bar_label(
+        bars,
+        labels=[
+            f"{r['validation_accuracy']:.4f}" if r["validation_accuracy"] is not None else "failed" for r in records
+        ],
+        fontsize=8,
+    )
     low = min((a for a in accuracies if a), default=0.0)
     axis.set_ylim(max(0.0, low - 0.05), 1.0)
     axis.set_ylabel("validation accuracy")

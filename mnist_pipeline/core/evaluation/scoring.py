@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from mnist_pipeline.core.data.mnist import NUM_CLASSES
+from mnist_pipeline.core.data.splits import SplitFiles
+from mnist_pipeline.core.evaluation.plots import plot_confusion_matrix, plot_training_curves
+from mnist_pipeline.core.modelling.models import load_model, predict_probabilities
+from mnist_pipeline.core.modelling.training import TrainedModel
 from mnist_pipeline.core.storage import store
 from mnist_pipeline.core.support.files import atomic_path, sha256_file, write_json_atomic
-from mnist_pipeline.core.data.mnist import NUM_CLASSES
-from mnist_pipeline.core.modelling.models import load_model, predict_probabilities
-from mnist_pipeline.core.evaluation.plots import plot_confusion_matrix, plot_training_curves
-from mnist_pipeline.core.data.splits import SplitFiles
 from mnist_pipeline.core.support.stats import wilson_interval
-from mnist_pipeline.core.modelling.training import TrainedModel
 
 PREDICTIONS = "predictions.npz"
 
@@ -37,16 +37,22 @@ class Evaluation:
 
     def fetched(self) -> Evaluation:
         """This evaluation with its files on this machine (downloaded from the artifact store if need be)."""
-        return replace(self, metrics_path=str(store.fetch(self.metrics_path)),
-                       plot_paths=tuple(str(store.fetch(path)) for path in self.plot_paths),
-                       predictions_path=str(store.fetch(self.predictions_path)))
+        return replace(
+            self,
+            metrics_path=str(store.fetch(self.metrics_path)),
+            plot_paths=tuple(str(store.fetch(path)) for path in self.plot_paths),
+            predictions_path=str(store.fetch(self.predictions_path)),
+        )
 
     def published(self) -> Evaluation:
         """This evaluation with its files uploaded to the artifact store they mirror, if any, and
         referenced by their URLs there."""
-        return replace(self, metrics_path=store.publish(self.metrics_path),
-                       plot_paths=tuple(store.publish(path) for path in self.plot_paths),
-                       predictions_path=store.publish(self.predictions_path))
+        return replace(
+            self,
+            metrics_path=store.publish(self.metrics_path),
+            plot_paths=tuple(store.publish(path) for path in self.plot_paths),
+            predictions_path=store.publish(self.predictions_path),
+        )
 
 
 def score(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -67,8 +73,12 @@ def score(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
         "total": total,
         "accuracy_interval_95": [low, high],
         "per_class": [
-            {"class": c, "count": int(class_totals[c]), "correct": int(confusion[c, c]),
-             "accuracy": float(confusion[c, c] / class_totals[c]) if class_totals[c] else 0.0}
+            {
+                "class": c,
+                "count": int(class_totals[c]),
+                "correct": int(confusion[c, c]),
+                "accuracy": float(confusion[c, c] / class_totals[c]) if class_totals[c] else 0.0,
+            }
             for c in range(NUM_CLASSES)
         ],
         "confusion_matrix": confusion.tolist(),
@@ -99,8 +109,12 @@ def evaluation_key(model_path: str | Path, data_sha256: str, runs_root: str) -> 
     evaluate stage is cached on this key: the model of an unchanged run is not scored again."""
     from mnist_pipeline.core.evaluation import plots
 
-    inputs = {"model_sha256": sha256_file(store.fetch(model_path)), "data_sha256": data_sha256, "runs_root": str(runs_root),
-              "code": [sha256_file(Path(module)) for module in (__file__, plots.__file__)]}
+    inputs = {
+        "model_sha256": sha256_file(store.fetch(model_path)),
+        "data_sha256": data_sha256,
+        "runs_root": str(runs_root),
+        "code": [sha256_file(Path(module)) for module in (__file__, plots.__file__)],
+    }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
@@ -121,6 +135,11 @@ def evaluate_model(trained: TrainedModel, data: SplitFiles, run_dir: Path) -> Ev
     plot_training_curves(Path(trained.history_path), curves)
     plot_confusion_matrix(metrics["confusion_matrix"], confusion)
     return Evaluation(
-        str(metrics_path), metrics["accuracy"], metrics["correct"], metrics["total"],
-        tuple(metrics["accuracy_interval_95"]), (str(curves), str(confusion)), str(predictions_path),
+        str(metrics_path),
+        metrics["accuracy"],
+        metrics["correct"],
+        metrics["total"],
+        tuple(metrics["accuracy_interval_95"]),
+        (str(curves), str(confusion)),
+        str(predictions_path),
     )

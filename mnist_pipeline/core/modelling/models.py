@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from mnist_pipeline.core.support.errors import PermanentError
 from mnist_pipeline.core.data.mnist import IMAGE_SHAPE, NUM_CLASSES
+from mnist_pipeline.core.support.errors import PermanentError
 from mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow
 
 # Training steps run per call into TensorFlow: one call per step costs more in Python and dispatch
@@ -85,12 +85,16 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "cnn": Preset(
         _cnn,
-        TrainingConfig("cnn", epochs=6, batch_size=128, learning_rate=2e-3, patience=2, seed=42, width=128, dropout=0.3),
+        TrainingConfig(
+            "cnn", epochs=6, batch_size=128, learning_rate=2e-3, patience=2, seed=42, width=128, dropout=0.3
+        ),
     ),
     "mlp": Preset(
         _mlp,
         # batch 512 with the learning rate scaled 4x from (128, 1e-3): fewer, fuller steps; 0.981 vs 0.980
-        TrainingConfig("mlp", epochs=6, batch_size=512, learning_rate=4e-3, patience=2, seed=42, width=256, dropout=0.2),
+        TrainingConfig(
+            "mlp", epochs=6, batch_size=512, learning_rate=4e-3, patience=2, seed=42, width=256, dropout=0.2
+        ),
     ),
     "seed-mlp": Preset(
         _seed_mlp,
@@ -105,8 +109,10 @@ def training_config(preset: str, seed: int, **overrides: int | float | None) -> 
     a dropout layer is refused (ConfigError)."""
     given: dict[str, Any] = {name: value for name, value in overrides.items() if value is not None}
     if "dropout" in given and PRESETS[preset].defaults.dropout is None:
-        raise ConfigError(f"{preset} has no dropout layer, so a dropout rate cannot apply to it; leave dropout "
-                          f"out, or choose a preset with one ({', '.join(p for p, s in PRESETS.items() if s.defaults.dropout is not None)})")
+        raise ConfigError(
+            f"{preset} has no dropout layer, so a dropout rate cannot apply to it; leave dropout "
+            f"out, or choose a preset with one ({', '.join(p for p, s in PRESETS.items() if s.defaults.dropout is not None)})"
+        )
     return replace(PRESETS[preset].defaults, seed=seed, **given)
 
 

@@ -46,49 +46,80 @@ class PipelineParameters(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     preset: Literal["cnn", "mlp", "seed-mlp"] = Field(
-        default="cnn", description="model preset: cnn (>= 99%), mlp (fast, >= 97.5%), seed-mlp (the tutorial as written)")
+        default="cnn",
+        description="model preset: cnn (>= 99%), mlp (fast, >= 97.5%), seed-mlp (the tutorial as written)",
+    )
     epochs: Annotated[int | None, NOT_BOOL] = Field(
-        default=None, ge=1, le=1000, description="maximum epochs (default: the preset's)")
+        default=None, ge=1, le=1000, description="maximum epochs (default: the preset's)"
+    )
     batch_size: Annotated[int | None, NOT_BOOL] = Field(
-        default=None, ge=1, le=54000, description="batch size (default: the preset's)")
+        default=None, ge=1, le=54000, description="batch size (default: the preset's)"
+    )
     learning_rate: Annotated[float | None, NOT_BOOL] = Field(
-        default=None, gt=0, le=1, description="Adam learning rate (default: the preset's)")
+        default=None, gt=0, le=1, description="Adam learning rate (default: the preset's)"
+    )
     patience: Annotated[int | None, NOT_BOOL] = Field(
-        default=None, ge=0, le=1000, description="early-stopping patience in epochs (default: the preset's)")
+        default=None, ge=0, le=1000, description="early-stopping patience in epochs (default: the preset's)"
+    )
     width: Annotated[int | None, NOT_BOOL] = Field(
-        default=None, ge=1, le=4096,
-        description="units of the first dense layer; the mlp's second has half (default: the preset's)")
+        default=None,
+        ge=1,
+        le=4096,
+        description="units of the first dense layer; the mlp's second has half (default: the preset's)",
+    )
     dropout: Annotated[float | None, NOT_BOOL] = Field(
-        default=None, ge=0, lt=1,
-        description="dropout rate, for the presets with a dropout layer: cnn, mlp (default: the preset's)")
+        default=None,
+        ge=0,
+        lt=1,
+        description="dropout rate, for the presets with a dropout layer: cnn, mlp (default: the preset's)",
+    )
     seed: Annotated[int, NOT_BOOL] = Field(
-        default=42, ge=0, le=2**31 - 1, description="seed of the validation split and of training")
+        default=42, ge=0, le=2**31 - 1, description="seed of the validation split and of training"
+    )
     validation_fraction: Annotated[float, NOT_BOOL] = Field(
-        default=0.1, gt=0, le=0.5, description="share of train held out for validation")
+        default=0.1, gt=0, le=0.5, description="share of train held out for validation"
+    )
     threshold: Annotated[float, NOT_BOOL] = Field(
-        default=0.97, gt=0, le=1, description="minimum test accuracy for promotion to production")
+        default=0.97, gt=0, le=1, description="minimum test accuracy for promotion to production"
+    )
     per_class_floor: Annotated[float, NOT_BOOL] = Field(
-        default=0.95, ge=0, le=1, description="minimum test accuracy of every class (digit) for promotion")
+        default=0.95, ge=0, le=1, description="minimum test accuracy of every class (digit) for promotion"
+    )
     per_class_margin: Annotated[float, NOT_BOOL] = Field(
-        default=0.01, ge=0, le=1, description="most a class's test accuracy may fall below production's on it for promotion")
+        default=0.01,
+        ge=0,
+        le=1,
+        description="most a class's test accuracy may fall below production's on it for promotion",
+    )
     require_significant: bool = Field(
-        default=False, description="promote only a candidate significantly better than production (exact McNemar test on "
-        "the test images only one of them gets right); otherwise not worse is enough")
+        default=False,
+        description="promote only a candidate significantly better than production (exact McNemar test on "
+        "the test images only one of them gets right); otherwise not worse is enough",
+    )
     significance_alpha: Annotated[float, NOT_BOOL] = Field(
-        default=0.05, gt=0, lt=1, description="significance level of the McNemar test against production")
+        default=0.05, gt=0, lt=1, description="significance level of the McNemar test against production"
+    )
     force_retrain: bool = Field(
-        default=False, description="train even when a model with the same inputs (data, configuration, seed, code, "
-        "framework versions) was trained before, instead of taking it from the cache")
+        default=False,
+        description="train even when a model with the same inputs (data, configuration, seed, code, "
+        "framework versions) was trained before, instead of taking it from the cache",
+    )
     data_source: Literal["bundle", "tfds"] = Field(
         "bundle",
-        description="bundle: the MNIST files shipped with the package (offline); tfds: tensorflow-datasets' download")
+        description="bundle: the MNIST files shipped with the package (offline); tfds: tensorflow-datasets' download",
+    )
     bundle_dir: str | None = Field(
-        default=None, description="folder of the four MNIST IDX .gz files (default: the copy shipped with the package)")
+        default=None, description="folder of the four MNIST IDX .gz files (default: the copy shipped with the package)"
+    )
     extra_data: str | None = Field(
-        default=None, description="folder of extra labelled pictures for training: one sub-folder per class, 0 to 9, "
-        "of PNG/JPEG pictures (default: none)")
+        default=None,
+        description="folder of extra labelled pictures for training: one sub-folder per class, 0 to 9, "
+        "of PNG/JPEG pictures (default: none)",
+    )
     artifacts_dir: str | None = Field(
-        default=None, description="where splits, runs and the registry go (default: $MNIST_ARTIFACTS_DIR or ./artifacts)")
+        default=None,
+        description="where splits, runs and the registry go (default: $MNIST_ARTIFACTS_DIR or ./artifacts)",
+    )
 
     @field_validator("dropout")
     @classmethod
@@ -103,9 +134,12 @@ class PipelineParameters(BaseModel):
 
 DATA_FIELDS = ("data_source", "bundle_dir", "extra_data", "artifacts_dir")
 # The parameters that say which data a run trains on (and where its registry is): the change check's.
-_DATA_FIELDS: dict[str, Any] = {name: (PipelineParameters.model_fields[name].annotation,
-                                       PipelineParameters.model_fields[name]) for name in DATA_FIELDS}
+_DATA_FIELDS: dict[str, Any] = {
+    name: (PipelineParameters.model_fields[name].annotation, PipelineParameters.model_fields[name])
+    for name in DATA_FIELDS
+}
 if TYPE_CHECKING:  # a model built at run time has no static type: what the type checker is told of this one
+
     class DataParameters(BaseModel):
         data_source: Literal["bundle", "tfds"]
         bundle_dir: str | None
@@ -157,11 +191,17 @@ def validate_parameters(values: dict[str, Any], model: type[BaseModel] = Pipelin
 def signature(model: type[BaseModel] = PipelineParameters) -> inspect.Signature:
     """`model`'s fields as a keyword-only function signature: each field's type annotated with
     its constraints and description, and its default."""
-    return inspect.Signature([
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=field.default,
-                          annotation=Annotated[field.annotation, *field.metadata, Field(description=field.description)])
-        for name, field in model.model_fields.items()
-    ])
+    return inspect.Signature(
+        [
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=field.default,
+                annotation=Annotated[field.annotation, *field.metadata, Field(description=field.description)],
+            )
+            for name, field in model.model_fields.items()
+        ]
+    )
 
 
 FunctionT = TypeVar("FunctionT", bound=Callable[..., Any])
@@ -173,7 +213,8 @@ def takes_parameters(function: FunctionT, model: type[BaseModel] = PipelineParam
     both for the parameter schema)."""
     # inspect.signature reads `__signature__`; mypy does not know that a function takes any attribute
     function.__signature__ = signature(model).replace(  # type: ignore[attr-defined]
-        return_annotation=inspect.signature(function).return_annotation)
+        return_annotation=inspect.signature(function).return_annotation
+    )
     arguments = "\n".join(f"    {name}: {field.description}" for name, field in model.model_fields.items())
     function.__doc__ = f"{inspect.cleandoc(function.__doc__ or '')}\n\nArgs:\n{arguments}\n"
     return function

@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from mnist_pipeline.core.data.splits import Log, SplitFiles
+from mnist_pipeline.core.modelling.models import TrainingConfig, build_model
 from mnist_pipeline.core.storage import store
 from mnist_pipeline.core.support.faults import crash_point, fail_training_in, inject_fault
 from mnist_pipeline.core.support.files import atomic_path, sha256_file, write_json_atomic
-from mnist_pipeline.core.modelling.models import TrainingConfig, build_model
 from mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow
-from mnist_pipeline.core.data.splits import Log, SplitFiles
 
 SHUFFLE_BUFFER = 10_000
 
@@ -39,7 +39,9 @@ class TrainedModel:
 
     def fetched(self) -> TrainedModel:
         """This model with its files on this machine (downloaded from the artifact store if need be)."""
-        return replace(self, model_path=str(store.fetch(self.model_path)), history_path=str(store.fetch(self.history_path)))
+        return replace(
+            self, model_path=str(store.fetch(self.model_path)), history_path=str(store.fetch(self.history_path))
+        )
 
     def published(self) -> TrainedModel:
         """This model with its files referenced by their URLs in the artifact store, if they mirror one
@@ -57,7 +59,9 @@ def training_key(config: TrainingConfig, data_sha256: str, runs_root: str) -> st
     from mnist_pipeline.core.modelling import models
 
     inputs = {
-        "config": asdict(config), "data_sha256": data_sha256, "runs_root": str(runs_root),
+        "config": asdict(config),
+        "data_sha256": data_sha256,
+        "runs_root": str(runs_root),
         "code": [sha256_file(Path(module)) for module in (__file__, models.__file__)],
         "frameworks": {name: version(name) for name in ("tensorflow", "keras")},
     }
@@ -120,9 +124,13 @@ def _epoch_logger(log: Log) -> Any:
             logs = logs or {}
             log.info(
                 "epoch %d/%d: loss=%.4f accuracy=%.4f val_loss=%.4f val_accuracy=%.4f seconds=%.1f",
-                epoch + 1, self.params["epochs"], logs.get("loss", float("nan")),
-                logs.get("accuracy", float("nan")), logs.get("val_loss", float("nan")),
-                logs.get("val_accuracy", float("nan")), time.perf_counter() - self.started,
+                epoch + 1,
+                self.params["epochs"],
+                logs.get("loss", float("nan")),
+                logs.get("accuracy", float("nan")),
+                logs.get("val_loss", float("nan")),
+                logs.get("val_accuracy", float("nan")),
+                time.perf_counter() - self.started,
             )
 
     return EpochLogger()
@@ -158,8 +166,16 @@ def read_history(history_csv: Path) -> dict[str, list[float]]:
     return {metric: [float(row[metric]) for row in ordered] for metric in ordered[0]} if ordered else {}
 
 
-def fit(config: TrainingConfig, data: SplitFiles, run_dir: Path, log: Log, *, tensorboard_dir: Path | None = None,
-        attempt: int = 1, callbacks: tuple[Any, ...] = ()) -> TrainedModel:
+def fit(
+    config: TrainingConfig,
+    data: SplitFiles,
+    run_dir: Path,
+    log: Log,
+    *,
+    tensorboard_dir: Path | None = None,
+    attempt: int = 1,
+    callbacks: tuple[Any, ...] = (),
+) -> TrainedModel:
     """Train, keep the best epoch's weights (by validation loss), and save `model.keras` atomically.
 
     TensorBoard logs go to `tensorboard_dir` when given; `callbacks` are added to Keras' own (the
@@ -177,8 +193,11 @@ def fit(config: TrainingConfig, data: SplitFiles, run_dir: Path, log: Log, *, te
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_dir, history_csv = run_dir / "checkpoint", run_dir / "history.csv"
     if resumed := completed_epochs(checkpoint_dir):
-        log.info("resuming training from the checkpoint of epoch %d of %d (an earlier attempt failed)",
-                 resumed, config.epochs)
+        log.info(
+            "resuming training from the checkpoint of epoch %d of %d (an earlier attempt failed)",
+            resumed,
+            config.epochs,
+        )
     stopper = early_stopping(config)
     all_callbacks = [
         keras.callbacks.CSVLogger(str(history_csv), append=True),  # before the checkpoint: see read_history
@@ -191,8 +210,9 @@ def fit(config: TrainingConfig, data: SplitFiles, run_dir: Path, log: Log, *, te
     if tensorboard_dir is not None:
         all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
     started = time.perf_counter()
-    model.fit(train_ds, validation_data=validation_ds, epochs=config.epochs, callbacks=all_callbacks,
-              shuffle=False, verbose=0)  # the pipeline shuffles
+    model.fit(
+        train_ds, validation_data=validation_ds, epochs=config.epochs, callbacks=all_callbacks, shuffle=False, verbose=0
+    )  # the pipeline shuffles
     train_seconds = time.perf_counter() - started
     history = read_history(history_csv)
     best_epoch = stopper.best_epoch + 1
@@ -204,5 +224,6 @@ def fit(config: TrainingConfig, data: SplitFiles, run_dir: Path, log: Log, *, te
     write_json_atomic(history_path, history)
     epochs_run = len(history["val_loss"])
     log.info("trained %s: %d epochs in %.1f s, best epoch %d", config.preset, epochs_run, train_seconds, best_epoch)
-    return TrainedModel(str(model_path), str(history_path), config, epochs_run, best_epoch, train_seconds,
-                        weights_sha256(model))
+    return TrainedModel(
+        str(model_path), str(history_path), config, epochs_run, best_epoch, train_seconds, weights_sha256(model)
+    )

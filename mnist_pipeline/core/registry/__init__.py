@@ -16,8 +16,18 @@ from mnist_pipeline.core.registry.object_store import ObjectStoreBackend
 from mnist_pipeline.core.registry.registry import SAVED_MODEL_DIR, Candidate, Registry, version_name
 from mnist_pipeline.core.storage import store
 
-__all__ = ["REPAIR_COMMAND", "SAVED_MODEL_DIR", "Candidate", "DecisionRecord", "LocalBackend", "ObjectStoreBackend",
-           "Registry", "RegistryError", "open_registry", "version_name"]
+__all__ = [
+    "REPAIR_COMMAND",
+    "SAVED_MODEL_DIR",
+    "Candidate",
+    "DecisionRecord",
+    "LocalBackend",
+    "ObjectStoreBackend",
+    "Registry",
+    "RegistryError",
+    "open_registry",
+    "version_name",
+]
 
 
 def open_registry(location: str | os.PathLike[str], splits_dir: Path | None = None) -> Registry:

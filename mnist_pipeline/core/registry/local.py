@@ -93,8 +93,11 @@ class LocalBackend:
         if not self.decision_log.exists():
             return []
         lines = self.decision_log.read_text().splitlines()
-        return [LogEntry(f"Decision log {self.decision_log} line {number}", line, str(number))
-                for number, line in enumerate(lines, start=1) if line.strip()]
+        return [
+            LogEntry(f"Decision log {self.decision_log} line {number}", line, str(number))
+            for number, line in enumerate(lines, start=1)
+            if line.strip()
+        ]
 
     def set_aside(self, damaged: list[LogEntry]) -> list[str]:
         """Rewrite the log without the damaged lines, the old file kept beside it."""

@@ -69,7 +69,7 @@ class ObjectStoreBackend:
 
     def _mirrored(self, url: str) -> Path:
         """Where this machine's mirror keeps the object at `url`."""
-        return self.mirror / url[len(self.url) + 1:]
+        return self.mirror / url[len(self.url) + 1 :]
 
     # Versions ----------------------------------------------------------------------------------
 
@@ -150,8 +150,13 @@ class ObjectStoreBackend:
         pointer written names no version rather than being deleted, as a delete cannot be conditional."""
         tag = token if isinstance(token, _Tag) else _Tag(None)
         sequence = max([tag.sequence, *(_sequence(url) for url in self._decision_urls())]) + 1
-        pointer = {"version": version, "since": now_iso(), "reason": reason, "sequence": sequence,
-                   "decision": record.to_dict()}
+        pointer = {
+            "version": version,
+            "since": now_iso(),
+            "reason": reason,
+            "sequence": sequence,
+            "decision": record.to_dict(),
+        }
         self.store.swap(self.pointer_location, json.dumps(pointer, indent=2, sort_keys=True).encode(), tag.etag)
         return Pointer(version, None, sequence, record.to_dict())  # the next write must read it again
 

@@ -126,8 +126,9 @@ class Registry:
         try:
             path = self.backend.version_file(version, name)
         except FileNotFoundError as error:
-            raise RegistryError(f"Registry file {store.join(self.location, 'versions', version, name)} is "
-                                "missing.") from error
+            raise RegistryError(
+                f"Registry file {store.join(self.location, 'versions', version, name)} is missing."
+            ) from error
         return _read_json(path)
 
     def read_version(self, version: str) -> dict[str, Any]:
@@ -145,12 +146,14 @@ class Registry:
         if pointer.problem is not None or (version is not None and not VERSION_PATTERN.match(version)):
             raise RegistryError(
                 f"Production pointer {where} is unreadable ({pointer.problem or f'{version!r} is not a version'}). "
-                f"Run `{REPAIR_COMMAND}` to rebuild it from the decision log.")
+                f"Run `{REPAIR_COMMAND}` to rebuild it from the decision log."
+            )
         if version is not None and version not in self.versions():
             raise RegistryError(
                 f"Production pointer {where} names {version}, which is not in {store.join(self.location, 'versions')}. "
                 f"Restore that version, or run `{REPAIR_COMMAND}` to point production at the last promoted "
-                "version that exists.")
+                "version that exists."
+            )
         return pointer
 
     def model_path(self, version: str) -> Path:
@@ -173,7 +176,8 @@ class Registry:
             except (ValueError, KeyError, TypeError) as error:
                 raise RegistryError(
                     f"{entry.where} is not a decision record ({error}): cut short or edited by hand. Run "
-                    f"`{REPAIR_COMMAND}` (it sets it aside and keeps a copy).") from error
+                    f"`{REPAIR_COMMAND}` (it sets it aside and keeps a copy)."
+                ) from error
         return records
 
     def production_history(self) -> list[str]:
@@ -194,7 +198,8 @@ class Registry:
             if record.action == "rollback" and record.production_before is not None:
                 status[record.production_before] = record.verdict
             elif record.candidate is not None and (
-                    record.action == "register" or (record.action == "promote" and record.promoted)):
+                record.action == "register" or (record.action == "promote" and record.promoted)
+            ):
                 status[record.candidate] = record.verdict  # a refused manual promotion changes nothing
         return status
 
@@ -217,8 +222,7 @@ class Registry:
                 inject_fault("register", attempt)
             return self._apply(self._stored_decision(version))
 
-    def promote(self, version: str, who: str, why: str, *, force: bool = False,
-                **settings: Any) -> DecisionRecord:
+    def promote(self, version: str, who: str, why: str, *, force: bool = False, **settings: Any) -> DecisionRecord:
         """Make `version` production if it passes the gate with the settings it was registered with
         (any of `GateSettings`' fields given here and not None replace them, e.g. `threshold=0.98`),
         or past the gate with `force`; the decision is logged either way. A damaged model is never
@@ -234,8 +238,10 @@ class Registry:
             if version == pointer.version:
                 raise RegistryError(f"{version} is already the production model; nothing to promote")
             metrics = self.read_json(version, "metrics.json")
-            limits = replace(self._registered_settings(version),
-                             **{name: value for name, value in settings.items() if value is not None})
+            limits = replace(
+                self._registered_settings(version),
+                **{name: value for name, value in settings.items() if value is not None},
+            )
             try:
                 verdict, _ = self._gate_version(version, limits)
             except RegistryError as error:
@@ -244,11 +250,20 @@ class Registry:
                 verdict = Verdict(False, f"the gate could not be applied: {error}", (), None)
             passed = verdict.promoted
             record = DecisionRecord(
-                action="promote", candidate=version, production_before=pointer.version, time=now_iso(),
-                candidate_accuracy=metrics["correct"] / metrics["total"], threshold=limits.threshold,
-                who=who, why=why, **{**_decided(verdict), "promoted": passed or force, "forced": force and not passed,
-                                     "reason": verdict.reason if passed or not force
-                                     else f"forced past the gate: {verdict.reason}"},
+                action="promote",
+                candidate=version,
+                production_before=pointer.version,
+                time=now_iso(),
+                candidate_accuracy=metrics["correct"] / metrics["total"],
+                threshold=limits.threshold,
+                who=who,
+                why=why,
+                **{
+                    **_decided(verdict),
+                    "promoted": passed or force,
+                    "forced": force and not passed,
+                    "reason": verdict.reason if passed or not force else f"forced past the gate: {verdict.reason}",
+                },
             )
             if record.promoted:
                 pointer = self._set_production(pointer, version, f"promoted by {who}: {why}", record)
@@ -273,13 +288,20 @@ class Registry:
                     "Fix the pointer, or set production explicitly with `registry promote N --force`."
                 )
             if len(history) < 2:
-                raise RegistryError(f"{current} is the first production model; there is no earlier one to roll "
-                                    "back to.")
+                raise RegistryError(
+                    f"{current} is the first production model; there is no earlier one to roll back to."
+                )
             previous = history[-2]
             self.model_path(previous)
             record = DecisionRecord(
-                action="rollback", candidate=previous, production_before=current, promoted=True,
-                reason=f"production rolled back from {current} to {previous}", time=now_iso(), who=who, why=why,
+                action="rollback",
+                candidate=previous,
+                production_before=current,
+                promoted=True,
+                reason=f"production rolled back from {current} to {previous}",
+                time=now_iso(),
+                who=who,
+                why=why,
             )
             pointer = self._set_production(pointer, previous, f"rolled back from {current} by {who}: {why}", record)
             self._log(record, pointer)
@@ -292,15 +314,18 @@ class Registry:
                 return operation()
             except store.Conflict:
                 continue  # production moved meanwhile: decide again on what it is now
-        raise RegistryError(f"Production in {self.location} moved {MAX_SWAPS} times while this operation tried to "
-                            "change it; try again.")
+        raise RegistryError(
+            f"Production in {self.location} moved {MAX_SWAPS} times while this operation tried to change it; try again."
+        )
 
     # Checking and repairing ----------------------------------------------------------------------
 
     def check(self) -> list[str]:
         """Every inconsistency found, each naming the file and what to do; empty when all is well."""
-        problems = [f"{leftover}: left by an interrupted registration; `{REPAIR_COMMAND}` removes it"
-                    for leftover in self.backend.leftovers()]
+        problems = [
+            f"{leftover}: left by an interrupted registration; `{REPAIR_COMMAND}` removes it"
+            for leftover in self.backend.leftovers()
+        ]
         for version in self.versions():
             try:
                 self.model_path(version)
@@ -311,16 +336,20 @@ class Registry:
             history = self.production_history()
         except RegistryError as error:
             return problems + [str(error)]
-        problems += [f"{store.join(self.location, 'versions', str(record.candidate))}: registered but its decision "
-                     f"({record.verdict}) was never applied (the process died); `{REPAIR_COMMAND}` applies it"
-                     for record in pending]
+        problems += [
+            f"{store.join(self.location, 'versions', str(record.candidate))}: registered but its decision "
+            f"({record.verdict}) was never applied (the process died); `{REPAIR_COMMAND}` applies it"
+            for record in pending
+        ]
         try:
             production = self.production()
         except RegistryError as error:
             return problems + [str(error)]
         if history and production != history[-1]:
-            problems.append(f"Production pointer {self.backend.pointer_location} names {production}, but the "
-                            f"decision log says {history[-1]}; `{REPAIR_COMMAND}` follows the log")
+            problems.append(
+                f"Production pointer {self.backend.pointer_location} names {production}, but the "
+                f"decision log says {history[-1]}; `{REPAIR_COMMAND}` follows the log"
+            )
         return problems
 
     def repair(self) -> list[str]:
@@ -333,8 +362,10 @@ class Registry:
                 done.append(f"removed {leftover}")
             damaged = [entry for entry in self.backend.decision_entries() if not _is_record(entry.text)]
             done += self.backend.set_aside(damaged) if damaged else []
-            done += [f"applied the decision on {record.candidate} ({record.verdict})"
-                     for record in self._complete_pending(everything=True)]
+            done += [
+                f"applied the decision on {record.candidate} ({record.verdict})"
+                for record in self._complete_pending(everything=True)
+            ]
             done += self._rebuild_production_pointer()
         return done
 
@@ -359,10 +390,15 @@ class Registry:
         pointer = self._production()
         production = pointer.version
         record = DecisionRecord(
-            action="unchanged", candidate=identical, production_before=production, promoted=False,
+            action="unchanged",
+            candidate=identical,
+            production_before=production,
+            promoted=False,
             reason=f"identical to {identical} (the same weights, trained on the same data): no new version; "
-                   f"production stays {production or 'unset'}",
-            time=now_iso(), candidate_accuracy=candidate.evaluation.accuracy, threshold=candidate.gate.threshold,
+            f"production stays {production or 'unset'}",
+            time=now_iso(),
+            candidate_accuracy=candidate.evaluation.accuracy,
+            threshold=candidate.gate.threshold,
             flow_run_id=candidate.flow_run_id,
         )
         self._log(record, pointer)
@@ -372,7 +408,8 @@ class Registry:
         """The last logged decision of this action on `candidate` (for that flow run, if given)."""
         for record in reversed(self.decisions()):
             if (record.action, record.candidate) == (action, candidate) and (
-                    flow_run_id is None or record.flow_run_id == flow_run_id):
+                flow_run_id is None or record.flow_run_id == flow_run_id
+            ):
                 return record
         return None
 
@@ -441,9 +478,14 @@ class Registry:
         champion = self._champion(metrics["test_split_sha256"], lambda: candidate.data)
         verdict = gate(scored, champion, candidate.gate)
         decision = DecisionRecord(
-            action="register", candidate=None, production_before=champion.version if champion else None,
-            time=now_iso(), candidate_accuracy=evaluation.accuracy, threshold=candidate.gate.threshold,
-            flow_run_id=candidate.flow_run_id, **_decided(verdict),
+            action="register",
+            candidate=None,
+            production_before=champion.version if champion else None,
+            time=now_iso(),
+            candidate_accuracy=evaluation.accuracy,
+            threshold=candidate.gate.threshold,
+            flow_run_id=candidate.flow_run_id,
+            **_decided(verdict),
         )
         record = {
             "created": decision.time,
@@ -460,11 +502,17 @@ class Registry:
             "versions": _framework_versions(),
         }
         params = {"training": asdict(trained.config), **candidate.gate.to_dict(), **candidate.run_params}
-        files = {"model.keras": Path(trained.model_path), "metrics.json": Path(evaluation.metrics_path),
-                 PREDICTIONS: Path(evaluation.predictions_path), "history.json": Path(trained.history_path),
-                 **{Path(p).name: Path(p) for p in evaluation.plot_paths}}
-        texts = {"params.json": json.dumps(params, indent=2, sort_keys=True) + "\n",
-                 "model_card.md": render_model_card(record, params, metrics, decision)}
+        files = {
+            "model.keras": Path(trained.model_path),
+            "metrics.json": Path(evaluation.metrics_path),
+            PREDICTIONS: Path(evaluation.predictions_path),
+            "history.json": Path(trained.history_path),
+            **{Path(p).name: Path(p) for p in evaluation.plot_paths},
+        }
+        texts = {
+            "params.json": json.dumps(params, indent=2, sort_keys=True) + "\n",
+            "model_card.md": render_model_card(record, params, metrics, decision),
+        }
 
         def assemble(folder: Path, version: str) -> None:
             write_version(folder, version, files, texts, record, decision, trained.model_path)
@@ -499,8 +547,10 @@ class Registry:
                 return record
             except store.Conflict:
                 continue
-        raise RegistryError(f"Production in {self.location} moved {MAX_SWAPS} times while {record.candidate} was "
-                            f"being registered; `{REPAIR_COMMAND}` applies its decision.")
+        raise RegistryError(
+            f"Production in {self.location} moved {MAX_SWAPS} times while {record.candidate} was "
+            f"being registered; `{REPAIR_COMMAND}` applies its decision."
+        )
 
     def _gate_again(self, record: DecisionRecord) -> DecisionRecord:
         """`record`'s registration decided again against today's production model."""
@@ -564,8 +614,13 @@ class Registry:
                 continue
             if version == current:
                 return []
-            self._log_repair(pointer, version, current, f"production pointer rebuilt from the decision log: {version}",
-                             "rebuilt from the decision log by registry repair")
+            self._log_repair(
+                pointer,
+                version,
+                current,
+                f"production pointer rebuilt from the decision log: {version}",
+                "rebuilt from the decision log by registry repair",
+            )
             return [f"production pointer set to {version}, as the decision log says"]
         if pointer.version is not None or pointer.problem is not None:
             reason = "production pointer removed: no promoted version is whole"
@@ -573,18 +628,27 @@ class Registry:
             return [f"removed {self.backend.pointer_location}: no promoted version is whole"]
         return []
 
-    def _log_repair(self, pointer: Pointer, version: str | None, before: str | None, reason: str,
-                    pointer_reason: str) -> None:
+    def _log_repair(
+        self, pointer: Pointer, version: str | None, before: str | None, reason: str, pointer_reason: str
+    ) -> None:
         """Point production at `version` (None: at nothing) for `pointer_reason`, and log the repair."""
         # A repair follows the log, so it is not itself a move in production's history (promoted=False).
-        record = DecisionRecord(action="repair", candidate=version, production_before=before, promoted=False,
-                                reason=reason, time=now_iso())
+        record = DecisionRecord(
+            action="repair", candidate=version, production_before=before, promoted=False, reason=reason, time=now_iso()
+        )
         pointer = self._set_production(pointer, version, pointer_reason, record)
         self._log(record, pointer)
 
 
-def write_version(folder: Path, version: str, files: dict[str, Path], texts: dict[str, str], record: dict[str, Any],
-                  decision: DecisionRecord, model_path: str) -> None:
+def write_version(
+    folder: Path,
+    version: str,
+    files: dict[str, Path],
+    texts: dict[str, str],
+    record: dict[str, Any],
+    decision: DecisionRecord,
+    model_path: str,
+) -> None:
     """Write a version's files into a new `folder`, its `version.json` last, all fsynced."""
     folder.mkdir(parents=True)
     for name, source in files.items():
@@ -617,8 +681,12 @@ def _decided(verdict: Verdict) -> dict[str, Any]:
     """A decision record's fields that the gate's verdict gives: the one place they are copied."""
     comparison = verdict.comparison  # production's accuracy on the candidate's test split, if compared
     champion_accuracy = comparison.production_correct / comparison.total if comparison else None
-    return {"promoted": verdict.promoted, "reason": verdict.reason, "champion_accuracy": champion_accuracy,
-            **verdict.record_fields()}
+    return {
+        "promoted": verdict.promoted,
+        "reason": verdict.reason,
+        "champion_accuracy": champion_accuracy,
+        **verdict.record_fields(),
+    }
 
 
 def _framework_versions() -> dict[str, str]:

@@ -25,15 +25,21 @@ def _interval(metrics: dict[str, Any]) -> str:
 def per_class_rows(metrics: dict[str, Any]) -> dict[str, list[Any]]:
     """The per-class results as columns in reading order, accuracies rounded (for tables people read)."""
     rows = metrics["per_class"]
-    return {"class": [r["class"] for r in rows], "images": [r["count"] for r in rows],
-            "correct": [r["correct"] for r in rows], "accuracy": [round(r["accuracy"], 4) for r in rows]}
+    return {
+        "class": [r["class"] for r in rows],
+        "images": [r["count"] for r in rows],
+        "correct": [r["correct"] for r in rows],
+        "accuracy": [round(r["accuracy"], 4) for r in rows],
+    }
 
 
 def _per_class_table(metrics: dict[str, Any]) -> str:
     columns = per_class_rows(metrics)
     lines = ["| " + " | ".join(columns) + " |", "| --- " * len(columns) + "|"]
-    lines += ["| " + " | ".join(f"{value:.4f}" if isinstance(value, float) else str(value) for value in row) + " |"
-              for row in zip(*columns.values(), strict=True)]
+    lines += [
+        "| " + " | ".join(f"{value:.4f}" if isinstance(value, float) else str(value) for value in row) + " |"
+        for row in zip(*columns.values(), strict=True)
+    ]
     return "\n".join(lines)
 
 
@@ -46,28 +52,42 @@ def _gate_section(decision: DecisionRecord) -> str:
     with production: a "better" accuracy over a few discordant images is shown for what it is."""
     if not decision.criteria:  # a record written before the gate recorded its criteria, or a forced promotion
         return ""
-    lines = ["## Gate criteria", "", "| criterion | value | limit | verdict | detail |",
-             "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {c['name']} | {_criterion_value(c)} | {c['limit']:.4g} | {'pass' if c['passed'] else '**fail**'} | "
-              f"{c['text']} |" for c in decision.criteria]
+    lines = [
+        "## Gate criteria",
+        "",
+        "| criterion | value | limit | verdict | detail |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {c['name']} | {_criterion_value(c)} | {c['limit']:.4g} | {'pass' if c['passed'] else '**fail**'} | "
+        f"{c['text']} |"
+        for c in decision.criteria
+    ]
     comparison = decision.comparison
     if comparison:
         both_right = comparison["candidate_correct"] - comparison["only_candidate"]
         both_wrong = comparison["total"] - comparison["candidate_correct"] - comparison["only_production"]
-        lines += ["", f"Compared with production {comparison['production']} on the same {comparison['total']} test "
-                  "images:", "", "| images | count |", "| --- | --- |",
-                  f"| right by both | {both_right} |",
-                  f"| right by the candidate only | {comparison['only_candidate']} |",
-                  f"| right by {comparison['production']} only | {comparison['only_production']} |",
-                  f"| wrong by both | {both_wrong} |",
-                  f"| exact McNemar p-value (two-sided) | {comparison['p_value']:.4g} |"]
+        lines += [
+            "",
+            f"Compared with production {comparison['production']} on the same {comparison['total']} test images:",
+            "",
+            "| images | count |",
+            "| --- | --- |",
+            f"| right by both | {both_right} |",
+            f"| right by the candidate only | {comparison['only_candidate']} |",
+            f"| right by {comparison['production']} only | {comparison['only_production']} |",
+            f"| wrong by both | {both_wrong} |",
+            f"| exact McNemar p-value (two-sided) | {comparison['p_value']:.4g} |",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def _gate_summary(decision: DecisionRecord) -> str:
     """The gate's criteria in one line each, for the model card."""
-    return "".join(f"\n  - {c['name']}: {_criterion_value(c)} (limit {c['limit']:.4g}): "
-                   f"{'pass' if c['passed'] else 'fail'}" for c in decision.criteria or [])
+    return "".join(
+        f"\n  - {c['name']}: {_criterion_value(c)} (limit {c['limit']:.4g}): {'pass' if c['passed'] else 'fail'}"
+        for c in decision.criteria or []
+    )
 
 
 def _embedded_card(version_dir: Path) -> str:
@@ -76,8 +96,9 @@ def _embedded_card(version_dir: Path) -> str:
     return "\n".join("#" + line if line.startswith("#") else line for line in card.splitlines())
 
 
-def render_report(decision: DecisionRecord, metrics: dict[str, Any], version_dir: Path, preset: str,
-                  files_at: str | None = None) -> str:
+def render_report(
+    decision: DecisionRecord, metrics: dict[str, Any], version_dir: Path, preset: str, files_at: str | None = None
+) -> str:
     """The run's report artifact. `version_dir` holds the version's files here; `files_at` is where
     the report says they are (by default `version_dir`; in team mode the version's URL in the store)."""
     champion = decision.production_before or "none yet"
@@ -96,7 +117,7 @@ def render_report(decision: DecisionRecord, metrics: dict[str, Any], version_dir
 | --- | --- |
 | candidate | {decision.candidate} |
 | test accuracy | {_interval(metrics)} |
-| test loss | {metrics['loss']:.4f} |
+| test loss | {metrics["loss"]:.4f} |
 | threshold | {decision.threshold:.4f} |
 | production before | {champion} |
 
@@ -120,25 +141,28 @@ def _training_data(params: dict[str, Any]) -> str:
     extra = params.get("extra_pictures") or 0
     if not extra:
         return "MNIST (the official train/test split)"
-    return (f"MNIST's official training images plus {extra} extra picture{'s' if extra != 1 else ''} "
-            "(added to the train split only; validation and test are MNIST's)")
+    return (
+        f"MNIST's official training images plus {extra} extra picture{'s' if extra != 1 else ''} "
+        "(added to the train split only; validation and test are MNIST's)"
+    )
 
 
-def render_model_card(record: dict[str, Any], params: dict[str, Any], metrics: dict[str, Any],
-                      decision: DecisionRecord) -> str:
+def render_model_card(
+    record: dict[str, Any], params: dict[str, Any], metrics: dict[str, Any], decision: DecisionRecord
+) -> str:
     training = params["training"]
-    return f"""# Model card: MNIST digit classifier ({record['preset']})
+    return f"""# Model card: MNIST digit classifier ({record["preset"]})
 
-- **Created**: {record['created']} (flow run {record['flow_run_id']})
+- **Created**: {record["created"]} (flow run {record["flow_run_id"]})
 - **Input**: raw uint8 grayscale images, 28x28, white digit on black (as MNIST); scaling is inside the model.
 - **Output**: probabilities of the digits 0-9.
-- **Training**: preset `{training['preset']}`, up to {training['epochs']} epochs, batch {training['batch_size']},
-  learning rate {training['learning_rate']}, early stopping patience {training['patience']}, seed {training['seed']}.
-- **Data**: {_training_data(params)}, split manifest SHA-256 `{record['data_sha256']}`.
+- **Training**: preset `{training["preset"]}`, up to {training["epochs"]} epochs, batch {training["batch_size"]},
+  learning rate {training["learning_rate"]}, early stopping patience {training["patience"]}, seed {training["seed"]}.
+- **Data**: {_training_data(params)}, split manifest SHA-256 `{record["data_sha256"]}`.
 - **Test accuracy**: {_interval(metrics)}.
-- **Status at registration**: {record['status']}.
+- **Status at registration**: {record["status"]}.
 - **Gate at registration**:{_gate_summary(decision)}
-- **Frameworks**: TensorFlow {record['versions']['tensorflow']}, Keras {record['versions']['keras']}.
+- **Frameworks**: TensorFlow {record["versions"]["tensorflow"]}, Keras {record["versions"]["keras"]}.
 - **Files**: `model.keras` (Keras), `saved_model/` (TensorFlow Serving: signature `serving_default` takes
   `image`, uint8 [n, 28, 28], returns `output_0`, probabilities [n, 10]); plots `training_curves.png`
   and `confusion_matrix.png`; `predictions.npz` (each test image's label and predicted class, which the

@@ -40,8 +40,10 @@ def _scalar(annotation: Any) -> Any:
 def _values_of(name: str) -> tuple[Any, Any]:
     """A swept parameter: a list of values each allowed for the single run's parameter of that name."""
     field = PipelineParameters.model_fields[name]
-    return (GenericAlias(list, (Annotated[(_scalar(field.annotation), *field.metadata)],)),
-            Field([], description=f"values to try, one or more: {field.description}"))
+    return (
+        GenericAlias(list, (Annotated[(_scalar(field.annotation), *field.metadata)],)),
+        Field([], description=f"values to try, one or more: {field.description}"),
+    )
 
 
 _SWEEP_FIELDS: dict[str, Any] = {
@@ -52,14 +54,42 @@ SweepParameters = create_model(
     "SweepParameters",
     __config__=ConfigDict(extra="forbid", frozen=True),
     **_SWEEP_FIELDS,
-    samples=(Annotated[int | None, NOT_BOOL], Field(None, ge=1, le=MAX_CANDIDATES, description=(
-        "train this many combinations of the grid, drawn at random (seeded by sample_seed), instead of all"))),
-    sample_seed=(Annotated[int, NOT_BOOL], Field(
-        0, ge=0, le=2**31 - 1, description="seed of the random sample of the grid")),
-    max_parallel=(Annotated[int | None, NOT_BOOL], Field(None, ge=1, le=256, description=(
-        "candidates training at once on the local cluster, one worker process each (default: the machine's cores)"))),
-    dask_address=(str | None, Field(None, pattern=r"^(tcp|tls)://[^\s/:]+:\d+$", description=(
-        "an existing Dask scheduler to train on, e.g. tcp://host:8786 (default: a local cluster of processes)"))),
+    samples=(
+        Annotated[int | None, NOT_BOOL],
+        Field(
+            None,
+            ge=1,
+            le=MAX_CANDIDATES,
+            description=(
+                "train this many combinations of the grid, drawn at random (seeded by sample_seed), instead of all"
+            ),
+        ),
+    ),
+    sample_seed=(
+        Annotated[int, NOT_BOOL],
+        Field(0, ge=0, le=2**31 - 1, description="seed of the random sample of the grid"),
+    ),
+    max_parallel=(
+        Annotated[int | None, NOT_BOOL],
+        Field(
+            None,
+            ge=1,
+            le=256,
+            description=(
+                "candidates training at once on the local cluster, one worker process each (default: the machine's cores)"
+            ),
+        ),
+    ),
+    dask_address=(
+        str | None,
+        Field(
+            None,
+            pattern=r"^(tcp|tls)://[^\s/:]+:\d+$",
+            description=(
+                "an existing Dask scheduler to train on, e.g. tcp://host:8786 (default: a local cluster of processes)"
+            ),
+        ),
+    ),
 )
 
 
@@ -70,33 +100,42 @@ def candidate_configs(params: Any) -> list[TrainingConfig]:
     grid = {name: getattr(params, name) or [getattr(defaults, name)] for name in SWEPT}
     for name, values in grid.items():
         if repeated := sorted({v for v in values if values.count(v) > 1}):
-            raise InvalidParameterError(f"Invalid sweep: {name} lists {', '.join(map(str, repeated))} more than "
-                                        "once; each value is tried once, so give it once")
+            raise InvalidParameterError(
+                f"Invalid sweep: {name} lists {', '.join(map(str, repeated))} more than "
+                "once; each value is tried once, so give it once"
+            )
     combinations = list(itertools.product(*grid.values()))
     size = " x ".join(f"{len(values)} {name}" for name, values in grid.items() if len(values) > 1) or "nothing swept"
     if len(combinations) == 1:
         raise InvalidParameterError(
             f"Invalid sweep: nothing to compare, the grid has one combination ({size}); give "
-            f"{', '.join(SWEPT)} two or more values between them")
+            f"{', '.join(SWEPT)} two or more values between them"
+        )
     if params.samples is not None:
         if params.samples > len(combinations):
             raise InvalidParameterError(
                 f"Invalid sweep: samples={params.samples} but the grid has only {len(combinations)} combinations "
-                f"({size}); ask for at most {len(combinations)}, or give more values")
+                f"({size}); ask for at most {len(combinations)}, or give more values"
+            )
         picked = sorted(random.Random(params.sample_seed).sample(range(len(combinations)), params.samples))
         combinations = [combinations[i] for i in picked]
     elif len(combinations) > MAX_CANDIDATES:
         raise InvalidParameterError(
             f"Invalid sweep: the grid has {len(combinations)} combinations ({size}), more than {MAX_CANDIDATES}; "
-            f"give fewer values, or train a random sample of them with samples=N (N <= {MAX_CANDIDATES})")
+            f"give fewer values, or train a random sample of them with samples=N (N <= {MAX_CANDIDATES})"
+        )
     if params.max_parallel is not None and params.dask_address:
         raise InvalidParameterError(
             "Invalid sweep: max_parallel sizes the local cluster, but dask_address names an existing one, whose "
-            "workers decide how many candidates train at once; give one or the other")
+            "workers decide how many candidates train at once; give one or the other"
+        )
     try:
-        return [training_config(params.preset, params.seed, patience=params.patience,
-                                **dict(zip(SWEPT, combination, strict=True)))
-                for combination in combinations]
+        return [
+            training_config(
+                params.preset, params.seed, patience=params.patience, **dict(zip(SWEPT, combination, strict=True))
+            )
+            for combination in combinations
+        ]
     except ConfigError as error:
         raise InvalidParameterError(f"Invalid sweep: {error}") from None
 
@@ -113,10 +152,13 @@ def check_dask_cluster(address: str) -> None:
     except (OSError, TimeoutError) as error:
         raise PipelineError(
             f"Cannot reach the Dask scheduler at {address} ({error}). Check the address and that the scheduler "
-            "is running, or leave the address out to train on a local cluster.") from None
+            "is running, or leave the address out to train on a local cluster."
+        ) from None
     if not workers:
-        raise PipelineError(f"The Dask scheduler at {address} has no workers, so nothing would train. Start "
-                            "workers for it (one thread each) and run the sweep again.")
+        raise PipelineError(
+            f"The Dask scheduler at {address} has no workers, so nothing would train. Start "
+            "workers for it (one thread each) and run the sweep again."
+        )
 
 
 class SweepFailedError(PipelineError):
@@ -150,7 +192,8 @@ class Trial:
         """What the sweep report and `sweep.json` show of this candidate (its model's folder: an earlier
         run's when the training came from the cache)."""
         return {
-            "candidate": self.name, "status": self.status,
+            "candidate": self.name,
+            "status": self.status,
             "run_dir": store.parent(self.trained.model_path) if self.trained else self.run_dir,
             **{name: getattr(self.config, name) for name in SWEPT},
             "validation_accuracy": self.validation_accuracy,
@@ -166,22 +209,29 @@ def select(trials: list[Trial]) -> Trial:
     completed = [(trial, trial.trained) for trial in trials if trial.trained]
     if not completed:
         failures = "; ".join(f"{trial.name}: {trial.error}" for trial in trials)
-        raise SweepFailedError(f"Every candidate of the sweep failed, so none can be selected ({failures}). "
-                               "Fix the cause named above and run the sweep again.")
+        raise SweepFailedError(
+            f"Every candidate of the sweep failed, so none can be selected ({failures}). "
+            "Fix the cause named above and run the sweep again."
+        )
     return max(completed, key=lambda pair: (pair[0].validation_accuracy, -pair[1].train_seconds))[0]
 
 
 def candidates_table(records: list[dict[str, Any]], selected: str) -> str:
     """The candidates as a markdown table (also readable as plain text), the selected one marked."""
-    lines = ["| candidate | learning rate | batch size | max epochs | width | dropout | validation accuracy | "
-             "epochs run | training s | status |", "| --- " * 10 + "|"]
+    lines = [
+        "| candidate | learning rate | batch size | max epochs | width | dropout | validation accuracy | "
+        "epochs run | training s | status |",
+        "| --- " * 10 + "|",
+    ]
     for r in records:
         mark = " (selected)" if r["candidate"] == selected else ""
         accuracy = f"{r['validation_accuracy']:.4f}" if r["validation_accuracy"] is not None else "-"
         dropout = f"{r['dropout']:g}" if r["dropout"] is not None else "-"
-        lines.append(f"| {r['candidate']}{mark} | {r['learning_rate']:g} | {r['batch_size']} | {r['epochs']} | "
-                     f"{r['width']} | {dropout} | {accuracy} | {r['epochs_run'] or '-'} | "
-                     f"{r['train_seconds'] or '-'} | {r['status']} |")
+        lines.append(
+            f"| {r['candidate']}{mark} | {r['learning_rate']:g} | {r['batch_size']} | {r['epochs']} | "
+            f"{r['width']} | {dropout} | {accuracy} | {r['epochs_run'] or '-'} | "
+            f"{r['train_seconds'] or '-'} | {r['status']} |"
+        )
     return "\n".join(lines)
 
 

@@ -151,12 +151,16 @@ class ObjectStore:
         except Exception as error:  # botocore and aiohttp raise under many names
             name = type(error).__name__
             if isinstance(error, PermissionError) or "Credentials" in name:
-                raise StoreError(f"Artifact store {self.url} refused to {what} ({error}): check the credentials "
-                                 "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and that they may "
-                                 "read, write, list and delete in the bucket.") from None
+                raise StoreError(
+                    f"Artifact store {self.url} refused to {what} ({error}): check the credentials "
+                    "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and that they may "
+                    "read, write, list and delete in the bucket."
+                ) from None
             if "Connect" in name or "Timeout" in name or isinstance(error, (ConnectionError, TimeoutError)):
-                raise StoreUnavailable(f"Artifact store {self.url} cannot be reached to {what} ({name}: {error}); "
-                                       "check AWS_ENDPOINT_URL and that the server is up.") from None
+                raise StoreUnavailable(
+                    f"Artifact store {self.url} cannot be reached to {what} ({name}: {error}); "
+                    "check AWS_ENDPOINT_URL and that the server is up."
+                ) from None
             raise
 
     def read(self, url: str) -> bytes:
@@ -238,11 +242,14 @@ class ObjectStore:
         """Fail with a clear error, before any work, unless the store can be read, written and
         deleted, and honours both conditional writes."""
         probe = f"{self.url}/.probe-{uuid.uuid4().hex}"
-        what = (f"Artifact store {self.url}: check the URL (the bucket must exist), AWS_ENDPOINT_URL "
-                "and the credentials in the environment")
+        what = (
+            f"Artifact store {self.url}: check the URL (the bucket must exist), AWS_ENDPOINT_URL "
+            "and the credentials in the environment"
+        )
         unconditional = StoreError(
             f"Artifact store {self.url} ignores conditional writes (If-None-Match / If-Match): the registry "
-            "cannot be kept consistent on it. Use AWS S3, MinIO, or another store that supports them.")
+            "cannot be kept consistent on it. Use AWS S3, MinIO, or another store that supports them."
+        )
         try:
             self.create(probe, b"1")
             try:
@@ -271,4 +278,3 @@ class ObjectStore:
 @functools.cache
 def _bucket_store(bucket_url: str, endpoint: str | None) -> ObjectStore:
     return ObjectStore(bucket_url)
-

@@ -26,4 +26,3 @@ class BundleTruncatedError(ChecksumMismatchError):
 
 class SplitValidationError(PermanentError):
     pass
-

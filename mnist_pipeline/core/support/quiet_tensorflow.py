@@ -32,7 +32,9 @@ CUDA_INIT_FAILED = "failed call to cuInit"
 
 _lock = threading.Lock()
 _ready = False
-_restore: Callable[[], None] | None = None  # while stderr goes through the filter: puts it back and passes on what is left
+_restore: Callable[[], None] | None = (
+    None  # while stderr goes through the filter: puts it back and passes on what is left
+)
 
 
 class _NoticeFilter:
