@@ -306,3 +306,25 @@ def test_the_team_deployment_is_pinned_to_a_full_commit(monkeypatch, tmp_path):
     monkeypatch.delenv("MNIST_REPO_URL")
     assert pin_source(str(PROJECT_ROOT))["commit"] == git(PROJECT_ROOT, "rev-parse", "HEAD")
     assert pin_source(str(tmp_path))["repository"] == "MNIST_REPO_URL-was-not-set-at-deploy-time"
+
+
+def test_initdb_is_found_on_path_else_in_debians_newest_versioned_folder(tmp_path):
+    from devstack.team.postgres import find_initdb
+
+    def fake_initdb(folder: Path) -> Path:
+        folder.mkdir(parents=True)
+        program = folder / "initdb"
+        program.write_text("#!/bin/sh\n")
+        program.chmod(0o755)
+        return program
+
+    debian, on_path, empty = tmp_path / "debian", tmp_path / "on-path", tmp_path / "empty"
+    empty.mkdir()
+    assert find_initdb(str(empty), debian_root=debian) is None
+    fake_initdb(debian / "14" / "bin")
+    newest = fake_initdb(debian / "15" / "bin")
+    (debian / "15" / "bin" / "initdb.sample").touch()
+    assert find_initdb(str(empty), debian_root=debian) == str(newest)  # Debian's postgresql-NN: not on PATH
+    assert find_initdb(str(on_path), debian_root=debian) == str(newest)
+    first = fake_initdb(on_path)
+    assert find_initdb(str(on_path), debian_root=debian) == str(first)  # PATH first

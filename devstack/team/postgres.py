@@ -30,6 +30,8 @@ from devstack.team.processes import ProcessId, descendants, free_port, spawn, st
 POSTGRES_USER = "postgres"
 MIN_VERSION = (14, 9)  # Prefect 3's migrations (pg_trgm indexes)
 HOST = "127.0.0.1"
+DEBIAN_ROOT = Path("/usr/lib/postgresql")  # Debian's packages: /usr/lib/postgresql/<major>/bin, not on PATH
+DEBIAN_BIN_GLOB = f"{DEBIAN_ROOT}/<major>/bin"
 
 
 def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4096) -> str:
@@ -46,6 +48,19 @@ def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
+
+
+def find_initdb(path: str | None = None, debian_root: Path = DEBIAN_ROOT) -> str | None:
+    """PostgreSQL's `initdb`: the one on PATH (`path`, else $PATH), else the newest of Debian's
+    versioned installs (/usr/lib/postgresql/<major>/bin, which Debian's postgresql-NN package does not
+    put on PATH); None when there is neither. scripts/system-deps.sh looks in the same places."""
+    found = shutil.which("initdb", path=path)
+    if found:
+        return found
+    installed = [candidate for candidate in debian_root.glob("*/bin/initdb") if candidate.parent.parent.name.isdigit()
+                 and os.access(candidate, os.X_OK)]
+    newest = max(installed, key=lambda candidate: int(candidate.parent.parent.name), default=None)
+    return str(newest) if newest else None
 
 
 # Create the role and its database if missing, (re)set the role's password, and pg_trgm in the database.
@@ -91,11 +106,12 @@ class PostgresServer:
 
     def _program(self, name: str) -> str:
         if self._bin is None:
-            initdb = shutil.which("initdb")
+            initdb = find_initdb()
             if initdb is None:
                 raise TeamStackError(
-                    f"PostgreSQL's initdb is not on PATH: install PostgreSQL {'.'.join(map(str, MIN_VERSION))} or "
-                    "later (Debian: apt-get install postgresql) and put its bin folder (pg_config --bindir) on PATH.")
+                    f"PostgreSQL's initdb is neither on PATH nor in {DEBIAN_BIN_GLOB}: install PostgreSQL "
+                    f"{'.'.join(map(str, MIN_VERSION))} or later (Debian: apt-get install postgresql) or put its "
+                    "bin folder (pg_config --bindir) on PATH.")
             self._bin = Path(os.path.realpath(initdb)).parent
         program = self._bin / name
         return str(program) if program.exists() else (shutil.which(name) or name)
