@@ -23,10 +23,10 @@ for _name in settings.ALL:  # a developer's shell must not leak into the tests
 
 import pytest  # noqa: E402
 
-from helpers import QUIET_LOG, register, synthetic_split_files, train_and_evaluate  # noqa: E402
-from mnist_pipeline.core.storage.paths import ArtifactPaths, bundled_mnist_dir  # noqa: E402
 from mnist_pipeline.core.registry.registry import Registry  # noqa: E402
-
+from mnist_pipeline.core.storage.paths import ArtifactPaths, bundled_mnist_dir  # noqa: E402
+from support.data import synthetic_split_files  # noqa: E402
+from support.training import QUIET_LOG, register, train_and_evaluate  # noqa: E402
 
 # Real servers and real MNIST (slow tier) -----------------------------------------------------------
 

@@ -10,7 +10,7 @@ import inspect
 
 import pytest
 
-from helpers import ENTRY_POINT, FLOW_SCRIPT, imported_packages, run_cli, run_flow_script
+from support.commands import ENTRY_POINT, FLOW_SCRIPT, imported_packages, run_cli, run_flow_script
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
 
 HEAVY = {"prefect", "tensorflow", "keras", "tensorflow_datasets"}

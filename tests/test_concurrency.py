@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FLOW_SCRIPT
+from mnist_pipeline.core.data.splits import is_intact
 from mnist_pipeline.core.modelling.models import load_model
 from mnist_pipeline.core.registry.registry import Registry
-from mnist_pipeline.core.data.splits import is_intact
+from support.commands import FLOW_SCRIPT
 
 pytestmark = pytest.mark.slow
 

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import client_of, hand_made_zero, local_prefect, wait_until, write_png
-from mnist_pipeline.core.registry.registry import Registry
 from devstack.local_server import NIGHTLY_CHECK, PROJECT_ROOT, RETRAIN_ON_CHANGE
+from mnist_pipeline.core.registry.registry import Registry
+from support.pictures import hand_made_zero, write_png
+from support.polling import wait_until
+from support.servers import client_of, local_prefect
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_flow_script
+from mnist_pipeline.core.data.splits import is_intact
 from mnist_pipeline.core.modelling.models import load_model
 from mnist_pipeline.core.registry.registry import Registry
-from mnist_pipeline.core.data.splits import is_intact
+from support.commands import run_flow_script
 
 pytestmark = pytest.mark.slow
 

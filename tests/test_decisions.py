@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from helpers import register
 from mnist_pipeline.core.registry.decisions import SCHEMA, DecisionRecord
 from mnist_pipeline.core.registry.registry import Registry, RegistryError
+from support.training import register
 
 # What `Registry.decisions` and `repair` catch as "not a decision record".
 NOT_A_RECORD = (ValueError, KeyError, TypeError)

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import hand_made_zero, photographed, write_png
 from mnist_pipeline.core.data.extra_data import ExtraDataError, scan
-from mnist_pipeline.core.storage.paths import bundled_mnist_dir
 from mnist_pipeline.core.data.splits import check_split, ensure_split, make_recipe
+from mnist_pipeline.core.storage.paths import bundled_mnist_dir
+from support.pictures import hand_made_zero, photographed, write_png
 
 
 @pytest.fixture

@@ -9,13 +9,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from helpers import copy_run, register, split_with_shuffled_labels, train_and_evaluate
 from mnist_pipeline.cli.main import EXIT_NOT_PROMOTED, main
 from mnist_pipeline.core.evaluation.gate import GateSettings, Scored, compare, gate
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
 from mnist_pipeline.core.registry.registry import Registry
 from mnist_pipeline.core.registry.report import render_report
 from mnist_pipeline.core.support.stats import mcnemar_exact
+from support.data import split_with_shuffled_labels
+from support.training import copy_run, register, train_and_evaluate
 
 DEFAULTS = GateSettings.of(PipelineParameters().model_dump())
 LABELS = np.arange(10_000) % 10  # 1,000 test images of each class

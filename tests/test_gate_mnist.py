@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import register, split_with_shuffled_labels, train_and_evaluate
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
 from mnist_pipeline.core.registry.registry import Registry
+from support.data import split_with_shuffled_labels
+from support.training import register, train_and_evaluate
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,13 @@ import typing
 import pytest
 from annotated_types import Ge, Gt, Le, Lt
 
+from mnist_pipeline.core.modelling.parameters import (
+    InvalidParameterError,
+    PipelineParameters,
+    allowed,
+    validate_parameters,
+)
 from mnist_pipeline.core.support.errors import PermanentError
-from mnist_pipeline.core.modelling.parameters import InvalidParameterError, PipelineParameters, allowed, validate_parameters
 
 FIELDS = PipelineParameters.model_fields
 JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean"}

@@ -18,15 +18,18 @@ from uuid import UUID
 
 import pytest
 
-from helpers import (artifact_types, bundle_copy, flip_byte, hand_made_zero, logs_containing, run_flow_script,
-                     settled_task_runs, task_runs, wait_until, write_png)
-from mnist_pipeline.core.support.errors import ChecksumMismatchError
 from mnist_pipeline.core.data.extra_data import ExtraDataError
-from mnist_pipeline.core.support.files import sha256_file
-from mnist_pipeline.core.storage.paths import bundled_mnist_dir
-from mnist_pipeline.core.registry.registry import Registry
 from mnist_pipeline.core.data.splits import SplitFiles, is_intact
+from mnist_pipeline.core.registry.registry import Registry
 from mnist_pipeline.core.runs.summary import RunSummary
+from mnist_pipeline.core.storage.paths import bundled_mnist_dir
+from mnist_pipeline.core.support.errors import ChecksumMismatchError
+from mnist_pipeline.core.support.files import sha256_file
+from support.commands import run_flow_script
+from support.data import bundle_copy, flip_byte
+from support.pictures import hand_made_zero, write_png
+from support.polling import wait_until
+from support.prefect_state import artifact_types, logs_containing, settled_task_runs, task_runs
 
 pytestmark = pytest.mark.slow
 

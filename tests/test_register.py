@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from filelock import FileLock, Timeout
 
-from helpers import copy_run, register
+from support.training import copy_run, register
 from mnist_pipeline.core.support.faults import FAIL_ONCE_ENV, InjectedFault
 from mnist_pipeline.core.evaluation.gate import GateSettings, Scored, gate
 from mnist_pipeline.core.modelling.parameters import PipelineParameters

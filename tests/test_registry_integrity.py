@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from helpers import run_cli
+from support.commands import run_cli
 from mnist_pipeline.core.registry.registry import REPAIR_COMMAND, Registry, RegistryError
 
 

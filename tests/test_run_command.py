@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PROJECT_ROOT, bundle_copy, flip_byte, run_cli
-from mnist_pipeline.core.support.errors import PipelineError
 from mnist_pipeline.core.registry.registry import Registry
 from mnist_pipeline.core.runs.summary import RunSummary
+from mnist_pipeline.core.support.errors import PipelineError
+from support.commands import PROJECT_ROOT, run_cli
+from support.data import bundle_copy, flip_byte
 
 pytestmark = pytest.mark.slow
 

@@ -20,14 +20,16 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from helpers import (assert_same_answers, bad_service_requests, hand_made_zero, imported_packages, png_bytes,
-                     wait_until, write_png)
 from mnist_pipeline.cli.predict import predict_files
-from mnist_pipeline.core.support.files import write_json_atomic
 from mnist_pipeline.core.data.pictures import read_picture
 from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.support.files import write_json_atomic
 from mnist_pipeline.serve.app import MAX_IMAGES_PER_REQUEST, STATIC, ServeSettings, create_app
 from mnist_pipeline.serve.batching import MicroBatcher, ServiceBusy
+from support.commands import imported_packages
+from support.pictures import hand_made_zero, png_bytes, write_png
+from support.polling import wait_until
+from support.service import assert_same_answers, bad_service_requests
 
 
 def start(artifacts: Path, **settings) -> TestClient:

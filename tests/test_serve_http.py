@@ -17,12 +17,16 @@ import httpx
 import numpy as np
 import pytest
 
-from helpers import (assert_same_answers, bad_service_requests, hand_made_zero, png_bytes, run_cli, serving,
-                     synthetic_digits, wait_until, write_png)
-from mnist_pipeline.core.support.files import write_json_atomic
-from mnist_pipeline.core.modelling.models import load_model, predict_probabilities
 from mnist_pipeline.core.data.pictures import read_picture
+from mnist_pipeline.core.modelling.models import load_model, predict_probabilities
 from mnist_pipeline.core.registry.registry import Registry
+from mnist_pipeline.core.support.files import write_json_atomic
+from support.commands import run_cli
+from support.data import synthetic_digits
+from support.pictures import hand_made_zero, png_bytes, write_png
+from support.polling import wait_until
+from support.servers import serving
+from support.service import assert_same_answers, bad_service_requests
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import serving
+from support.servers import serving
 
 pytestmark = pytest.mark.slow
 

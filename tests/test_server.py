@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (STAGES, artifact_types, bundle_copy, client_of, flip_byte, local_prefect, logs_containing,
-                     settled_task_runs, task_runs, wait_until)
-from mnist_pipeline.core.registry.registry import Registry
 from devstack.local_server import NIGHTLY_CHECK, ON_DEMAND
+from mnist_pipeline.core.registry.registry import Registry
+from support.data import bundle_copy, flip_byte
+from support.polling import wait_until
+from support.prefect_state import STAGES, artifact_types, logs_containing, settled_task_runs, task_runs
+from support.servers import client_of, local_prefect
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-from helpers import register
+from support.training import register
 from mnist_pipeline.core.storage import store
 from mnist_pipeline.core.registry.registry import open_registry
 from mnist_pipeline.core.registry.shared_registry import SharedRegistry
@@ -179,7 +179,10 @@ def test_predict_registry_show_and_the_service_read_the_registry_in_the_store(
         s3_env, tiny_strong, tiny_weak, synthetic_split, tmp_path):
     from fastapi.testclient import TestClient
 
-    from helpers import png_bytes, run_cli, synthetic_digits, wait_until
+    from support.commands import run_cli
+    from support.data import synthetic_digits
+    from support.pictures import png_bytes
+    from support.polling import wait_until
     from mnist_pipeline.serve.app import ServeSettings, create_app
 
     artifacts = s3_env.store_url(f"artifacts-{uuid.uuid4().hex[:8]}")
@@ -213,7 +216,7 @@ def test_a_missing_bucket_is_named(s3_env):
 
 
 def test_an_unreachable_store_is_named(s3_env, monkeypatch):
-    from helpers import free_port
+    from support.servers import free_port
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(StoreError, match=r"s3://mnist-team/x cannot be reached.*AWS_ENDPOINT_URL"):

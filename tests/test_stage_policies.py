@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import pytest
 
-from mnist_pipeline.core.support.errors import (BundleMissingError, ChecksumMismatchError, PipelineError,
-                                                SplitValidationError)
-from mnist_pipeline.orchestration.retries import retry_unless_permanent
-from mnist_pipeline.core.support.faults import InjectedFault
 from mnist_pipeline.core.modelling.parameters import InvalidParameterError
 from mnist_pipeline.core.registry.registry import RegistryError
+from mnist_pipeline.core.support.errors import (
+    BundleMissingError,
+    ChecksumMismatchError,
+    PipelineError,
+    SplitValidationError,
+)
+from mnist_pipeline.core.support.faults import InjectedFault
+from mnist_pipeline.orchestration.retries import retry_unless_permanent
 from mnist_pipeline.tasks.evaluate import evaluate
 from mnist_pipeline.tasks.preprocess import preprocess
 from mnist_pipeline.tasks.register import register

@@ -14,13 +14,24 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port, run_cli, stop_process, wait_until
 from mnist_pipeline.core.modelling.models import PRESETS
 from mnist_pipeline.core.modelling.parameters import InvalidParameterError, validate_parameters
-from mnist_pipeline.core.runs.sweep import MAX_CANDIDATES, SweepFailedError, SweepParameters, SweepSummary, Trial, \
-    candidate_configs, candidates_table, render_sweep_report, select
-from mnist_pipeline.core.runs.summary import RunSummary
 from mnist_pipeline.core.modelling.training import TrainedModel
+from mnist_pipeline.core.runs.summary import RunSummary
+from mnist_pipeline.core.runs.sweep import (
+    MAX_CANDIDATES,
+    SweepFailedError,
+    SweepParameters,
+    SweepSummary,
+    Trial,
+    candidate_configs,
+    candidates_table,
+    render_sweep_report,
+    select,
+)
+from support.commands import run_cli
+from support.polling import wait_until
+from support.servers import free_port, stop_process
 
 
 def sweep(**values):

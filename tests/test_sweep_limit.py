@@ -10,9 +10,9 @@ import threading
 
 import pytest
 
-from helpers import wait_until
 from mnist_pipeline.core.modelling.models import training_config
 from mnist_pipeline.tasks.train import TRAINING_CONCURRENCY_LIMIT, train
+from support.polling import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port, run_cli, stop_process, wait_until
 from mnist_pipeline.core.registry.registry import Registry
 from mnist_pipeline.core.support.faults import FAIL_TRAINING_ENV
+from support.commands import run_cli
+from support.polling import wait_until
+from support.servers import free_port, stop_process
 
 pytestmark = pytest.mark.slow
 

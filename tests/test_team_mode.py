@@ -18,9 +18,11 @@ from datetime import datetime
 
 import pytest
 
-from helpers import free_port, postgres_reachable_folder, run_cli, team_stack, wait_until
 from devstack.team.processes import ProcessId, descendants
 from devstack.team.stack import TEAM_ON_DEMAND, TeamStack
+from support.commands import run_cli
+from support.polling import wait_until
+from support.servers import free_port, postgres_reachable_folder, team_stack
 
 pytestmark = pytest.mark.slow
 
@@ -124,8 +126,8 @@ def test_two_machines_register_at_once_and_trainings_never_overlap(stack):
 
 
 def test_registry_records_one_decision_per_registration(stack, monkeypatch):
-    from mnist_pipeline.core.storage.paths import ArtifactPaths
     from mnist_pipeline.core.registry.registry import open_registry
+    from mnist_pipeline.core.storage.paths import ArtifactPaths
 
     for name, value in client_env(stack).items():
         monkeypatch.setenv(name, value)

@@ -3,7 +3,7 @@ PostgreSQL that requires an auth string, and two workers in clones of their own,
 on 127.0.0.1.
 
 One stack serves the module; `team up` itself runs once more as a program, to be stopped with Ctrl-C.
-Every process is stopped by its id (the stack's own stop, checked by the helpers).
+Every process is stopped by its id (the stack's own stop, checked by tests/support/servers.py).
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import ENTRY_POINT, PROJECT_ROOT, postgres_reachable_folder, team_stack, wait_until
 from devstack.team import TeamStackError
 from devstack.team.processes import descendants, stop_tree
 from devstack.team.stack import BUCKET, TEAM_ON_DEMAND, TRAINING_TAG, TeamStack
+from support.commands import ENTRY_POINT, PROJECT_ROOT
+from support.polling import wait_until
+from support.servers import postgres_reachable_folder, team_stack
 
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 

@@ -12,7 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from helpers import ENTRY_POINT, PROJECT_ROOT, hand_made_zero, imported_modules, run_cli, write_png
+from support.commands import ENTRY_POINT, PROJECT_ROOT, imported_modules, run_cli
+from support.pictures import hand_made_zero, write_png
 from mnist_pipeline.cli.main import main
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
 

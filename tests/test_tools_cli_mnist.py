@@ -7,9 +7,10 @@ import subprocess
 
 import pytest
 
-from helpers import ENTRY_POINT, run_cli, write_png
 from mnist_pipeline.core.modelling.models import load_model, predict_probabilities
 from mnist_pipeline.core.storage.paths import bundled_mnist_dir
+from support.commands import ENTRY_POINT, run_cli
+from support.pictures import write_png
 
 pytestmark = pytest.mark.slow
 

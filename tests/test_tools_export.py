@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import assert_serves_as_keras, register
 from mnist_pipeline.core.registry.registry import Registry
+from support.training import assert_serves_as_keras, register
 
 
 def test_saved_model_takes_raw_uint8_images_and_predicts_as_the_keras_model(two_versions, synthetic_split):

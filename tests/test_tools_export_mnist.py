@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import assert_serves_as_keras
 from mnist_pipeline.core.registry.registry import Registry
+from support.training import assert_serves_as_keras
 
 pytestmark = pytest.mark.slow
 

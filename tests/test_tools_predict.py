@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import hand_made_zero, photographed, synthetic_digits, write_png
 from mnist_pipeline.cli.predict import load_files, predict_files
 from mnist_pipeline.core.data.pictures import InputError, mnist_layout, read_inputs
 from mnist_pipeline.core.registry.registry import Registry, RegistryError
+from support.data import synthetic_digits
+from support.pictures import hand_made_zero, photographed, write_png
 
 
 @pytest.fixture
@@ -176,7 +177,7 @@ def test_a_picture_too_large_is_refused_from_its_header_before_any_decoding(tmp_
     import subprocess
     import sys
 
-    from helpers import huge_png
+    from support.pictures import huge_png
 
     huge = tmp_path / "huge.png"
     huge.write_bytes(huge_png(12_000, 12_000))

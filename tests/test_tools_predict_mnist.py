@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from helpers import photographed, write_png
 from mnist_pipeline.cli.predict import load_files, predict_files
 from mnist_pipeline.core.modelling.models import load_model, predict_probabilities
 from mnist_pipeline.core.registry.registry import Registry
+from support.pictures import photographed, write_png
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import register
 from mnist_pipeline.cli.main import EXIT_NOT_PROMOTED, main
 from mnist_pipeline.core.registry.registry import Registry, RegistryError, version_name
 from mnist_pipeline.core.registry.report import render_report
+from support.training import register
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import QUIET_LOG
-from mnist_pipeline.core.support.faults import FAIL_ONCE_ENV, InjectedFault
 from mnist_pipeline.core.modelling.models import load_model, training_config
 from mnist_pipeline.core.modelling.training import fit
+from mnist_pipeline.core.support.faults import FAIL_ONCE_ENV, InjectedFault
+from support.training import QUIET_LOG
 
 
 def epoch_recorder():

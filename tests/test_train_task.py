@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import wait_until
 from mnist_pipeline.core.modelling.models import training_config
 from mnist_pipeline.tasks.train import PROGRESS_KEY, train
+from support.polling import wait_until
 
 pytestmark = pytest.mark.slow
 
