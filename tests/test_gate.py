@@ -43,9 +43,28 @@ def criterion(verdict, name: str):
     return found
 
 
-def test_the_defaults_are_those_the_issue_asks_for():
-    assert DEFAULTS == GateSettings(threshold=0.97, per_class_floor=0.95, per_class_margin=0.01,
-                                    require_significant=False, significance_alpha=0.05)
+def spread(count_per_class: int) -> list[int]:
+    """`count_per_class` wrong images in every class."""
+    return [index for digit in range(10) for index in of_class(digit, count_per_class)]
+
+
+@pytest.mark.parametrize("wrong, production, promoted, failed", [
+    (spread(30), None, True, None),  # 0.970 overall and in every class
+    (spread(31), None, False, "threshold"),  # 0.969
+    (of_class(3, 50), None, True, None),  # class 3 at 0.950
+    (of_class(3, 51), None, False, "per-class floor"),  # class 3 at 0.949, 0.995 overall
+    (of_class(3, 19), PRODUCTION, True, None),  # class 3 0.9 points below production's
+    (of_class(3, 21), PRODUCTION, False, "per-class margin"),  # 1.1 points below
+    (spread(9), PRODUCTION, True, None),  # better than production, far from significantly
+], ids=["97% everywhere", "96.9%", "a class at 95%", "a class at 94.9%", "a class 0.9 points down",
+        "a class 1.1 points down", "not significantly better"])
+def test_the_default_gate_wants_97_percent_95_in_each_class_and_no_class_a_point_down(wrong, production, promoted,
+                                                                                    failed):
+    """The gate of a run given no gate settings (the flow's defaults): the issue's 97% overall, 95% in
+    every class, no class more than one point below production's, significance not required."""
+    verdict = gate(scored("candidate", wrong), production, DEFAULTS)
+    assert verdict.promoted == promoted, verdict.reason
+    assert [c.name for c in verdict.criteria if not c.passed] == ([failed] if failed else [])
 
 
 # Per-class floor and margin -----------------------------------------------------------------------

@@ -13,7 +13,7 @@ from PIL import Image
 
 from support.servers import serving
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.needs_chromium]
 
 INSTALL_CHROMIUM = ("the page tests drive Debian's chromium (Playwright's own browser download cannot work "
                     "offline): install it with `apt-get install chromium`")

@@ -35,5 +35,11 @@ def test_the_json_holds_every_field_by_name():
 
 
 def test_a_summary_is_a_value():
+    """Equal by content, usable as a key, changed only into a new summary that leaves the first as it was."""
+    first, same = summary(), summary()
+    assert first is not same and first == same and hash(first) == hash(same) and len({first, same}) == 1
+    rejected = dataclasses.replace(first, promoted=False, production=None)
+    assert rejected != first and (first.promoted, first.production) == (True, "v0003")
     with pytest.raises(dataclasses.FrozenInstanceError):
-        summary().promoted = False
+        first.promoted = False
+    assert first == same and RunSummary.from_json(first.to_json()) == same

@@ -14,7 +14,7 @@ import signal
 import stat
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -63,6 +63,7 @@ def assert_no_secret_in(texts: dict[str, str], secrets: dict[str, str]) -> None:
 # The stack's parts ---------------------------------------------------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.needs_postgres
 def test_prefect_server_keeps_its_state_in_postgresql_with_the_team_setup(stack):
     assert stack.api("GET", "/health").status_code == 200
     deployment = stack.api("GET", f"/deployments/name/{TEAM_ON_DEMAND}").json()
@@ -95,6 +96,7 @@ def test_prefect_server_keeps_its_state_in_postgresql_with_the_team_setup(stack)
 
 
 @pytest.mark.slow
+@pytest.mark.needs_postgres
 def test_team_deployment_runs_from_a_fresh_clone_at_the_pinned_commit(running):
     stack, printed = running
     work = stack.folder / "runs" / "fresh-clone"
@@ -121,6 +123,7 @@ def test_team_deployment_runs_from_a_fresh_clone_at_the_pinned_commit(running):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_postgres
 def test_a_client_without_the_auth_string_is_refused(stack):
     assert stack.api("GET", "/health", auth=None).status_code == 200  # health checks need no credentials
     for auth in (None, "team:not-the-auth-string"):
@@ -138,6 +141,7 @@ def test_a_client_without_the_auth_string_is_refused(stack):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_postgres
 def test_no_secret_in_the_logs_or_the_printed_lines(running):
     stack, printed = running
     texts = {**written_by(stack.folder), "printed while starting": "\n".join(printed), "summary": stack.summary()}
@@ -156,6 +160,7 @@ def test_no_secret_in_the_logs_or_the_printed_lines(running):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_postgres
 def test_the_store_refuses_a_second_create_and_a_stale_etag(stack):
     import s3fs
 
@@ -176,6 +181,7 @@ def test_the_store_refuses_a_second_create_and_a_stale_etag(stack):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_postgres
 def test_the_nightly_check_never_overlaps_itself(stack):
     stack.prefect.prefect("deploy", "--name", "nightly-data-check")
     deployment = stack.api("GET", "/deployments/name/mnist-data-check/nightly-data-check").json()
@@ -189,7 +195,7 @@ def test_the_nightly_check_never_overlaps_itself(stack):
 
     # A check still going: a run that this test moves to Pending itself, as a worker would (no worker
     # picks a run due in an hour), so it holds the deployment's one slot until the test lets it go.
-    later = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     going = create_run(state={"type": "SCHEDULED", "state_details": {"scheduled_time": later}})
     taken = stack.api("POST", f"/flow_runs/{going}/set_state", json={"state": {"type": "PENDING"}}).json()
     assert taken["status"] == "ACCEPT", taken
@@ -203,6 +209,7 @@ def test_the_nightly_check_never_overlaps_itself(stack):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_postgres
 def test_a_second_stack_in_the_same_folder_is_refused(stack):
     with pytest.raises(TeamStackError, match="running in .* already"):
         TeamStack(stack.folder, echo=lambda line: None).start()
@@ -212,6 +219,7 @@ def test_a_second_stack_in_the_same_folder_is_refused(stack):
 # `mnist-pipeline team up`, the program ----------------------------------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.needs_postgres
 def test_team_up_stops_everything_it_started_and_its_flow_runs_on_ctrl_c():
     with postgres_reachable_folder() as root:
         folder, output = root / "stack", root / "team-up.txt"

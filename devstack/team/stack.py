@@ -39,16 +39,16 @@ import sys
 import sysconfig
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from mnist_pipeline.core.storage.store import CACHE_ENV_VAR
 from devstack.local_server import PROJECT_ROOT, WORK_POOL, LocalPrefect
 from devstack.team import TeamStackError
 from devstack.team.object_store import MotoS3Server
 from devstack.team.postgres import PostgresServer
 from devstack.team.processes import ProcessId, free_port, plain_env, spawn, stop_tree, wait_until_ready
+from mnist_pipeline.core.storage.store import CACHE_ENV_VAR
 from mnist_pipeline.orchestration.source import REPO_COMMIT_ENV, REPO_URL_ENV
 
 DEFAULT_FOLDER = Path("artifacts") / "team"
@@ -63,6 +63,7 @@ MARKER = ".mnist-team-stack"
 LEFTOVERS = ("postgres", "machines", "repo.git", "prefect-home", "cache", "logs", ENV_FILE)  # replaced at each start
 AUTOMATIONS = Path(__file__).with_name("automations.yaml")  # marks runs whose worker died Crashed
 HEARTBEAT_SECONDS = 30  # flow runs' heartbeats (Prefect's minimum); automations.yaml expects one within 90 s
+DEAD_AFTER_SECONDS = 90  # automations.yaml's `within`: a run with no heartbeat for that long is marked Crashed
 WORKER_SIGNALS = ((signal.SIGTERM, 3), (signal.SIGTERM, 30))  # a process worker may stop only at the second
 
 
@@ -139,13 +140,19 @@ class TeamStack:
 
     `trainings`: trainings at once across all workers; `worker_limit`: flow runs at once per worker
     (the pool's limit is their sum). `extra_worker_env` is added to the workers' environment (tests
-    make them poll the server more often). `echo` receives the progress lines."""
+    make them poll the server more often). `dead_after_seconds`: how long a flow run may send no heartbeat
+    before the automation marks it Crashed (automations.yaml's 90 s; tests wait less: more than the
+    heartbeat interval, 30 s, plus what a busy machine may delay one by). `echo` receives the progress lines."""
 
     def __init__(self, folder: Path = DEFAULT_FOLDER, *, trainings: int = 1, worker_limit: int = 2,
                  machines: int = MACHINES, extra_worker_env: dict[str, str] | None = None,
-                 echo: Callable[[str], None] = print):
+                 dead_after_seconds: int = DEAD_AFTER_SECONDS, echo: Callable[[str], None] = print):
         if trainings < 1 or worker_limit < 1 or machines < 1:
             raise TeamStackError("--trainings, --worker-limit and the number of machines must be at least 1")
+        if dead_after_seconds <= HEARTBEAT_SECONDS:
+            raise TeamStackError(f"a run is dead after more than one heartbeat interval ({HEARTBEAT_SECONDS} s), "
+                                 f"not {dead_after_seconds} s")
+        self.dead_after_seconds = dead_after_seconds
         self.folder = Path(folder).absolute()
         self.trainings, self.worker_limit = trainings, worker_limit
         self.extra_worker_env = dict(extra_worker_env or {})
@@ -246,8 +253,9 @@ class TeamStack:
                                      "--limit", str(self.worker_limit), "--name", machine.worker_name],
                                     self._worker_log(machine), cwd=machine.clone, env=self._worker_env(machine))
         for machine in self.machines:
-            wait_until_ready(lambda: machine.worker_name in self.online_workers(), f"worker {machine.worker_name}",
-                             timeout=120, process=machine.process, log=self._worker_log(machine), interval=1)
+            wait_until_ready(lambda: machine.worker_name in self.online_workers(),  # noqa: B023  (called in this turn)
+                             f"worker {machine.worker_name}", timeout=120, process=machine.process,
+                             log=self._worker_log(machine), interval=1)
 
     def _worker_log(self, machine: Machine) -> Path:
         return self.logs / f"{machine.worker_name}.log"
@@ -258,7 +266,7 @@ class TeamStack:
             raise TeamStackError(f"{folder} is not empty and was not made by `mnist-pipeline team up`: choose a new "
                                  "or empty folder with --folder (everything in it is replaced at each start)")
         folder.mkdir(parents=True, exist_ok=True)
-        self._lock = open(folder / MARKER, "a")  # held while the stack runs: a second start must not wipe it
+        self._lock = open(folder / MARKER, "a")  # noqa: SIM115  held while the stack runs: a second start must not wipe it
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -340,12 +348,28 @@ class TeamStack:
 
         def limit_and_block() -> None:
             prefect.prefect("concurrency-limit", "create", TRAINING_TAG, str(self.trainings))
-            prefect.prefect("automation", "create", "--from-file", str(AUTOMATIONS))
+            prefect.prefect("automation", "create", "--from-file", str(self._automations()))
             self.results_block = self._ensure_results_block(log)
 
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             for done in [pool.submit(pool_and_deployment), pool.submit(limit_and_block)]:
                 done.result()
+
+    def _automations(self) -> Path:
+        """automations.yaml, or with another `dead_after_seconds` a copy of it in the stack's logs folder
+        with that `within` and message."""
+        if self.dead_after_seconds == DEAD_AFTER_SECONDS:
+            return AUTOMATIONS
+        import yaml
+
+        config = yaml.safe_load(AUTOMATIONS.read_text())
+        for automation in config["automations"]:
+            automation["trigger"]["within"] = self.dead_after_seconds
+            for action in automation["actions"]:
+                action["message"] = action["message"].replace(f"{DEAD_AFTER_SECONDS} s", f"{self.dead_after_seconds} s")
+        copy = self.logs / AUTOMATIONS.name
+        copy.write_text(yaml.safe_dump(config, sort_keys=False))
+        return copy
 
     def _ensure_results_block(self, log: Path) -> str | None:
         """The store's results block (mnist_pipeline.orchestration.results_storage), saved on the server by a client."""
@@ -450,7 +474,7 @@ class TeamStack:
             self._lock = None
         return survivors
 
-    def __enter__(self) -> "TeamStack":
+    def __enter__(self) -> TeamStack:
         self.start()
         return self
 
