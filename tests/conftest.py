@@ -28,6 +28,23 @@ from mnist_pipeline.core.storage.paths import ArtifactPaths, bundled_mnist_dir  
 from support.data import synthetic_split_files  # noqa: E402
 from support.training import QUIET_LOG, register, train_and_evaluate  # noqa: E402
 
+# Order: the longest files first -----------------------------------------------------------------------
+
+# The files that take a minute or more (a whole run's `--durations`), longest first. scripts/test.sh runs
+# the suite on two workers, a file at a time each (`-n 2 --dist loadfile --no-loadscope-reorder`: a
+# file's module fixtures, such as a Prefect server or the team stack, are made once): starting the long
+# ones first lets the two workers end together. In-file order is kept; the other files follow as
+# collected. Without xdist the order changes nothing: each test sets up what it asserts on.
+LONGEST_FILES = ("test_team_mode.py", "test_pipeline.py", "test_packaging.py", "test_run_command.py",
+                 "test_server.py", "test_concurrency.py", "test_team_stack.py", "test_sweep_mnist.py",
+                 "test_continuous_training.py", "test_crash.py", "test_serve_http.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: position for position, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort
+
+
 # Real servers and real MNIST (slow tier) -----------------------------------------------------------
 
 @pytest.fixture(scope="session")

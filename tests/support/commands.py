@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 FLOW_SCRIPT = PROJECT_ROOT / "flows" / "mnist_flow.py"
 ENTRY_POINT = Path(sys.executable).parent / "mnist-pipeline"
 
