@@ -44,29 +44,49 @@ def stop_process_group(process: subprocess.Popen[bytes], timeout: float = 30) ->
 class LocalPrefect:
     """A Prefect server and a worker as child processes, each in its own process group."""
 
-    def __init__(self, port: int, prefect_home: Path | None = None, log_dir: Path | None = None,
-                 extra_env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        port: int,
+        prefect_home: Path | None = None,
+        log_dir: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ):
         self.port = port
         self.api_url = f"http://127.0.0.1:{port}/api"
         self.log_dir = Path(log_dir or PROJECT_ROOT / "artifacts" / "local-prefect")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "PREFECT_API_URL": self.api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                    **(extra_env or {})}
+        self.env = {
+            **os.environ,
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            **(extra_env or {}),
+        }
         if prefect_home is not None:
             self.env["PREFECT_HOME"] = str(prefect_home)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         with open(self.log_dir / f"{name}.log", "ab") as log:
-            process = subprocess.Popen([sys.executable, "-m", "prefect", *args], cwd=PROJECT_ROOT, env=self.env,
-                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "prefect", *args],
+                cwd=PROJECT_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.processes[name] = process
         return process
 
     def prefect(self, *args: str) -> str:
         """Run a Prefect CLI command against this server; its output, or an error with the output."""
-        result = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", *args], cwd=PROJECT_ROOT,
-                                env=self.env, capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "prefect", "--no-prompt", *args],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"`prefect {' '.join(args)}` failed:\n{result.stdout}\n{result.stderr}")
         return result.stdout
@@ -123,8 +143,13 @@ class LocalPrefect:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.local_server", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=4200, help="server port on 127.0.0.1 (default: 4200)")
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                        help="a parameter of the triggered run, e.g. --param preset=mlp (repeatable)")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a parameter of the triggered run, e.g. --param preset=mlp (repeatable)",
+    )
     args = parser.parse_args(argv)
     parameters = dict(item.split("=", 1) for item in args.param)
 
@@ -135,9 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         local.deploy()
         local.start_worker()
         flow_run_id = local.trigger(ON_DEMAND, parameters)
-        print(f"triggered {ON_DEMAND} (flow run {flow_run_id})\n"
-              f"UI: http://127.0.0.1:{args.port}/runs/flow-run/{flow_run_id}\n"
-              "worker and server keep running; press Ctrl-C to stop them", flush=True)
+        print(
+            f"triggered {ON_DEMAND} (flow run {flow_run_id})\n"
+            f"UI: http://127.0.0.1:{args.port}/runs/flow-run/{flow_run_id}\n"
+            "worker and server keep running; press Ctrl-C to stop them",
+            flush=True,
+        )
         try:
             while all(process.poll() is None for process in local.processes.values()):
                 time.sleep(1)

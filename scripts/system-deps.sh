@@ -4,7 +4,13 @@
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
-command -v initdb >/dev/null || [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
+# initdb where devstack/team/postgres.py looks for it: on PATH, else in Debian's /usr/lib/postgresql/<major>/bin
+has_initdb() {
+  command -v initdb >/dev/null && return 0
+  for found in /usr/lib/postgresql/*/bin/initdb; do [ -x "$found" ] && return 0; done
+  return 1
+}
+has_initdb || missing+=(postgresql-15)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "error: the tests need ${missing[*]}: install them with sudo apt-get install ${missing[*]}" >&2

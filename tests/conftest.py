@@ -23,13 +23,42 @@ for _name in settings.ALL:  # a developer's shell must not leak into the tests
     os.environ.pop(_name, None)
 
 import pytest  # noqa: E402
-from helpers import QUIET_LOG, register, synthetic_split_files, train_and_evaluate  # noqa: E402
 
 from mnist_pipeline.core.registry import Registry, open_registry  # noqa: E402
 from mnist_pipeline.core.storage import store  # noqa: E402
 from mnist_pipeline.core.storage.paths import ArtifactPaths, bundled_mnist_dir  # noqa: E402
+from support.data import synthetic_split_files  # noqa: E402
+from support.training import QUIET_LOG, register, train_and_evaluate  # noqa: E402
+
+# Order: the longest files first -----------------------------------------------------------------------
+
+# The files that take a minute or more (a whole run's `--durations`), longest first. scripts/test.sh runs
+# the suite on two workers, a file at a time each (`-n 2 --dist loadfile --no-loadscope-reorder`: a
+# file's module fixtures, such as a Prefect server or the team stack, are made once): starting the long
+# ones first lets the two workers end together. In-file order is kept; the other files follow as
+# collected. Without xdist the order changes nothing: each test sets up what it asserts on.
+LONGEST_FILES = (
+    "test_team_mode.py",
+    "test_pipeline.py",
+    "test_packaging.py",
+    "test_run_command.py",
+    "test_server.py",
+    "test_concurrency.py",
+    "test_team_stack.py",
+    "test_sweep_mnist.py",
+    "test_continuous_training.py",
+    "test_crash.py",
+    "test_serve_http.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: position for position, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort
+
 
 # Real servers and real MNIST (slow tier) -----------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def prefect_server():
@@ -79,8 +108,9 @@ def mlp_run(split_files, tmp_path_factory):
 def weak_run(split_files, tmp_path_factory):
     """(TrainedModel, Evaluation) of a real but weaker model: the tutorial's MLP, one epoch at a
     tenth of its learning rate."""
-    return train_and_evaluate(split_files, tmp_path_factory.mktemp("weak"), "seed-mlp", seed=3, epochs=1,
-                              learning_rate=1e-4)
+    return train_and_evaluate(
+        split_files, tmp_path_factory.mktemp("weak"), "seed-mlp", seed=3, epochs=1, learning_rate=1e-4
+    )
 
 
 @pytest.fixture(scope="session")
@@ -104,6 +134,7 @@ def mlp_artifacts(mlp_registry_template, tmp_path) -> Path:
 
 # Tiny synthetic data (fast tier) -----------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def synthetic_split(tmp_path_factory):
     """A split of tiny synthetic digits, with the real split's files, manifest and checks."""
@@ -113,16 +144,24 @@ def synthetic_split(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_strong(synthetic_split, tmp_path_factory):
     """(TrainedModel, Evaluation) of the tutorial's MLP trained 3 epochs on the synthetic split."""
-    return train_and_evaluate(synthetic_split, tmp_path_factory.mktemp("tiny-strong"), "seed-mlp", seed=1,
-                              epochs=3, batch_size=32)
+    return train_and_evaluate(
+        synthetic_split, tmp_path_factory.mktemp("tiny-strong"), "seed-mlp", seed=1, epochs=3, batch_size=32
+    )
 
 
 @pytest.fixture(scope="session")
 def tiny_weak(synthetic_split, tmp_path_factory):
     """(TrainedModel, Evaluation) of the same MLP after one epoch at a third of its learning rate: above
     the registration threshold (0.3), below the strong one."""
-    return train_and_evaluate(synthetic_split, tmp_path_factory.mktemp("tiny-weak"), "seed-mlp", seed=1,
-                              epochs=1, batch_size=32, learning_rate=3e-4)
+    return train_and_evaluate(
+        synthetic_split,
+        tmp_path_factory.mktemp("tiny-weak"),
+        "seed-mlp",
+        seed=1,
+        epochs=1,
+        batch_size=32,
+        learning_rate=3e-4,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -144,7 +183,8 @@ def two_versions(two_versions_template, tmp_path) -> Path:
     return Path(shutil.copytree(two_versions_template, tmp_path / "artifacts"))
 
 
-# Registries (tests/helpers.py's BACKENDS runs a module's tests against each backend) -------------
+# Registries (tests/support/training.py's BACKENDS runs a module's tests against each backend) -------------
+
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
@@ -206,7 +246,7 @@ def registry(registry_kind, registry_location, request, two_versions) -> Registr
         template, location = request.getfixturevalue("two_versions_in_store"), registry_location
         objects = store.ObjectStore.for_url(template)
         for url in objects.find(template):
-            objects.fs.copy(objects._path(url), objects._path(location + url[len(template):]))
+            objects.fs.copy(objects._path(url), objects._path(location + url[len(template) :]))
     registry = open_registry(location, splits_dir=two_versions / "splits")
     assert registry.production() == "v0001" and registry.check() == []
     return registry

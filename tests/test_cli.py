@@ -17,37 +17,40 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import (
-    ENTRY_POINT,
-    FLOW_SCRIPT,
-    PROJECT_ROOT,
-    copy_run,
-    hand_made_zero,
-    imported_modules,
-    register,
-    run_cli,
-    write_png,
-)
 
 from mnist_pipeline.cli.main import build_parser, main
 from mnist_pipeline.cli.options import EXIT_FAILED, EXIT_NOT_PROMOTED, EXIT_OK, EXIT_USAGE
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
-from mnist_pipeline.core.registry import Registry, open_registry
+from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.runs.summary import RunSummary
 from mnist_pipeline.core.runs.sweep import SweepParameters, SweepSummary, Trial
 from mnist_pipeline.core.support.errors import PipelineError
+from support.commands import ENTRY_POINT, FLOW_SCRIPT, PROJECT_ROOT, imported_modules, run_cli
+from support.pictures import hand_made_zero, write_png
+from support.training import copy_run, register
 
 SWEEP_SCRIPT = PROJECT_ROOT / "flows" / "sweep_flow.py"
 HEAVY = {"prefect", "tensorflow", "keras", "tensorflow_datasets", "PIL"}
-COMMANDS = {"run", "sweep", "predict", "serve", "team up",
-            *(f"registry {action}" for action in ("list", "show", "promote", "rollback", "check", "repair"))}
+COMMANDS = {
+    "run",
+    "sweep",
+    "predict",
+    "serve",
+    "team up",
+    *(f"registry {action}" for action in ("list", "show", "promote", "rollback", "check", "repair")),
+}
 # What a command needs besides options, to parse at all.
-REQUIRED = {"predict": ["digit.png"], "registry show": ["1"], "registry promote": ["1", "--reason", "test"],
-            "registry rollback": ["--reason", "test"]}
+REQUIRED = {
+    "predict": ["digit.png"],
+    "registry show": ["1"],
+    "registry promote": ["1", "--reason", "test"],
+    "registry rollback": ["--reason", "test"],
+}
 
 
 # The parser, read back: argparse has no public way to list sub-parsers and options (sphinx-argparse,
 # which makes the CLI reference from `build_parser`, reads the same attributes).
+
 
 def leaf_parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict[str, argparse.ArgumentParser]:
     """{"registry promote": its parser, ...}: every command that runs something."""
@@ -64,8 +67,12 @@ def options_of(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 
 
 PARSERS = leaf_parsers(build_parser())
-SWITCHES = [(command, action.option_strings[0][2:]) for command, parser in PARSERS.items()
-            for action in options_of(parser) if isinstance(action, argparse.BooleanOptionalAction)]
+SWITCHES = [
+    (command, action.option_strings[0][2:])
+    for command, parser in PARSERS.items()
+    for action in options_of(parser)
+    if isinstance(action, argparse.BooleanOptionalAction)
+]
 
 
 def in_process(capsys, *args: str) -> tuple[int, str, str]:
@@ -83,6 +90,7 @@ def test_every_command_is_there():
 
 
 # Help ----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_help_of_each_command_lists_each_option_with_its_help(capsys, command):
@@ -108,10 +116,17 @@ def test_run_and_sweep_take_every_parameter_with_its_default(capsys, command, mo
             assert f"(default: {field.default})" in text, name
 
 
-@pytest.mark.parametrize("args", [("-m", "mnist_pipeline.cli.main", "--help"), (str(FLOW_SCRIPT), "--help"),
-                                  (str(SWEEP_SCRIPT), "--help"), ("-m", "mnist_pipeline.cli.main", "predict", "--help"),
-                                  ("-m", "mnist_pipeline.cli.main", "registry", "promote", "--help")],
-                         ids=["main", "flow-script", "sweep-script", "predict", "registry"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("-m", "mnist_pipeline.cli.main", "--help"),
+        (str(FLOW_SCRIPT), "--help"),
+        (str(SWEEP_SCRIPT), "--help"),
+        ("-m", "mnist_pipeline.cli.main", "predict", "--help"),
+        ("-m", "mnist_pipeline.cli.main", "registry", "promote", "--help"),
+    ],
+    ids=["main", "flow-script", "sweep-script", "predict", "registry"],
+)
 def test_help_loads_neither_prefect_nor_tensorflow_nor_a_stage(args):
     imported = imported_modules(*args)
     assert "mnist_pipeline.cli.options" in imported  # the command line really was loaded
@@ -128,8 +143,12 @@ def test_help_answers_at_once():
 
 def stages_and_flows(modules: set[str]) -> set[str]:
     """The modules among `modules` that are Prefect, a stage or a flow (under either name)."""
-    return {name for name in modules if name.split(".")[0] in ("prefect", "tasks", "flows")
-            or name.startswith(("mnist_pipeline.tasks", "mnist_pipeline.flows"))}
+    return {
+        name
+        for name in modules
+        if name.split(".")[0] in ("prefect", "tasks", "flows")
+        or name.startswith(("mnist_pipeline.tasks", "mnist_pipeline.flows"))
+    }
 
 
 def test_entry_point_is_installed():
@@ -137,6 +156,7 @@ def test_entry_point_is_installed():
 
 
 # Switches --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_boolean_option_is_a_switch(command):
@@ -157,41 +177,54 @@ def test_switch_turns_on_and_off(command, name):
 
 def test_the_issues_switches_exist():
     """The switches issue 19 found taking a value (`sweep --force-retrain FORCE_RETRAIN`) or missing."""
-    assert {("sweep", "force-retrain"), ("sweep", "require-significant"), ("sweep", "fail-if-not-promoted"),
-            ("run", "fail-if-not-promoted"), ("registry promote", "require-significant"),
-            ("predict", "json"), ("serve", "access-log")} <= set(SWITCHES)
+    assert {
+        ("sweep", "force-retrain"),
+        ("sweep", "require-significant"),
+        ("sweep", "fail-if-not-promoted"),
+        ("run", "fail-if-not-promoted"),
+        ("registry promote", "require-significant"),
+        ("predict", "json"),
+        ("serve", "access-log"),
+    } <= set(SWITCHES)
 
 
 # Bad values: exit 2 at once, naming the option and what it allows ------------------------------------
 
-@pytest.mark.parametrize("command, args, message", [
-    ("run", ["--threshold", "0"], "threshold=0.0: Input should be greater than 0"),
-    ("run", ["--threshold", "1.01"], "threshold=1.01"),
-    ("run", ["--epochs", "0"], "epochs=0"),
-    ("run", ["--epochs", "many"], "argument --epochs: invalid int value: 'many'"),
-    ("run", ["--validation-fraction", "0.6"], "validation_fraction=0.6"),
-    ("run", ["--preset", "resnet"], "argument --preset: invalid choice: 'resnet'"),
-    ("run", ["--learning-rate", "-1"], "learning_rate=-1.0"),
-    ("run", ["--batch-size", "0"], "batch_size=0"),
-    ("run", ["--seed", "-1"], "seed=-1"),
-    ("run", ["--preset", "seed-mlp", "--dropout", "0.2"], "dropout=0.2"),
-    ("sweep", ["--learning-rate", "0.1", "2"], "learning_rate.1=2.0"),
-    ("sweep", ["--learning-rate", "0.1", "0.2", "--samples", "0"], "samples=0"),
-    ("sweep", ["--learning-rate", "0.1", "0.2", "--max-parallel", "two"], "argument --max-parallel: invalid int"),
-    ("predict", ["digit.png", "--top-k", "11"], "argument --top-k: 11 is not a whole number from 1 to 10"),
-    ("predict", ["digit.png", "--top-k", "two"], "argument --top-k: 'two' is not a whole number from 1 to 10"),
-    ("predict", ["digit.png", "--version", "latest"], "argument --version: "),
-    ("registry show", ["first"], "argument N: "),
-    ("registry promote", ["1", "--reason", "r", "--threshold", "2"],
-     "argument --threshold: Invalid parameter threshold="),
-    ("registry promote", ["1", "--reason", "r", "--per-class-floor", "x"], "argument --per-class-floor: "),
-    ("serve", ["--port", "70000"], "argument --port: 70000 is not a whole number from 1 to 65535"),
-    ("serve", ["--max-batch", "1.5"], "argument --max-batch: '1.5' is not a whole number from 1 to 4096"),
-    ("serve", ["--poll-seconds", "0"], "argument --poll-seconds: 0 is not a number from 0.05 to 3600"),
-    ("serve", ["--batch-window-ms", "nan"], "argument --batch-window-ms: nan is not a number from 0 to 10000"),
-    ("team up", ["--trainings", "0"], "argument --trainings: 0 is not a whole number of at least 1"),
-    ("team up", ["--worker-limit", "many"], "argument --worker-limit: 'many' is not a whole number of at least 1"),
-])
+
+@pytest.mark.parametrize(
+    "command, args, message",
+    [
+        ("run", ["--threshold", "0"], "threshold=0.0: Input should be greater than 0"),
+        ("run", ["--threshold", "1.01"], "threshold=1.01"),
+        ("run", ["--epochs", "0"], "epochs=0"),
+        ("run", ["--epochs", "many"], "argument --epochs: invalid int value: 'many'"),
+        ("run", ["--validation-fraction", "0.6"], "validation_fraction=0.6"),
+        ("run", ["--preset", "resnet"], "argument --preset: invalid choice: 'resnet'"),
+        ("run", ["--learning-rate", "-1"], "learning_rate=-1.0"),
+        ("run", ["--batch-size", "0"], "batch_size=0"),
+        ("run", ["--seed", "-1"], "seed=-1"),
+        ("run", ["--preset", "seed-mlp", "--dropout", "0.2"], "dropout=0.2"),
+        ("sweep", ["--learning-rate", "0.1", "2"], "learning_rate.1=2.0"),
+        ("sweep", ["--learning-rate", "0.1", "0.2", "--samples", "0"], "samples=0"),
+        ("sweep", ["--learning-rate", "0.1", "0.2", "--max-parallel", "two"], "argument --max-parallel: invalid int"),
+        ("predict", ["digit.png", "--top-k", "11"], "argument --top-k: 11 is not a whole number from 1 to 10"),
+        ("predict", ["digit.png", "--top-k", "two"], "argument --top-k: 'two' is not a whole number from 1 to 10"),
+        ("predict", ["digit.png", "--version", "latest"], "argument --version: "),
+        ("registry show", ["first"], "argument N: "),
+        (
+            "registry promote",
+            ["1", "--reason", "r", "--threshold", "2"],
+            "argument --threshold: Invalid parameter threshold=",
+        ),
+        ("registry promote", ["1", "--reason", "r", "--per-class-floor", "x"], "argument --per-class-floor: "),
+        ("serve", ["--port", "70000"], "argument --port: 70000 is not a whole number from 1 to 65535"),
+        ("serve", ["--max-batch", "1.5"], "argument --max-batch: '1.5' is not a whole number from 1 to 4096"),
+        ("serve", ["--poll-seconds", "0"], "argument --poll-seconds: 0 is not a number from 0.05 to 3600"),
+        ("serve", ["--batch-window-ms", "nan"], "argument --batch-window-ms: nan is not a number from 0 to 10000"),
+        ("team up", ["--trainings", "0"], "argument --trainings: 0 is not a whole number of at least 1"),
+        ("team up", ["--worker-limit", "many"], "argument --worker-limit: 'many' is not a whole number of at least 1"),
+    ],
+)
 def test_bad_value_exits_2_naming_the_option(capsys, tmp_path, command, args, message):
     where = ["--artifacts-dir", str(tmp_path / "artifacts")] if command in ("run", "sweep") else []
     code, out, err = in_process(capsys, *command.split(), *args, *where)
@@ -199,18 +232,28 @@ def test_bad_value_exits_2_naming_the_option(capsys, tmp_path, command, args, me
     last = err.strip().splitlines()[-1]  # argparse's message, after the usage lines (which list every option)
     assert last.startswith(f"mnist-pipeline {command}: error: ") and message in last, last
     if command == "run":  # names the bad parameter and no other
-        named = {name for name in PipelineParameters.model_fields
-                 if f" {name}=" in last or f"--{name.replace('_', '-')}:" in last}
+        named = {
+            name
+            for name in PipelineParameters.model_fields
+            if f" {name}=" in last or f"--{name.replace('_', '-')}:" in last
+        }
         assert len(named) == 1, f"names {named}, not just the bad parameter: {last}"
     assert not (tmp_path / "artifacts").exists(), "no work may start"
 
 
-@pytest.mark.parametrize("script, command, args", [(FLOW_SCRIPT, "run", ["--threshold", "1.5"]),
-                                                   (SWEEP_SCRIPT, "sweep", ["--learning-rate", "0.1"])],
-                         ids=["run", "sweep"])
+@pytest.mark.parametrize(
+    "script, command, args",
+    [(FLOW_SCRIPT, "run", ["--threshold", "1.5"]), (SWEEP_SCRIPT, "sweep", ["--learning-rate", "0.1"])],
+    ids=["run", "sweep"],
+)
 def test_flow_scripts_refuse_bad_parameters_with_exit_2(tmp_path, script, command, args):
-    result = subprocess.run([sys.executable, str(script), *args, "--artifacts-dir", str(tmp_path / "artifacts")],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(script), *args, "--artifacts-dir", str(tmp_path / "artifacts")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == EXIT_USAGE, result.stderr
     assert result.stderr.splitlines()[-1].startswith(f"mnist-pipeline {command}: error: ")
     assert not (tmp_path / "artifacts").exists()
@@ -259,26 +302,39 @@ def stand_in_flows(monkeypatch, tiny_strong, tiny_weak, synthetic_split, tmp_pat
     return lambda outcome: chosen.update(outcome=outcome)
 
 
-RUN_ARGS = {"run": ["run", "--preset", "seed-mlp"],
-            "sweep": ["sweep", "--preset", "seed-mlp", "--learning-rate", "0.001", "0.002"]}
+RUN_ARGS = {
+    "run": ["run", "--preset", "seed-mlp"],
+    "sweep": ["sweep", "--preset", "seed-mlp", "--learning-rate", "0.001", "0.002"],
+}
 
 
 @pytest.mark.parametrize("command", ["run", "sweep"])
-@pytest.mark.parametrize("outcome, switch, expected", [
-    ("promoted", "--fail-if-not-promoted", EXIT_OK),
-    ("rejected", "--fail-if-not-promoted", EXIT_NOT_PROMOTED),
-    ("rejected", "--no-fail-if-not-promoted", EXIT_OK),
-    ("rejected", None, EXIT_OK),
-    ("unchanged-production", "--fail-if-not-promoted", EXIT_OK),
-    ("unchanged-rejected", "--fail-if-not-promoted", EXIT_NOT_PROMOTED),
-    ("unchanged-rejected", None, EXIT_OK),
-])
-def test_exit_code_says_whether_the_model_is_production(stand_in_flows, two_versions, capsys, tmp_path, command,
-                                                        outcome, switch, expected):
+@pytest.mark.parametrize(
+    "outcome, switch, expected",
+    [
+        ("promoted", "--fail-if-not-promoted", EXIT_OK),
+        ("rejected", "--fail-if-not-promoted", EXIT_NOT_PROMOTED),
+        ("rejected", "--no-fail-if-not-promoted", EXIT_OK),
+        ("rejected", None, EXIT_OK),
+        ("unchanged-production", "--fail-if-not-promoted", EXIT_OK),
+        ("unchanged-rejected", "--fail-if-not-promoted", EXIT_NOT_PROMOTED),
+        ("unchanged-rejected", None, EXIT_OK),
+    ],
+)
+def test_exit_code_says_whether_the_model_is_production(
+    stand_in_flows, two_versions, capsys, tmp_path, command, outcome, switch, expected
+):
     stand_in_flows(outcome)
     summary_file = tmp_path / "summary.json"
-    code, out, err = in_process(capsys, *RUN_ARGS[command], *([switch] if switch else []),
-                                "--artifacts-dir", str(two_versions), "--summary-json", str(summary_file))
+    code, out, err = in_process(
+        capsys,
+        *RUN_ARGS[command],
+        *([switch] if switch else []),
+        "--artifacts-dir",
+        str(two_versions),
+        "--summary-json",
+        str(summary_file),
+    )
     assert code == expected, (out, err)
     summary = json.loads(summary_file.read_text())
     summary = summary["run"] if command == "sweep" else summary
@@ -289,8 +345,9 @@ def test_exit_code_says_whether_the_model_is_production(stand_in_flows, two_vers
 @pytest.mark.parametrize("command", ["run", "sweep"])
 def test_failure_prints_one_error_line_and_exits_1(stand_in_flows, two_versions, capsys, command):
     stand_in_flows("failed")
-    code, out, err = in_process(capsys, *RUN_ARGS[command], "--fail-if-not-promoted", "--artifacts-dir",
-                                str(two_versions))
+    code, out, err = in_process(
+        capsys, *RUN_ARGS[command], "--fail-if-not-promoted", "--artifacts-dir", str(two_versions)
+    )
     assert (code, out, err) == (EXIT_FAILED, "", "error: MNIST bundle file x.gz is damaged: restore it\n")
 
 
@@ -316,8 +373,13 @@ print(json.dumps({"codes": codes, "modules": sorted(sys.modules)}))
 
 def test_predict_and_registry_commands_load_neither_prefect_nor_a_stage(two_versions, tmp_path):
     picture = write_png(tmp_path / "digit.png", hand_made_zero())
-    result = subprocess.run([sys.executable, "-c", PREDICT_AND_MANAGE, str(two_versions), str(picture)],
-                            capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", PREDICT_AND_MANAGE, str(two_versions), str(picture)],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     *printed, last = result.stdout.splitlines()
     ran = json.loads(last)

@@ -9,11 +9,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import ENTRY_POINT, run_cli, write_png
 
 from mnist_pipeline.cli.options import EXIT_NOT_PROMOTED, EXIT_OK
 from mnist_pipeline.core.modelling.models import load_model, predict_probabilities
 from mnist_pipeline.core.storage.paths import bundled_mnist_dir
+from support.commands import ENTRY_POINT, run_cli
+from support.pictures import write_png
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +33,9 @@ def test_predict_pictures_as_json_and_text(mlp_artifacts, split_files, trained_m
     assert [p["top"][0]["class"] for p in output["predictions"]] == expected[:20].tolist()
     assert all(len(p["top"]) == 2 for p in output["predictions"])
 
-    result = run_cli("predict", "--invert", str(tmp_path / "inverted.png"), "--version", "1",
-                     "--artifacts-dir", str(mlp_artifacts))
+    result = run_cli(
+        "predict", "--invert", str(tmp_path / "inverted.png"), "--version", "1", "--artifacts-dir", str(mlp_artifacts)
+    )
     assert result.returncode == 0, result.stderr
     header, line = result.stdout.splitlines()
     assert header == "model v0001 (production)"
@@ -44,7 +46,9 @@ def test_predict_piped_into_head_stops_quietly(mlp_artifacts):
     idx = bundled_mnist_dir() / "t10k-images-idx3-ubyte.gz"  # 10,000 lines of output
     result = subprocess.run(
         ["bash", "-c", f'set -o pipefail; "{ENTRY_POINT}" predict "{idx}" --artifacts-dir "{mlp_artifacts}" | head -2'],
-        capture_output=True, text=True)
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "model v0001 (production)" and len(result.stdout.splitlines()) == 2
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
@@ -62,8 +66,16 @@ def flow_command(artifacts: Path, prefect_api_url: str, *args: str) -> tuple[int
     """(exit code, summary JSON, stdout) of `mnist-pipeline ARGS --fail-if-not-promoted` on `artifacts`."""
     summary_file = artifacts.parent / "summary.json"
     summary_file.unlink(missing_ok=True)
-    result = run_cli(*args, "--fail-if-not-promoted", "--artifacts-dir", str(artifacts), "--summary-json",
-                     str(summary_file), env={"PREFECT_API_URL": prefect_api_url}, timeout=1800)
+    result = run_cli(
+        *args,
+        "--fail-if-not-promoted",
+        "--artifacts-dir",
+        str(artifacts),
+        "--summary-json",
+        str(summary_file),
+        env={"PREFECT_API_URL": prefect_api_url},
+        timeout=1800,
+    )
     assert result.returncode in (EXIT_OK, EXIT_NOT_PROMOTED), result.stderr[-3000:]
     return result.returncode, json.loads(summary_file.read_text()), result.stdout
 
@@ -79,8 +91,20 @@ def test_run_exits_0_while_its_model_is_production_and_3_when_rejected(artifacts
 
 
 def test_sweep_exits_3_when_rejected_and_when_unchanged_from_a_rejected_version(artifacts, prefect_api_url):
-    sweep = ("sweep", "--preset", "seed-mlp", "--epochs", "1", "--learning-rate", "0.001", "0.0005",
-             "--max-parallel", "1", "--threshold", "0.999")
+    sweep = (
+        "sweep",
+        "--preset",
+        "seed-mlp",
+        "--epochs",
+        "1",
+        "--learning-rate",
+        "0.001",
+        "0.0005",
+        "--max-parallel",
+        "1",
+        "--threshold",
+        "0.999",
+    )
     code, summary, out = flow_command(artifacts, prefect_api_url, *sweep)
     assert (code, summary["run"]["verdict"], summary["run"]["production"]) == (EXIT_NOT_PROMOTED, "rejected", None)
     assert "MNIST sweep finished: 2 candidates" in out

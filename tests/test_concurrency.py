@@ -3,6 +3,7 @@ split is built once, every run registers exactly one whole version, and producti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -12,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FLOW_SCRIPT
+from mnist_pipeline.core.data.splits import is_intact
 from mnist_pipeline.core.modelling.models import load_model
 from mnist_pipeline.core.registry import open_registry
-from mnist_pipeline.core.data.splits import is_intact
+from support.commands import FLOW_SCRIPT
 
 pytestmark = pytest.mark.slow
 
@@ -48,10 +49,8 @@ class SplitWatcher(threading.Thread):
             if entry.name.startswith(".tmp-"):
                 self.building.add(entry.name)
             elif not entry.name.startswith(".") and entry.is_dir():
-                try:
+                with contextlib.suppress(FileNotFoundError):  # replaced while looking
                     self.published.setdefault(entry.name, set()).add(entry.inode())
-                except FileNotFoundError:  # replaced while looking
-                    pass
 
     def stop(self) -> None:
         self.stopped.set()
@@ -66,9 +65,26 @@ def test_four_concurrent_runs_keep_the_registry_consistent(prefect_api_url, tmp_
     env = {**os.environ, "PREFECT_API_URL": prefect_api_url, "PYTHONWARNINGS": "ignore"}
     runs = [
         subprocess.Popen(
-            [sys.executable, str(FLOW_SCRIPT), "--preset", "mlp", "--epochs", "1",
-             "--learning-rate", rate, "--threshold", "0.9", "--per-class-floor", "0.8", "--artifacts-dir", str(artifacts)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                str(FLOW_SCRIPT),
+                "--preset",
+                "mlp",
+                "--epochs",
+                "1",
+                "--learning-rate",
+                rate,
+                "--threshold",
+                "0.9",
+                "--per-class-floor",
+                "0.8",
+                "--artifacts-dir",
+                str(artifacts),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for rate in LEARNING_RATES
     ]

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import client_of, hand_made_zero, local_prefect, wait_until, write_png
-from mnist_pipeline.core.registry import open_registry
 from devstack.local_server import NIGHTLY_CHECK, PROJECT_ROOT, RETRAIN_ON_CHANGE
+from mnist_pipeline.core.registry import open_registry
+from support.pictures import hand_made_zero, write_png
+from support.polling import wait_until
+from support.servers import client_of, local_prefect
 
 pytestmark = pytest.mark.slow
 
@@ -26,11 +28,15 @@ SMALL_RETRAINING = {"preset": "seed-mlp", "epochs": 1, "threshold": 0.5, "per_cl
 def prefect_file_for(extra: Path, artifacts: Path, destination: Path) -> Path:
     """prefect.yaml with its shared data parameters set to `extra` and `artifacts`, and the retraining small."""
     text = (PROJECT_ROOT / "prefect.yaml").read_text()
-    for line, value in (("    extra_data: null\n", f"    extra_data: {extra}\n"),
-                        ("    artifacts_dir: null\n", f"    artifacts_dir: {artifacts}\n"),
-                        ("    parameters: *data\n    triggers:",
-                         f"    parameters: {{<<: *data, {', '.join(f'{k}: {v}' for k, v in SMALL_RETRAINING.items())}}}\n"
-                         "    triggers:")):
+    for line, value in (
+        ("    extra_data: null\n", f"    extra_data: {extra}\n"),
+        ("    artifacts_dir: null\n", f"    artifacts_dir: {artifacts}\n"),
+        (
+            "    parameters: *data\n    triggers:",
+            f"    parameters: {{<<: *data, {', '.join(f'{k}: {v}' for k, v in SMALL_RETRAINING.items())}}}\n"
+            "    triggers:",
+        ),
+    ):
         assert text.count(line) == 1, line
         text = text.replace(line, value)
     destination.write_text(text)
@@ -49,17 +55,21 @@ def setup(tmp_path_factory, prefect_server):
     write_png(extra / "0" / "first.png", hand_made_zero())
     summary = mnist_pipeline(**SMALL_RETRAINING, extra_data=str(extra), artifacts_dir=str(artifacts))
     assert summary.promoted, summary
-    with local_prefect(root / "prefect-home", prefect_file_for(extra, artifacts, root / "prefect.yaml")) as local:
-        with client_of(local) as client:
-            yield client, extra, artifacts
+    prefect_file = prefect_file_for(extra, artifacts, root / "prefect.yaml")
+    with local_prefect(root / "prefect-home", prefect_file) as local, client_of(local) as client:
+        yield client, extra, artifacts
 
 
 def run_check(client):
     from prefect.deployments import run_deployment
 
     flow_run = run_deployment(NIGHTLY_CHECK, timeout=0)
-    return wait_until(lambda: client.read_flow_run(flow_run.id),
-                      lambda run: run.state is not None and run.state.type.value in FINAL_STATES, timeout=300, interval=2)
+    return wait_until(
+        lambda: client.read_flow_run(flow_run.id),
+        lambda run: run.state is not None and run.state.type.value in FINAL_STATES,
+        timeout=300,
+        interval=2,
+    )
 
 
 def retrain_runs(client) -> list:
@@ -78,9 +88,12 @@ def test_no_change_no_training_then_a_new_picture_one_training(setup):
     changed = run_check(client)
     assert (changed.state.type.value, changed.state.name) == ("COMPLETED", "Changed"), changed.state
     [retraining] = wait_until(lambda: retrain_runs(client), bool, timeout=120, interval=2)
-    finished = wait_until(lambda: client.read_flow_run(retraining.id),
-                          lambda run: run.state is not None and run.state.type.value in FINAL_STATES,
-                          timeout=900, interval=2)
+    finished = wait_until(
+        lambda: client.read_flow_run(retraining.id),
+        lambda run: run.state is not None and run.state.type.value in FINAL_STATES,
+        timeout=900,
+        interval=2,
+    )
     assert finished.state.type.value == "COMPLETED", finished.state
     # one training in all: the check that found no change started none (its event would be older)
     assert [run.id for run in retrain_runs(client)] == [retraining.id]

@@ -9,28 +9,39 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_flow_script
+from mnist_pipeline.core.data.splits import is_intact
 from mnist_pipeline.core.modelling.models import load_model
 from mnist_pipeline.core.registry import Registry, open_registry
-from mnist_pipeline.core.data.splits import is_intact
+from support.commands import run_flow_script
 
 pytestmark = pytest.mark.slow
 
 # (crash point, what must be true of the artifacts right after the kill)
 CRASHES = [
-    ("write:manifest.json", "no split"),      # split files written, manifest not yet renamed
-    ("train@epoch1", "split only"),           # after the first epoch's checkpoint
-    ("write:model.keras", "split only"),      # model written under a temporary name
-    ("register:staged", "split only"),        # version folder complete under a temporary name
+    ("write:manifest.json", "no split"),  # split files written, manifest not yet renamed
+    ("train@epoch1", "split only"),  # after the first epoch's checkpoint
+    ("write:model.keras", "split only"),  # model written under a temporary name
+    ("register:staged", "split only"),  # version folder complete under a temporary name
     ("register:added", "one pending version"),  # version in place; production and log untouched
 ]
 
 
 def run_flow(artifacts: Path, api_url: str, crash_at: str | None = None, *options: str):
-    return run_flow_script("--preset", "mlp", "--epochs", "1", "--threshold", "0.9", "--per-class-floor", "0.8",
-                           "--artifacts-dir", str(artifacts), *options,
-                           env={"PREFECT_API_URL": api_url, **({"MNIST_TEST_CRASH_AT": crash_at} if crash_at else {})},
-                           timeout=900)
+    return run_flow_script(
+        "--preset",
+        "mlp",
+        "--epochs",
+        "1",
+        "--threshold",
+        "0.9",
+        "--per-class-floor",
+        "0.8",
+        "--artifacts-dir",
+        str(artifacts),
+        *options,
+        env={"PREFECT_API_URL": api_url, **({"MNIST_TEST_CRASH_AT": crash_at} if crash_at else {})},
+        timeout=900,
+    )
 
 
 def visible_splits(artifacts: Path) -> list[Path]:
@@ -42,8 +53,11 @@ def pending_versions(registry: Registry) -> list[str]:
     """Versions whose registration's decision was never applied (a process died in between), as
     `registry check` names them."""
     problems = [problem for problem in registry.check() if "never applied" in problem]
-    return [version for version in registry.versions()
-            if any(problem.startswith(f"{registry.version_dir(version)}:") for problem in problems)]
+    return [
+        version
+        for version in registry.versions()
+        if any(problem.startswith(f"{registry.version_dir(version)}:") for problem in problems)
+    ]
 
 
 def assert_nothing_half_written(artifacts: Path) -> None:
@@ -66,8 +80,16 @@ def crashed_artifacts(tmp_path_factory, prefect_api_url):
         result = run_flow(artifacts, prefect_api_url, crash_at)
         assert result.returncode == -signal.SIGKILL, f"{crash_at}: {result.returncode}\n{result.stderr[-3000:]}"
         registry = open_registry(artifacts / "registry")
-        observations.append((crash_at, bool(visible_splits(artifacts)), registry.versions(), pending_versions(registry),
-                             registry.backend.production_file.exists(), registry.backend.decision_log.exists()))
+        observations.append(
+            (
+                crash_at,
+                bool(visible_splits(artifacts)),
+                registry.versions(),
+                pending_versions(registry),
+                registry.backend.production_file.exists(),
+                registry.backend.decision_log.exists(),
+            )
+        )
         assert_nothing_half_written(artifacts)
     return artifacts, observations
 

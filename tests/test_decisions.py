@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from helpers import register
+from mnist_pipeline.core.registry import RegistryError, open_registry
 from mnist_pipeline.core.registry.decisions import SCHEMA, DecisionRecord
-from mnist_pipeline.core.registry import open_registry, RegistryError
+from support.training import register
 
 # What `Registry.decisions` and `repair` catch as "not a decision record".
 NOT_A_RECORD = (ValueError, KeyError, TypeError)
@@ -19,15 +19,34 @@ NOT_A_RECORD = (ValueError, KeyError, TypeError)
 
 def record(**changes) -> DecisionRecord:
     """A manual promotion with every field set."""
-    fields = dict(action="promote", candidate="v0002", production_before="v0001", promoted=True,
-                  reason="forced past the gate: worse", time="2026-11-29T13:00:00+00:00", candidate_accuracy=0.54,
-                  champion_accuracy=0.99, threshold=0.3, forced=True, flow_run_id="run-2", who="alice",
-                  why="smaller model",
-                  criteria=[{"name": "threshold", "value": 0.54, "limit": 0.3, "passed": True, "text": "reaches"},
-                            {"name": "not worse than production", "value": 0.54, "limit": 0.99, "passed": False,
-                             "text": "worse"}],
-                  comparison={"production": "v0001", "total": 100, "candidate_correct": 54, "production_correct": 99,
-                              "only_candidate": 0, "only_production": 45, "p_value": 5.7e-14})
+    fields = dict(
+        action="promote",
+        candidate="v0002",
+        production_before="v0001",
+        promoted=True,
+        reason="forced past the gate: worse",
+        time="2026-11-29T13:00:00+00:00",
+        candidate_accuracy=0.54,
+        champion_accuracy=0.99,
+        threshold=0.3,
+        forced=True,
+        flow_run_id="run-2",
+        who="alice",
+        why="smaller model",
+        criteria=[
+            {"name": "threshold", "value": 0.54, "limit": 0.3, "passed": True, "text": "reaches"},
+            {"name": "not worse than production", "value": 0.54, "limit": 0.99, "passed": False, "text": "worse"},
+        ],
+        comparison={
+            "production": "v0001",
+            "total": 100,
+            "candidate_correct": 54,
+            "production_correct": 99,
+            "only_candidate": 0,
+            "only_production": 45,
+            "p_value": 5.7e-14,
+        },
+    )
     return DecisionRecord(**{**fields, **changes})
 
 
@@ -42,8 +61,14 @@ def test_a_record_reads_back_from_its_line_unchanged():
 
 
 def test_defaults_read_back_too():
-    minimal = DecisionRecord(action="repair", candidate=None, production_before="v0003", promoted=False,
-                             reason="production pointer removed", time="t")
+    minimal = DecisionRecord(
+        action="repair",
+        candidate=None,
+        production_before="v0003",
+        promoted=False,
+        reason="production pointer removed",
+        time="t",
+    )
     assert DecisionRecord.from_json(minimal.to_json()) == minimal
     assert minimal.schema == SCHEMA and minimal.forced is False and minimal.who is None
 
@@ -69,22 +94,56 @@ def test_verdict_words(action, promoted, verdict, moves_production):
 # Schema 1: the lines written before the record had a schema number --------------------------------
 
 OLDEST_REGISTER = {  # before manual promotions existed: no "action"
-    "candidate": "v0001", "candidate_accuracy": 0.98, "champion": None, "champion_accuracy": None, "threshold": 0.97,
-    "promoted": True, "reason": "no production model yet", "time": "t1", "flow_run_id": "run-1", "verdict": "promoted",
+    "candidate": "v0001",
+    "candidate_accuracy": 0.98,
+    "champion": None,
+    "champion_accuracy": None,
+    "threshold": 0.97,
+    "promoted": True,
+    "reason": "no production model yet",
+    "time": "t1",
+    "flow_run_id": "run-1",
+    "verdict": "promoted",
 }
 OLD_REGISTER = {
-    "action": "register", "candidate": "v0002", "candidate_accuracy": 0.97, "champion": "v0001",
-    "champion_accuracy": 0.98, "threshold": 0.97, "promoted": False, "reason": "worse than production v0001",
-    "time": "t2", "flow_run_id": "run-2", "verdict": "rejected",
+    "action": "register",
+    "candidate": "v0002",
+    "candidate_accuracy": 0.97,
+    "champion": "v0001",
+    "champion_accuracy": 0.98,
+    "threshold": 0.97,
+    "promoted": False,
+    "reason": "worse than production v0001",
+    "time": "t2",
+    "flow_run_id": "run-2",
+    "verdict": "rejected",
 }
 OLD_PROMOTE = {
-    "action": "promote", "candidate": "v0002", "previous": "v0001", "candidate_accuracy": 0.97,
-    "champion_accuracy": 0.98, "threshold": 0.97, "gate_passed": False, "forced": True, "promoted": True,
-    "reason": "forced past the gate: worse", "verdict": "promoted", "who": "alice", "why": "smaller", "time": "t3",
+    "action": "promote",
+    "candidate": "v0002",
+    "previous": "v0001",
+    "candidate_accuracy": 0.97,
+    "champion_accuracy": 0.98,
+    "threshold": 0.97,
+    "gate_passed": False,
+    "forced": True,
+    "promoted": True,
+    "reason": "forced past the gate: worse",
+    "verdict": "promoted",
+    "who": "alice",
+    "why": "smaller",
+    "time": "t3",
 }
 OLD_ROLLBACK = {
-    "action": "rollback", "candidate": "v0001", "previous": "v0002", "promoted": True, "verdict": "rolled back",
-    "reason": "production rolled back from v0002 to v0001", "who": "bob", "why": "regressions", "time": "t4",
+    "action": "rollback",
+    "candidate": "v0001",
+    "previous": "v0002",
+    "promoted": True,
+    "verdict": "rolled back",
+    "reason": "production rolled back from v0002 to v0001",
+    "who": "bob",
+    "why": "regressions",
+    "time": "t4",
 }
 
 
@@ -118,16 +177,19 @@ def test_a_schema_1_record_is_written_back_as_the_current_schema():
     assert DecisionRecord.from_json(read.to_json()) == read
 
 
-@pytest.mark.parametrize("line", [
-    json.dumps(OLD_REGISTER)[:-30],  # cut short
-    "",
-    "[1, 2]",
-    "3",
-    "null",
-    '"register"',
-    json.dumps({key: value for key, value in record().to_dict().items() if key != "reason"}),  # a field missing
-    json.dumps({"schema": 2}),
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        json.dumps(OLD_REGISTER)[:-30],  # cut short
+        "",
+        "[1, 2]",
+        "3",
+        "null",
+        '"register"',
+        json.dumps({key: value for key, value in record().to_dict().items() if key != "reason"}),  # a field missing
+        json.dumps({"schema": 2}),
+    ],
+)
 def test_a_bad_line_is_not_a_record(line):
     with pytest.raises(NOT_A_RECORD):
         DecisionRecord.from_json(line)
@@ -143,8 +205,9 @@ def test_a_bad_line_in_the_log_is_named_by_its_number(two_versions):
 
 def as_schema_1(line: dict) -> dict:
     """A register line as the registry wrote it before decision records had a schema."""
-    old = {key: value for key, value in line.items() if key not in ("schema", "production_before", "forced", "who",
-                                                                    "why")}
+    old = {
+        key: value for key, value in line.items() if key not in ("schema", "production_before", "forced", "who", "why")
+    }
     return {**old, "champion": line["production_before"]}
 
 
@@ -154,8 +217,9 @@ def test_a_registry_with_a_schema_1_log_keeps_working(two_versions, tiny_strong,
     oldest = {key: value for key, value in as_schema_1(first).items() if key != "action"}
     promote = {**OLD_PROMOTE, "time": second["time"]}
     rollback = {**OLD_ROLLBACK, "time": second["time"]}
-    registry.backend.decision_log.write_text("".join(json.dumps(line) + "\n"
-                                             for line in (oldest, as_schema_1(second), promote, rollback)))
+    registry.backend.decision_log.write_text(
+        "".join(json.dumps(line) + "\n" for line in (oldest, as_schema_1(second), promote, rollback))
+    )
     assert registry.check() == []
     assert registry.production_history() == ["v0001"]
     assert registry.statuses() == {"v0001": "promoted", "v0002": "rolled back"}
@@ -173,8 +237,11 @@ def test_a_registration_interrupted_under_schema_1_is_completed(two_versions):
     registry.backend.decision_log.write_text(lines[0] + "\n")  # v0002's registration died before logging its decision
     version_file = registry.version_dir("v0002") / "version.json"
     version = json.loads(version_file.read_text())
-    stored = {key: value for key, value in as_schema_1(version["decision"]).items()  # stored without its version
-              if key not in ("action", "candidate", "verdict")}
+    stored = {
+        key: value
+        for key, value in as_schema_1(version["decision"]).items()  # stored without its version
+        if key not in ("action", "candidate", "verdict")
+    }
     version_file.write_text(json.dumps({**version, "decision": stored}))
 
     assert any("v0002" in problem and "never applied" in problem for problem in registry.check())

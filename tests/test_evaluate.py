@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import checked_metrics
-from mnist_pipeline.core.modelling.models import load_model, predict_probabilities
 from mnist_pipeline.core.evaluation.scoring import score
+from mnist_pipeline.core.modelling.models import load_model, predict_probabilities
+from support.training import checked_metrics
 
 
 def test_metrics_agree_with_themselves_the_labels_and_keras(tiny_strong, synthetic_split):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import TEST_CLASS_COUNTS, checked_metrics
+from support.data import TEST_CLASS_COUNTS
+from support.training import checked_metrics
 
 pytestmark = pytest.mark.slow
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import hand_made_zero, photographed, write_png
 from mnist_pipeline.core.data.extra_data import ExtraDataError, scan
-from mnist_pipeline.core.storage.paths import bundled_mnist_dir
 from mnist_pipeline.core.data.splits import check_split, ensure_split, make_recipe
+from mnist_pipeline.core.storage.paths import bundled_mnist_dir
+from support.pictures import hand_made_zero, photographed, write_png
 
 
 @pytest.fixture
@@ -54,8 +54,11 @@ def test_unusable_pictures_fail_listing_each_with_its_path(extra):
         scan(extra).load()
     message = str(error.value)
     assert "3 item(s) cannot be used" in message
-    for name, why in (("truncated.png", "not a picture that can be read"), ("blank.png", "no digit found"),
-                      ("dark-on-light.png", "a dark digit on a light background")):
+    for name, why in (
+        ("truncated.png", "not a picture that can be read"),
+        ("blank.png", "no digit found"),
+        ("dark-on-light.png", "a dark digit on a light background"),
+    ):
         assert f"{extra / '1' / name}: " in message and why in message, name
 
 
@@ -75,12 +78,19 @@ def test_adding_or_removing_a_picture_changes_the_split_and_only_train_grows(ext
     assert first.key != second.key and recipe().key == first.key  # content, not time, decides
     assert make_recipe("bundle", bundled_mnist_dir(), 0.1, 42).key not in (first.key, second.key)
 
-    plain = check_split(ensure_split(make_recipe("bundle", bundled_mnist_dir(), 0.1, 42), bundled_mnist_dir(),
-                                     tmp_path / "splits", tmp_path / "tfds"))
-    grown = check_split(ensure_split(first, bundled_mnist_dir(), tmp_path / "splits", tmp_path / "tfds",
-                                     extra_dir=extra))
+    plain = check_split(
+        ensure_split(
+            make_recipe("bundle", bundled_mnist_dir(), 0.1, 42),
+            bundled_mnist_dir(),
+            tmp_path / "splits",
+            tmp_path / "tfds",
+        )
+    )
+    grown = check_split(
+        ensure_split(first, bundled_mnist_dir(), tmp_path / "splits", tmp_path / "tfds", extra_dir=extra)
+    )
     (train_images, train_labels), (plain_images, plain_labels) = grown.load("train"), plain.load("train")
     assert len(train_labels) == len(plain_labels) + 3
     assert np.array_equal(train_images[:-3], plain_images) and train_labels[-3:].tolist() == [0, 0, 1]
     for name in ("validation", "test"):
-        assert all(np.array_equal(a, b) for a, b in zip(grown.load(name), plain.load(name))), name
+        assert all(np.array_equal(a, b) for a, b in zip(grown.load(name), plain.load(name), strict=True)), name

@@ -9,13 +9,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from helpers import copy_run, register, split_with_shuffled_labels, train_and_evaluate
 from mnist_pipeline.cli.main import EXIT_NOT_PROMOTED, main
 from mnist_pipeline.core.evaluation.gate import GateSettings, Scored, compare, gate
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
 from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.registry.report import render_report
 from mnist_pipeline.core.support.stats import mcnemar_exact
+from support.data import split_with_shuffled_labels
+from support.training import copy_run, register, train_and_evaluate
 
 DEFAULTS = GateSettings.of(PipelineParameters().model_dump())
 LABELS = np.arange(10_000) % 10  # 1,000 test images of each class
@@ -42,12 +43,44 @@ def criterion(verdict, name: str):
     return found
 
 
-def test_the_defaults_are_those_the_issue_asks_for():
-    assert DEFAULTS == GateSettings(threshold=0.97, per_class_floor=0.95, per_class_margin=0.01,
-                                    require_significant=False, significance_alpha=0.05)
+def spread(count_per_class: int) -> list[int]:
+    """`count_per_class` wrong images in every class."""
+    return [index for digit in range(10) for index in of_class(digit, count_per_class)]
+
+
+@pytest.mark.parametrize(
+    "wrong, production, promoted, failed",
+    [
+        (spread(30), None, True, None),  # 0.970 overall and in every class
+        (spread(31), None, False, "threshold"),  # 0.969
+        (of_class(3, 50), None, True, None),  # class 3 at 0.950
+        (of_class(3, 51), None, False, "per-class floor"),  # class 3 at 0.949, 0.995 overall
+        (of_class(3, 19), PRODUCTION, True, None),  # class 3 0.9 points below production's
+        (of_class(3, 21), PRODUCTION, False, "per-class margin"),  # 1.1 points below
+        (spread(9), PRODUCTION, True, None),  # better than production, far from significantly
+    ],
+    ids=[
+        "97% everywhere",
+        "96.9%",
+        "a class at 95%",
+        "a class at 94.9%",
+        "a class 0.9 points down",
+        "a class 1.1 points down",
+        "not significantly better",
+    ],
+)
+def test_the_default_gate_wants_97_percent_95_in_each_class_and_no_class_a_point_down(
+    wrong, production, promoted, failed
+):
+    """The gate of a run given no gate settings (the flow's defaults): the issue's 97% overall, 95% in
+    every class, no class more than one point below production's, significance not required."""
+    verdict = gate(scored("candidate", wrong), production, DEFAULTS)
+    assert verdict.promoted == promoted, verdict.reason
+    assert [c.name for c in verdict.criteria if not c.passed] == ([failed] if failed else [])
 
 
 # Per-class floor and margin -----------------------------------------------------------------------
+
 
 def test_a_class_below_the_floor_rejects_a_model_above_the_threshold():
     candidate = scored("candidate", of_class(3, 60))  # 0.994 overall, class 3 at 0.94
@@ -73,8 +106,9 @@ def test_a_class_that_falls_more_than_the_margin_below_production_rejects_a_bett
     candidate = scored("candidate", of_class(5, 30))
     verdict = gate(candidate, PRODUCTION, DEFAULTS)
     assert candidate.correct > PRODUCTION.correct and not verdict.promoted
-    assert verdict.reason == ("test accuracy of class 5 (0.9700 vs 0.9900) is more than the per-class margin "
-                              "0.0100 below production v0001's")
+    assert verdict.reason == (
+        "test accuracy of class 5 (0.9700 vs 0.9900) is more than the per-class margin 0.0100 below production v0001's"
+    )
     margin = criterion(verdict, "per-class margin")
     assert margin.value == pytest.approx(0.02) and margin.limit == 0.01 and not margin.passed
     assert criterion(verdict, "not worse than production").passed and criterion(verdict, "per-class floor").passed
@@ -91,6 +125,7 @@ def test_a_drop_of_exactly_the_margin_passes():
 
 # The comparison with production on the same images ------------------------------------------------
 
+
 def test_two_more_images_right_promote_by_default_but_are_reported_as_no_evidence():
     candidate = scored("candidate", range(2, 100))  # right on images 0 and 1, where production is wrong
     verdict = gate(candidate, PRODUCTION, DEFAULTS)
@@ -98,10 +133,16 @@ def test_two_more_images_right_promote_by_default_but_are_reported_as_no_evidenc
     comparison = verdict.comparison
     assert (comparison.only_candidate, comparison.only_production, comparison.p_value) == (2, 0, 0.5)
     assert (comparison.candidate_correct, comparison.production_correct, comparison.total) == (9902, 9900, 10000)
-    assert ("9902 vs 9900 of 10000 right; 2 images only the candidate gets right, 0 only v0001; exact McNemar "
-            "p = 0.5: not a significant difference at 0.05") in verdict.reason
-    assert [c.name for c in verdict.criteria] == ["threshold", "per-class floor", "per-class margin",
-                                                  "not worse than production"]
+    assert (
+        "9902 vs 9900 of 10000 right; 2 images only the candidate gets right, 0 only v0001; exact McNemar "
+        "p = 0.5: not a significant difference at 0.05"
+    ) in verdict.reason
+    assert [c.name for c in verdict.criteria] == [
+        "threshold",
+        "per-class floor",
+        "per-class margin",
+        "not worse than production",
+    ]
 
 
 def test_with_require_significant_two_more_images_are_not_enough():
@@ -109,8 +150,10 @@ def test_with_require_significant_two_more_images_are_not_enough():
     assert not verdict.promoted
     significant = criterion(verdict, "significantly better")
     assert (significant.value, significant.limit, significant.passed) == (0.5, 0.05, False)
-    assert verdict.reason == ("not significantly better than production v0001 (exact McNemar p = 0.5, required below "
-                              "0.05; 2 images only the candidate gets right, 0 only v0001)")
+    assert verdict.reason == (
+        "not significantly better than production v0001 (exact McNemar p = 0.5, required below "
+        "0.05; 2 images only the candidate gets right, 0 only v0001)"
+    )
 
 
 def test_with_require_significant_ten_against_two_promotes_at_5_percent_not_at_1_percent():
@@ -142,8 +185,13 @@ def test_more_images_wrong_is_worse_however_the_discordant_images_fall():
 
 def test_every_criterion_is_evaluated_even_after_one_failed():
     verdict = gate(scored("candidate", range(600)), PRODUCTION, replace(DEFAULTS, require_significant=True))
-    assert [c.name for c in verdict.criteria] == ["threshold", "per-class floor", "per-class margin",
-                                                  "not worse than production", "significantly better"]
+    assert [c.name for c in verdict.criteria] == [
+        "threshold",
+        "per-class floor",
+        "per-class margin",
+        "not worse than production",
+        "significantly better",
+    ]
     assert [c.passed for c in verdict.criteria] == [False, False, False, False, False]
     assert verdict.reason.startswith("test accuracy 0.9400 is below the threshold 0.9700; test accuracy of classes")
 
@@ -162,12 +210,15 @@ def test_models_scored_on_different_images_are_not_compared():
 
 # In the registry: the decision record, the report, promote -----------------------------------------
 
+
 def test_the_decision_record_carries_every_criterion_and_the_mcnemar_counts(registry, tiny_strong, tiny_weak):
     decision = registry.decisions()[1]
     comparison = decision.comparison
     assert comparison["production"] == "v0001" and comparison["total"] == tiny_weak[1].total
-    assert (comparison["candidate_correct"], comparison["production_correct"]) == (tiny_weak[1].correct,
-                                                                                    tiny_strong[1].correct)
+    assert (comparison["candidate_correct"], comparison["production_correct"]) == (
+        tiny_weak[1].correct,
+        tiny_strong[1].correct,
+    )
     assert comparison["only_candidate"] - comparison["only_production"] == tiny_weak[1].correct - tiny_strong[1].correct
     assert comparison["p_value"] == mcnemar_exact(comparison["only_candidate"], comparison["only_production"])
     assert decision.champion_accuracy == tiny_strong[1].accuracy
@@ -180,8 +231,9 @@ def test_the_decision_record_carries_every_criterion_and_the_mcnemar_counts(regi
 
 def test_the_report_and_the_model_card_show_the_gate(registry):
     decision = registry.decisions()[1]
-    report = render_report(decision, registry.read_json("v0002", "metrics.json"), registry.version_dir("v0002"),
-                           "seed-mlp")
+    report = render_report(
+        decision, registry.read_json("v0002", "metrics.json"), registry.version_dir("v0002"), "seed-mlp"
+    )
     comparison = decision.comparison
     assert "| criterion | value | limit | verdict | detail |" in report
     assert f"| threshold | {decision.candidate_accuracy:.4f} | 0.3 | pass |" in report
@@ -194,8 +246,9 @@ def test_the_report_and_the_model_card_show_the_gate(registry):
     assert "- not worse than production: " in card and ": fail" in card
 
 
-def test_a_rerun_of_production_is_rejected_when_significance_is_required(registry, tiny_strong, synthetic_split,
-                                                                         tmp_path, capsys):
+def test_a_rerun_of_production_is_rejected_when_significance_is_required(
+    registry, tiny_strong, synthetic_split, tmp_path, capsys
+):
     decision = register(registry, copy_run(tiny_strong, tmp_path / "rerun"), synthetic_split, require_significant=True)
     assert not decision.promoted and decision.candidate == "v0003"
     assert decision.comparison["only_candidate"] == decision.comparison["only_production"] == 0
@@ -230,14 +283,15 @@ def test_promote_takes_the_gate_settings_as_options(tmp_path, tiny_weak, synthet
 
 # End to end: one class's training labels shuffled ----------------------------------------------------
 
-def test_a_model_trained_with_one_class_shuffled_is_rejected_by_the_per_class_floor(synthetic_split, tiny_strong,
-                                                                                    tmp_path):
+
+def test_a_model_trained_with_one_class_shuffled_is_rejected_by_the_per_class_floor(
+    synthetic_split, tiny_strong, tmp_path
+):
     """The same training as `tiny_strong`, on a copy of its split whose train images of class 3 carry
     random labels: the overall accuracy still passes the (fast tier's) threshold, class 3 does not pass
     the default floor, which the unsabotaged model passes."""
     sabotaged_split = split_with_shuffled_labels(synthetic_split, 3, tmp_path / "splits")
-    sabotaged = train_and_evaluate(sabotaged_split, tmp_path / "sabotaged", "seed-mlp", seed=1, epochs=3,
-                                   batch_size=32)
+    sabotaged = train_and_evaluate(sabotaged_split, tmp_path / "sabotaged", "seed-mlp", seed=1, epochs=3, batch_size=32)
     settings = {"threshold": 0.3, "per_class_floor": DEFAULTS.per_class_floor}
     honest = register(open_registry(tmp_path / "control"), tiny_strong, synthetic_split, **settings)
     assert honest.promoted, honest.reason  # the unsabotaged model passes the same floor

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import register, split_with_shuffled_labels, train_and_evaluate
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
 from mnist_pipeline.core.registry import open_registry
+from support.data import split_with_shuffled_labels
+from support.training import register, train_and_evaluate
 
 pytestmark = pytest.mark.slow
 
@@ -17,8 +18,14 @@ def test_an_mlp_trained_with_class_5_shuffled_is_rejected_naming_class_5(mlp_art
     sabotaged = train_and_evaluate(sabotaged_split, tmp_path / "sabotaged", "mlp", seed=7)  # the preset, as run
     registry = open_registry(mlp_artifacts / "registry")
     defaults = PipelineParameters()  # the gate as a run applies it
-    decision = register(registry, sabotaged, sabotaged_split, threshold=defaults.threshold,
-                        per_class_floor=defaults.per_class_floor, per_class_margin=defaults.per_class_margin)
+    decision = register(
+        registry,
+        sabotaged,
+        sabotaged_split,
+        threshold=defaults.threshold,
+        per_class_floor=defaults.per_class_floor,
+        per_class_margin=defaults.per_class_margin,
+    )
 
     assert not decision.promoted and registry.production() == "v0001"
     failed = {c["name"]: c for c in decision.criteria if not c["passed"]}

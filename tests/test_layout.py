@@ -62,10 +62,16 @@ def canonical(name: str) -> str:
 
 def without_main_block(tree: ast.Module) -> ast.Module:
     """The module without its `if __name__ == "__main__":` blocks (see the module's docstring)."""
+
     def is_main_block(node: ast.stmt) -> bool:
-        return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
-                and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__"
-                and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in node.test.comparators))
+        return (
+            isinstance(node, ast.If)
+            and isinstance(node.test, ast.Compare)
+            and isinstance(node.test.left, ast.Name)
+            and node.test.left.id == "__name__"
+            and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in node.test.comparators)
+        )
+
     tree.body = [node for node in tree.body if not is_main_block(node)]
     return tree
 
@@ -82,7 +88,7 @@ def imported_modules(path: Path, root: Path = ROOT) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base_parts = package.split(".")
-                base_parts = base_parts[:len(base_parts) - (node.level - 1)]
+                base_parts = base_parts[: len(base_parts) - (node.level - 1)]
                 base = ".".join(base_parts + ([node.module] if node.module else []))
             else:
                 base = canonical(node.module)
@@ -121,15 +127,15 @@ def import_graph() -> dict[str, set[str]]:
 def test_tasks_holds_exactly_the_five_stages():
     entries = {path.name for path in TASKS_DIR.iterdir() if path.name != "__pycache__"}
     assert entries == {"__init__.py", *(f"{stage}.py" for stage in STAGES)}, (
-        "tasks/ is for the five stages only; what they share belongs in mnist_pipeline/core/")
+        "tasks/ is for the five stages only; what they share belongs in mnist_pipeline/core/"
+    )
 
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_no_stage_imports_another_stage(stage):
     path = TASKS_DIR / f"{stage}.py"
     own = module_name(path)
-    others = sorted(name for name in imported_modules(path)
-                    if is_within(name, "mnist_pipeline.tasks") and name != own)
+    others = sorted(name for name in imported_modules(path) if is_within(name, "mnist_pipeline.tasks") and name != own)
     assert not others, f"{path.relative_to(ROOT)} imports {others}: a stage may use the core, never another stage"
 
 
@@ -142,15 +148,19 @@ def test_every_module_imports_only_its_layer_and_those_beneath(path):
     above = sorted(name for name in imported_modules(path) if (layer_of(name) or 0) > own)
     assert not above, f"{path.relative_to(ROOT)} ({LAYERS[own]}) imports {above}, from a layer above its own"
     if own < PREFECT_FROM:
-        prefect = sorted(name for name in imported_modules(path) if is_within(name, "prefect")
-                         or is_within(name, "prefect_dask"))
+        prefect = sorted(
+            name for name in imported_modules(path) if is_within(name, "prefect") or is_within(name, "prefect_dask")
+        )
         assert not prefect, f"{path.relative_to(ROOT)} imports {prefect}: Prefect belongs to orchestration and above"
 
 
 def test_every_package_of_the_code_has_a_layer():
     packages = {module_name(path) for path in source_files() if path.name == "__init__.py"}
-    unplaced = sorted(p for p in packages if layer_of(p) is None
-                      and p not in ("mnist_pipeline", "mnist_pipeline.core", "mnist_pipeline.data"))
+    unplaced = sorted(
+        p
+        for p in packages
+        if layer_of(p) is None and p not in ("mnist_pipeline", "mnist_pipeline.core", "mnist_pipeline.data")
+    )
     assert not unplaced, f"{unplaced} belong to no layer: add each to LAYERS where it sits"
 
 
@@ -160,7 +170,7 @@ def test_the_imports_form_no_circle():
 
     def visit(name: str, path: list[str]) -> None:
         if name in path:
-            raise AssertionError("import circle: " + " -> ".join(path[path.index(name):] + [name]))
+            raise AssertionError("import circle: " + " -> ".join(path[path.index(name) :] + [name]))
         if name in done:
             return
         for other in sorted(graph[name]):
@@ -175,7 +185,8 @@ def test_the_imports_form_no_circle():
 def test_each_core_package_stays_small(package):
     modules = [p for p in (CORE_DIR / package).glob("*.py") if p.name != "__init__.py"]
     assert len(modules) <= MAX_MODULES_PER_CORE_PACKAGE, (
-        f"core/{package} holds {len(modules)} modules: split it by concern")
+        f"core/{package} holds {len(modules)} modules: split it by concern"
+    )
 
 
 def test_the_layer_rule_catches_an_arrow_up_and_a_circle(tmp_path):
@@ -195,25 +206,33 @@ def test_the_layer_rule_catches_an_arrow_up_and_a_circle(tmp_path):
 def test_a_script_block_is_not_the_modules_import(tmp_path):
     (tmp_path / "flows").mkdir()
     script = tmp_path / "flows" / "x.py"
-    script.write_text("import os\nif __name__ == \"__main__\":\n    from mnist_pipeline.cli.main import main\n")
+    script.write_text('import os\nif __name__ == "__main__":\n    from mnist_pipeline.cli.main import main\n')
     assert not any(is_within(name, "mnist_pipeline.cli") for name in imported_modules(script, root=tmp_path))
 
 
 def test_the_import_reader_sees_every_spelling(tmp_path):
     """Each spelling of "train imports another stage" must read as an import of
     mnist_pipeline.tasks.<something other than train>."""
-    spellings = ["from . import split", "from .split import ensure", "from .. import tasks",
-                 "from ..tasks.split import ensure", "from mnist_pipeline.tasks import split",
-                 "from mnist_pipeline.tasks.split import ensure", "import mnist_pipeline.tasks.split",
-                 "from tasks import split", "import tasks.split",
-                 "def later():\n    from mnist_pipeline.tasks import split"]
+    spellings = [
+        "from . import split",
+        "from .split import ensure",
+        "from .. import tasks",
+        "from ..tasks.split import ensure",
+        "from mnist_pipeline.tasks import split",
+        "from mnist_pipeline.tasks.split import ensure",
+        "import mnist_pipeline.tasks.split",
+        "from tasks import split",
+        "import tasks.split",
+        "def later():\n    from mnist_pipeline.tasks import split",
+    ]
     (tmp_path / "tasks").mkdir()
     stage = tmp_path / "tasks" / "train.py"
     for source in spellings:
         stage.write_text(source + "\n")
         found = imported_modules(stage, root=tmp_path)
-        assert any(is_within(name, "mnist_pipeline.tasks") and name != "mnist_pipeline.tasks.train"
-                   for name in found), (source, found)
+        assert any(
+            is_within(name, "mnist_pipeline.tasks") and name != "mnist_pipeline.tasks.train" for name in found
+        ), (source, found)
 
 
 def test_the_registry_policy_and_its_storage_backends_import_each_other_only_through_the_protocol():

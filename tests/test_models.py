@@ -41,8 +41,10 @@ def test_overrides_replace_preset_defaults_only_when_given():
     assert config.batch_size == PRESETS["cnn"].defaults.batch_size
 
 
-@pytest.mark.parametrize("preset, width, dropout, units", [
-    ("mlp", 64, 0.5, [64, 32, 10]), ("cnn", 32, 0.1, [32, 10]), ("seed-mlp", 20, None, [20, 20, 10])])
+@pytest.mark.parametrize(
+    "preset, width, dropout, units",
+    [("mlp", 64, 0.5, [64, 32, 10]), ("cnn", 32, 0.1, [32, 10]), ("seed-mlp", 20, None, [20, 20, 10])],
+)
 def test_width_and_dropout_shape_the_model(preset, width, dropout, units):
     model = build_model(training_config(preset, seed=0, width=width, dropout=dropout))
     assert [layer.units for layer in model.layers if layer.__class__.__name__ == "Dense"] == units

@@ -24,15 +24,22 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "artifacts", "build", "dist", "*.egg-info", "__pycache__",
-                                    ".pytest_cache", ".hypothesis")
+MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+NOT_SOURCE = shutil.ignore_patterns(
+    ".git", ".venv", "artifacts", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis"
+)
 
 
 def run(command: list, **kwargs) -> subprocess.CompletedProcess:
     result = subprocess.run([str(part) for part in command], capture_output=True, text=True, **kwargs)
-    assert result.returncode == 0, f"{command} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"{command} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return result
 
 
@@ -51,26 +58,45 @@ def venv(wheel, tmp_path_factory) -> Path:
     packages visible behind it."""
     venv = tmp_path_factory.mktemp("venv") / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", venv])
-    run([sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "--quiet", "--no-deps",
-         "--no-index", wheel])
-    site_packages = Path(run([venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
-                         .stdout.strip())
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            venv / "bin" / "python",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            wheel,
+        ]
+    )
+    site_packages = Path(
+        run([venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
+    )
     ours = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
     (site_packages / "_dependencies_from_the_test_env.pth").write_text("".join(f"{path}\n" for path in ours))
     return venv
 
 
 def user_env(**extra: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items()
-           if name not in ("PYTHONPATH", "PYTHONHOME", "MNIST_ARTIFACTS_DIR", "VIRTUAL_ENV")}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("PYTHONPATH", "PYTHONHOME", "MNIST_ARTIFACTS_DIR", "VIRTUAL_ENV")
+    }
     return {**env, **extra}
 
 
 def package_files(venv: Path) -> dict[str, tuple[int, int]]:
     """{path: (size, mtime)} of the installed package, bytecode caches aside (Python may write them)."""
     package = next((venv / "lib").glob("python3.*/site-packages/mnist_pipeline"))
-    return {str(path.relative_to(package)): (path.stat().st_size, path.stat().st_mtime_ns)
-            for path in package.rglob("*") if "__pycache__" not in path.parts}
+    return {
+        str(path.relative_to(package)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in package.rglob("*")
+        if "__pycache__" not in path.parts
+    }
 
 
 def checkout_paths() -> set[Path]:
@@ -97,12 +123,20 @@ def test_wheel_holds_one_package_and_the_mnist_files(wheel):
 def test_checkout_folder_names_are_not_importable_from_the_wheel(venv, tmp_path):
     python = venv / "bin" / "python"
     for name in ("flows", "tasks", "tools"):
-        result = subprocess.run([python, "-c", f"import {name}"], capture_output=True, text=True, cwd=tmp_path,
-                                env=user_env())
+        result = subprocess.run(
+            [python, "-c", f"import {name}"], capture_output=True, text=True, cwd=tmp_path, env=user_env()
+        )
         assert result.returncode != 0 and "ModuleNotFoundError" in result.stderr, (name, result.stderr[-2000:])
-    where = run([python, "-c", "import mnist_pipeline.flows, mnist_pipeline.tasks, mnist_pipeline.core.storage.paths as p;"
-                 "print(mnist_pipeline.flows.__file__, mnist_pipeline.tasks.__file__, p.bundled_mnist_dir())"],
-                cwd=tmp_path, env=user_env()).stdout.split()
+    where = run(
+        [
+            python,
+            "-c",
+            "import mnist_pipeline.flows, mnist_pipeline.tasks, mnist_pipeline.core.storage.paths as p;"
+            "print(mnist_pipeline.flows.__file__, mnist_pipeline.tasks.__file__, p.bundled_mnist_dir())",
+        ],
+        cwd=tmp_path,
+        env=user_env(),
+    ).stdout.split()
     for path in where:
         assert Path(path).is_relative_to(venv), where
     assert sorted(path.name for path in Path(where[-1]).glob("*.gz")) == sorted(MNIST_FILES)
@@ -123,8 +157,12 @@ def test_installed_command_runs_from_any_directory(venv, tmp_path):
     # $MNIST_ARTIFACTS_DIR wins over ./artifacts (one epoch is enough to get a version registered).
     other, chosen = tmp_path / "other", tmp_path / "chosen-artifacts"
     other.mkdir()
-    result = run([command, "run", "--preset", "seed-mlp", "--epochs", "1"], cwd=other,
-                 env=user_env(MNIST_ARTIFACTS_DIR=str(chosen)), timeout=1200)
+    result = run(
+        [command, "run", "--preset", "seed-mlp", "--epochs", "1"],
+        cwd=other,
+        env=user_env(MNIST_ARTIFACTS_DIR=str(chosen)),
+        timeout=1200,
+    )
     assert "MNIST pipeline finished: model v0001 (seed-mlp)" in result.stdout, result.stdout
     assert (chosen / "registry" / "versions" / "v0001").is_dir()
     assert list(other.iterdir()) == []
@@ -135,6 +173,14 @@ def test_installed_command_runs_from_any_directory(venv, tmp_path):
 
 def test_wheel_holds_the_service_and_its_page(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    for name in ("__init__.py", "app.py", "holder.py", "batching.py", "corrections.py",
-                 "static/index.html", "static/page.js", "static/page.css"):
+    for name in (
+        "__init__.py",
+        "app.py",
+        "holder.py",
+        "batching.py",
+        "corrections.py",
+        "static/index.html",
+        "static/page.js",
+        "static/page.css",
+    ):
         assert f"mnist_pipeline/serve/{name}" in names, sorted(names)

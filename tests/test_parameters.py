@@ -10,12 +10,22 @@ import typing
 import pytest
 from annotated_types import Ge, Gt, Le, Lt
 
+from mnist_pipeline.core.modelling.parameters import (
+    InvalidParameterError,
+    PipelineParameters,
+    allowed,
+    validate_parameters,
+)
 from mnist_pipeline.core.support.errors import PermanentError
-from mnist_pipeline.core.modelling.parameters import InvalidParameterError, PipelineParameters, allowed, validate_parameters
 
 FIELDS = PipelineParameters.model_fields
 JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean"}
-JSON_BOUNDS = {Ge: ("minimum", "ge"), Gt: ("exclusiveMinimum", "gt"), Le: ("maximum", "le"), Lt: ("exclusiveMaximum", "lt")}
+JSON_BOUNDS = {
+    Ge: ("minimum", "ge"),
+    Gt: ("exclusiveMinimum", "gt"),
+    Le: ("maximum", "le"),
+    Lt: ("exclusiveMaximum", "lt"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +43,12 @@ def json_schema_of(annotation, metadata) -> dict:
     if typing.get_origin(annotation) is typing.Literal:
         choices = list(typing.get_args(annotation))
         return {"enum": choices, "type": JSON_TYPES[type(choices[0])]}
-    bounds = {key: getattr(constraint, attribute) for constraint in metadata
-              for kind, (key, attribute) in JSON_BOUNDS.items() if isinstance(constraint, kind)}
+    bounds = {
+        key: getattr(constraint, attribute)
+        for constraint in metadata
+        for kind, (key, attribute) in JSON_BOUNDS.items()
+        if isinstance(constraint, kind)
+    }
     return {"type": JSON_TYPES[annotation], **bounds}
 
 
@@ -59,8 +73,11 @@ def test_prefects_parameter_schema_shows_each_parameters_type_default_choices_an
     for position, (name, field) in enumerate(FIELDS.items()):
         shown = dict(schema["properties"][name])
         assert shown.pop("title") == name and shown.pop("position") == position, name
-        assert shown == {"default": field.default, "description": field.description,
-                         **json_schema_of(field.annotation, field.metadata)}, name
+        assert shown == {
+            "default": field.default,
+            "description": field.description,
+            **json_schema_of(field.annotation, field.metadata),
+        }, name
 
 
 def test_the_schema_offers_the_choices_of_literal_parameters(flow):
@@ -70,7 +87,11 @@ def test_the_schema_offers_the_choices_of_literal_parameters(flow):
     assert properties["epochs"]["anyOf"] == [{"type": "integer", "minimum": 1, "maximum": 1000}, {"type": "null"}]
     threshold = properties["threshold"]
     assert (threshold["type"], threshold["exclusiveMinimum"], threshold["maximum"], threshold["default"]) == (
-        "number", 0, 1, 0.97)
+        "number",
+        0,
+        1,
+        0.97,
+    )
 
 
 def test_defaults_need_no_values():
@@ -82,10 +103,14 @@ def test_defaults_need_no_values():
 @pytest.mark.parametrize(
     "values, message",
     [
-        ({"epochs": 0}, "Invalid parameter epochs=0: Input should be greater than or equal to 1 "
-                        "(allowed: >= 1 and <= 1000)"),
-        ({"validation_fraction": 0.6}, "validation_fraction=0.6: Input should be less than or equal to 0.5 "
-                                       "(allowed: > 0 and <= 0.5)"),
+        (
+            {"epochs": 0},
+            "Invalid parameter epochs=0: Input should be greater than or equal to 1 (allowed: >= 1 and <= 1000)",
+        ),
+        (
+            {"validation_fraction": 0.6},
+            "validation_fraction=0.6: Input should be less than or equal to 0.5 (allowed: > 0 and <= 0.5)",
+        ),
         ({"threshold": 0}, "threshold=0: Input should be greater than 0 (allowed: > 0 and <= 1)"),
         ({"preset": "big"}, "preset='big': Input should be 'cnn', 'mlp' or 'seed-mlp'"),
         ({"data_source": "web"}, "data_source='web': Input should be 'bundle' or 'tfds'"),
@@ -110,7 +135,15 @@ def test_every_bad_value_is_named_in_one_error():
         assert name in text
 
 
-@pytest.mark.parametrize("name, limits", [("epochs", ">= 1 and <= 1000"), ("learning_rate", "> 0 and <= 1"),
-                                          ("seed", ">= 0 and <= 2147483647"), ("preset", ""), ("bundle_dir", "")])
+@pytest.mark.parametrize(
+    "name, limits",
+    [
+        ("epochs", ">= 1 and <= 1000"),
+        ("learning_rate", "> 0 and <= 1"),
+        ("seed", ">= 0 and <= 2147483647"),
+        ("preset", ""),
+        ("bundle_dir", ""),
+    ],
+)
 def test_allowed_states_the_bounds(name, limits):
     assert allowed(name) == limits

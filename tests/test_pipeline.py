@@ -18,20 +18,26 @@ from uuid import UUID
 
 import pytest
 
-from helpers import (artifact_types, bundle_copy, flip_byte, hand_made_zero, logs_containing, run_flow_script,
-                     settled_task_runs, task_runs, wait_until, write_png)
-from mnist_pipeline.core.support.errors import ChecksumMismatchError
 from mnist_pipeline.core.data.extra_data import ExtraDataError
-from mnist_pipeline.core.support.files import sha256_file
-from mnist_pipeline.core.storage.paths import bundled_mnist_dir
-from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.data.splits import SplitFiles, is_intact
+from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.runs.summary import RunSummary
+from mnist_pipeline.core.storage.paths import bundled_mnist_dir
+from mnist_pipeline.core.support.errors import ChecksumMismatchError
+from mnist_pipeline.core.support.files import sha256_file
+from support.commands import run_flow_script
+from support.data import bundle_copy, flip_byte
+from support.pictures import hand_made_zero, write_png
+from support.polling import wait_until
+from support.prefect_state import artifact_types, logs_containing, settled_task_runs, task_runs
 
 pytestmark = pytest.mark.slow
 
-RUN_ARTIFACTS = {"mnist-training-report": "markdown", "mnist-per-class-accuracy": "table",
-                 "mnist-training-progress": "progress"}
+RUN_ARTIFACTS = {
+    "mnist-training-report": "markdown",
+    "mnist-per-class-accuracy": "table",
+    "mnist-training-progress": "progress",
+}
 
 # Reads the production model and the canonical test IDX file with nothing of the pipeline's code.
 RECOMPUTE_ACCURACY = """
@@ -98,8 +104,9 @@ def first_run(prefect_server, tmp_path_factory) -> FirstRun:
 def artifacts(first_run, tmp_path) -> Path:
     """A private copy of the first run's artifacts folder: its split, and the mlp as production v0001.
     Without Prefect's result cache, whose entries belong to the first run's folder."""
-    return Path(shutil.copytree(first_run.artifacts, tmp_path / "artifacts",
-                                ignore=shutil.ignore_patterns("prefect-results")))
+    return Path(
+        shutil.copytree(first_run.artifacts, tmp_path / "artifacts", ignore=shutil.ignore_patterns("prefect-results"))
+    )
 
 
 def test_first_run_promotes_an_mlp_above_97_percent(first_run, client):
@@ -130,25 +137,31 @@ def test_the_run_says_what_ran_and_its_verdict_without_opening_anything(first_ru
     assert "preset:mlp" in flow_run.tags
     low, high = first_run.summary.accuracy_interval_95
     split = split_dir(first_run.artifacts).name
-    logs_containing(client, first_run.flow_run_id,
-                    f"building split {split} from the MNIST files in {bundled_mnist_dir()}",
-                    f"built split {first_run.artifacts / 'splits' / split} in ",
-                    f"checked split {split} (bundle, validation fraction 0.1, seed 42): "
-                    "54000 train, 6000 validation, 10000 test images",
-                    f"test accuracy {first_run.summary.accuracy:.4f} (95% CI {low:.4f}-{high:.4f}, ",
-                    f"v0001 promoted: {first_run.summary.reason} (95% CI {low:.4f}-{high:.4f})")
+    logs_containing(
+        client,
+        first_run.flow_run_id,
+        f"building split {split} from the MNIST files in {bundled_mnist_dir()}",
+        f"built split {first_run.artifacts / 'splits' / split} in ",
+        f"checked split {split} (bundle, validation fraction 0.1, seed 42): "
+        "54000 train, 6000 validation, 10000 test images",
+        f"test accuracy {first_run.summary.accuracy:.4f} (95% CI {low:.4f}-{high:.4f}, ",
+        f"v0001 promoted: {first_run.summary.reason} (95% CI {low:.4f}-{high:.4f})",
+    )
 
 
 def test_report_and_table_artifacts_are_published(first_run, client):
-    published = wait_until(lambda: artifact_types(client, first_run.flow_run_id),
-                           lambda found: set(RUN_ARTIFACTS) <= set(found))
+    published = wait_until(
+        lambda: artifact_types(client, first_run.flow_run_id), lambda found: set(RUN_ARTIFACTS) <= set(found)
+    )
     assert published == RUN_ARTIFACTS
 
 
 def test_recorded_accuracy_holds_in_a_fresh_process_on_raw_test_images(first_run):
     output = subprocess.run(
         [sys.executable, "-c", RECOMPUTE_ACCURACY, str(first_run.artifacts / "registry"), str(bundled_mnist_dir())],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     recomputed = json.loads(output.strip().splitlines()[-1])
     assert recomputed["version"] == first_run.summary.version
@@ -159,8 +172,9 @@ def test_second_run_in_a_folder_takes_the_split_from_the_cache_and_a_high_thresh
     split_inode = split_dir(artifacts).stat().st_ino
     state, _ = run_flow(preset="seed-mlp", epochs=1, artifacts_dir=str(artifacts))  # this folder's first run
     assert state.is_completed()
-    state, summary = run_flow(preset="seed-mlp", epochs=1, learning_rate=2e-3, threshold=0.999,
-                              artifacts_dir=str(artifacts))
+    state, summary = run_flow(
+        preset="seed-mlp", epochs=1, learning_rate=2e-3, threshold=0.999, artifacts_dir=str(artifacts)
+    )
     assert state.is_completed()  # a rejection is an outcome, not a failure
     assert stage_states(client, state)["download-split"] == ["Cached"]
     assert split_dir(artifacts).stat().st_ino == split_inode  # never rebuilt
@@ -204,7 +218,11 @@ def test_an_identical_rerun_takes_the_cached_model_and_adds_no_version(artifacts
     assert again.reason.startswith("identical to v0002 (the same weights") and again.production == "v0001"
     last = registry.decisions()[-1]
     assert (last.action, last.verdict, last.candidate, last.flow_run_id) == (
-        "unchanged", "unchanged", "v0002", str(state.state_details.flow_run_id))
+        "unchanged",
+        "unchanged",
+        "v0002",
+        str(state.state_details.flow_run_id),
+    )
     assert registry.versions() == ["v0001", "v0002"] and len(registry.decisions()) == lines + 1
 
     state, forced = run_flow(preset="seed-mlp", epochs=1, force_retrain=True, artifacts_dir=str(artifacts))
@@ -232,14 +250,16 @@ def test_damaged_split_on_disk_is_rebuilt_not_served(artifacts, first_run, clien
     state, _ = run_flow(preset="seed-mlp", epochs=1, artifacts_dir=str(artifacts))  # caches the split here
     assert state.is_completed()
     split = split_dir(artifacts)
-    SplitFiles(str(split / "manifest.json"), "").path("validation").write_bytes(b"truncated")  # the cache still names this split
+    SplitFiles(str(split / "manifest.json"), "").path("validation").write_bytes(
+        b"truncated"
+    )  # the cache still names this split
     state, summary = run_flow(preset="seed-mlp", epochs=1, artifacts_dir=str(artifacts))
     assert state.is_completed(), summary
     assert stage_states(client, state)["download-split"] == ["Completed"]
     assert is_intact(split)
     rebuilt = SplitFiles(str(split / "manifest.json"), "").load("validation")
     original = SplitFiles(str(split_dir(first_run.artifacts) / "manifest.json"), "").load("validation")
-    assert all((mine == theirs).all() for mine, theirs in zip(rebuilt, original))  # the same split again
+    assert all((mine == theirs).all() for mine, theirs in zip(rebuilt, original, strict=True))  # the same split again
 
 
 def test_flipped_byte_in_bundle_fails_before_training_and_registers_nothing(artifacts, client, tmp_path):
@@ -252,7 +272,9 @@ def test_flipped_byte_in_bundle_fails_before_training_and_registers_nothing(arti
     state, error = run_flow(preset="seed-mlp", bundle_dir=str(bundle), artifacts_dir=str(artifacts))
     assert state.is_failed()
     assert isinstance(error, ChecksumMismatchError)
-    assert str(images) in str(error) and "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609" in str(error)
+    assert str(images) in str(error) and "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609" in str(
+        error
+    )
     runs = settled_task_runs(client, state.state_details.flow_run_id, ("download-split",))
     assert [run.state.type.value for run in runs["download-split"]] == ["FAILED"]
     assert set(runs) == {"download-split"}, "no stage after the split may run"
@@ -260,8 +282,18 @@ def test_flipped_byte_in_bundle_fails_before_training_and_registers_nothing(arti
 
 
 def test_cli_exit_code_3_when_rejected_with_fail_if_not_promoted(artifacts, prefect_api_url):
-    result = run_flow_script("--preset", "seed-mlp", "--epochs", "1", "--threshold", "0.999", "--fail-if-not-promoted",
-                             "--artifacts-dir", str(artifacts), env={"PREFECT_API_URL": prefect_api_url})
+    result = run_flow_script(
+        "--preset",
+        "seed-mlp",
+        "--epochs",
+        "1",
+        "--threshold",
+        "0.999",
+        "--fail-if-not-promoted",
+        "--artifacts-dir",
+        str(artifacts),
+        env={"PREFECT_API_URL": prefect_api_url},
+    )
     assert result.returncode == 3, result.stderr[-3000:]
     for notice in ("failed call to cuInit", "oneDNN custom operations", "absl::InitializeLog"):
         assert notice not in result.stderr  # TensorFlow's start-up notices are kept out
@@ -282,8 +314,11 @@ def seed_tfds_download_cache(tfds_data_dir: Path) -> dict[Path, int]:
     for url, info in tfds.builder_cls("mnist").url_infos.items():
         path = downloads / tfds.download.resource.get_dl_fname(url, info.checksum)
         shutil.copyfile(bundled_mnist_dir() / info.filename, path)
-        path.with_name(path.name + ".INFO").write_text(json.dumps(
-            {"urls": [url], "dataset_names": ["mnist"], "original_fname": info.filename, "url_info": info.asdict()}))
+        path.with_name(path.name + ".INFO").write_text(
+            json.dumps(
+                {"urls": [url], "dataset_names": ["mnist"], "original_fname": info.filename, "url_info": info.asdict()}
+            )
+        )
         placed[path] = path.stat().st_ino
     assert len(placed) == 4
     return placed
@@ -302,7 +337,7 @@ def test_tfds_source_runs_offline_from_tfds_download_cache(first_run, tmp_path):
     from_tfds = SplitFiles(str(split_dir(artifacts) / "manifest.json"), "")
     from_bundle = SplitFiles(str(split_dir(first_run.artifacts) / "manifest.json"), "")
     for name in ("train", "validation", "test"):  # the same images, split the same way
-        for mine, theirs in zip(from_tfds.load(name), from_bundle.load(name)):
+        for mine, theirs in zip(from_tfds.load(name), from_bundle.load(name), strict=True):
             assert (mine == theirs).all(), name
 
 
@@ -314,12 +349,19 @@ def test_extra_pictures_make_a_new_split_whose_train_part_holds_them(artifacts, 
     state, summary = run_flow(preset="seed-mlp", epochs=1, extra_data=str(extra), artifacts_dir=str(artifacts))
     assert state.is_completed(), summary
     assert stage_states(client, state)["download-split"] == ["Completed"]  # not the cached split without them
-    [manifest] = [path for path in (artifacts / "splits").glob("*/manifest.json")
-                  if json.loads(path.read_text())["recipe"]["extra_sha256"]]
+    [manifest] = [
+        path
+        for path in (artifacts / "splits").glob("*/manifest.json")
+        if json.loads(path.read_text())["recipe"]["extra_sha256"]
+    ]
     counts = {name: entry["count"] for name, entry in json.loads(manifest.read_text())["splits"].items()}
     assert counts == {"train": 54002, "validation": 6000, "test": 10000}
-    logs_containing(client, state.state_details.flow_run_id, f"added 2 extra training pictures from {extra}",
-                    f"checked split {manifest.parent.name} (bundle + 2 extra pictures, ")
+    logs_containing(
+        client,
+        state.state_details.flow_run_id,
+        f"added 2 extra training pictures from {extra}",
+        f"checked split {manifest.parent.name} (bundle + 2 extra pictures, ",
+    )
 
 
 def test_bad_extra_data_fails_the_run_before_any_stage(artifacts, client, tmp_path):

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_pipeline.core.support.errors import SplitValidationError
-from mnist_pipeline.core.support.files import sha256_file, write_json_atomic
 from mnist_pipeline.core.data.splits import SplitFiles, check_split
 from mnist_pipeline.core.modelling.training import input_pipeline
+from mnist_pipeline.core.support.errors import SplitValidationError
+from mnist_pipeline.core.support.files import sha256_file, write_json_atomic
 
 
 @pytest.fixture

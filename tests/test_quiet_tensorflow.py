@@ -22,7 +22,8 @@ CUINIT_FAILURE = NO_GPU_STARTUP.splitlines(keepends=True)[-1]
 def test_the_notices_of_a_machine_without_gpu_are_removed_and_real_errors_kept():
     assert startup_noise_removed(NO_GPU_STARTUP) == ""
     assert startup_noise_removed(NO_GPU_STARTUP + REAL_ERROR + "a line of the program\n") == (
-        REAL_ERROR + "a line of the program\n")
+        REAL_ERROR + "a line of the program\n"
+    )
 
 
 def test_a_cuda_failure_shows_where_a_driver_is_installed():
@@ -31,9 +32,11 @@ def test_a_cuda_failure_shows_where_a_driver_is_installed():
 
 
 def test_a_fresh_process_importing_tensorflow_prints_nothing_but_its_own_lines():
-    program = ("import sys\nfrom mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow\n"
-               "tf = import_tensorflow()\nprint('stderr after import', file=sys.stderr)\n"
-               "print(int(tf.reduce_sum(tf.constant([1, 2]))))")
+    program = (
+        "import sys\nfrom mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow\n"
+        "tf = import_tensorflow()\nprint('stderr after import', file=sys.stderr)\n"
+        "print(int(tf.reduce_sum(tf.constant([1, 2]))))"
+    )
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
     assert result.stdout == "3\n"
     assert result.stderr == "stderr after import\n"
@@ -42,9 +45,11 @@ def test_a_fresh_process_importing_tensorflow_prints_nothing_but_its_own_lines()
 def test_what_the_program_writes_while_a_background_import_filters_stderr_is_not_lost_at_exit():
     """The run command imports TensorFlow in a background thread and exits with os._exit: a line it
     writes meanwhile (its error message) must reach stderr, not stay in the filter."""
-    program = ("import os, sys, threading\nfrom mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow, "
-               "release_stderr\nthreading.Thread(target=import_tensorflow, daemon=True).start()\n"
-               "import time; time.sleep(0.5)\nprint('error: what went wrong', file=sys.stderr)\n"
-               "sys.stderr.flush(); release_stderr(); os._exit(1)")
+    program = (
+        "import os, sys, threading\nfrom mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow, "
+        "release_stderr\nthreading.Thread(target=import_tensorflow, daemon=True).start()\n"
+        "import time; time.sleep(0.5)\nprint('error: what went wrong', file=sys.stderr)\n"
+        "sys.stderr.flush(); release_stderr(); os._exit(1)"
+    )
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
     assert result.returncode == 1 and "error: what went wrong\n" in result.stderr, result.stderr

@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from helpers import BACKENDS, copy_run, register
 
 from mnist_pipeline.core.evaluation.gate import GateSettings, Scored, gate
 from mnist_pipeline.core.evaluation.scoring import PREDICTIONS, read_predictions
@@ -24,6 +23,7 @@ from mnist_pipeline.core.modelling.parameters import PipelineParameters
 from mnist_pipeline.core.registry import REPAIR_COMMAND, LocalBackend, Registry, RegistryError, open_registry
 from mnist_pipeline.core.storage import store
 from mnist_pipeline.core.support.faults import FAIL_ONCE_ENV, InjectedFault
+from support.training import BACKENDS, copy_run, register
 
 pytestmark = pytest.mark.parametrize("registry_kind", BACKENDS, indirect=True)
 
@@ -42,6 +42,7 @@ def state(registry: Registry) -> tuple:
 
 
 # Damage as a crash or a hand edit leaves it, in either backend ---------------------------------------
+
 
 def write_pointer(registry: Registry, text: str) -> None:
     backend = registry.backend
@@ -107,6 +108,7 @@ def make_leftover(registry: Registry) -> str:
 
 # Registering ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "candidate, champion, promoted, reason",
     [
@@ -121,6 +123,7 @@ def make_leftover(registry: Registry) -> str:
 def test_gate(candidate, champion, promoted, reason, registry_kind):
     """The overall rule with the default settings, on models whose errors fall evenly on the classes
     (the gate is the registry's in either backend: run once a backend, it costs nothing)."""
+
     def scored(version: str, correct: int) -> Scored:
         labels = np.arange(10000) % 10
         predicted = np.where(np.arange(10000) < 10000 - correct, (labels + 1) % 10, labels)
@@ -139,8 +142,17 @@ def test_first_model_above_threshold_becomes_production(empty_registry, tiny_str
     assert "no production model yet" in decision.reason
     assert registry.production() == "v0001"
     version_dir = registry.version_dir("v0001")
-    for name in ("model.keras", "metrics.json", "params.json", "history.json", "model_card.md",
-                 "version.json", "training_curves.png", "confusion_matrix.png", "saved_model"):
+    for name in (
+        "model.keras",
+        "metrics.json",
+        "params.json",
+        "history.json",
+        "model_card.md",
+        "version.json",
+        "training_curves.png",
+        "confusion_matrix.png",
+        "saved_model",
+    ):
         assert (version_dir / name).exists(), name
     record = registry.read_version("v0001")
     assert record["status"] == "promoted" and record["versions"]["tensorflow"].startswith("2.21")
@@ -162,15 +174,20 @@ def test_registering_the_same_model_twice_adds_nothing(registry, tiny_strong, sy
     assert state(registry) == before
 
 
-def test_the_same_model_from_another_run_is_unchanged_not_a_new_version(registry, tiny_strong, synthetic_split,
-                                                                       tmp_path):
+def test_the_same_model_from_another_run_is_unchanged_not_a_new_version(
+    registry, tiny_strong, synthetic_split, tmp_path
+):
     """Issue 12: a rerun that trains the same weights again (its .keras file's bytes differ) adds no
     version and does not move production; the decision says which version it is."""
     before = registry.decisions()
     rerun = copy_run(tiny_strong, tmp_path / "rerun", same_weights=True)
     decision = register(registry, rerun, synthetic_split, flow_run_id="run-3")
     assert (decision.action, decision.verdict, decision.candidate, decision.promoted) == (
-        "unchanged", "unchanged", "v0001", False)
+        "unchanged",
+        "unchanged",
+        "v0001",
+        False,
+    )
     assert decision.reason.startswith("identical to v0001 (the same weights, trained on the same data)")
     assert registry.versions() == ["v0001", "v0002"] and registry.production() == "v0001"
     assert registry.decisions() == [*before, decision]
@@ -241,6 +258,7 @@ def test_version_names_cannot_escape_the_registry(empty_registry, name):
 
 # Promoting and rolling back ------------------------------------------------------------------------
 
+
 def test_promote_and_rollback_move_production_and_are_logged(registry):
     refused = registry.promote("v0002", "ana", "is it better?")
     assert not refused.promoted and "worse than production v0001" in refused.reason
@@ -251,8 +269,13 @@ def test_promote_and_rollback_move_production_and_are_logged(registry):
     assert (back.action, back.candidate, back.production_before) == ("rollback", "v0001", "v0002")
     assert registry.production() == "v0001" and registry.production_history() == ["v0001"]
     assert registry.statuses() == {"v0001": "promoted", "v0002": "rolled back"}
-    assert [record.action for record in registry.decisions()] == ["register", "register", "promote", "promote",
-                                                                  "rollback"]
+    assert [record.action for record in registry.decisions()] == [
+        "register",
+        "register",
+        "promote",
+        "promote",
+        "rollback",
+    ]
     with pytest.raises(RegistryError, match="first production model"):
         registry.rollback("ana", "again")
     with pytest.raises(RegistryError, match="already the production model"):
@@ -262,8 +285,10 @@ def test_promote_and_rollback_move_production_and_are_logged(registry):
 
 # Exactly once: retries, interruptions, races -------------------------------------------------------
 
-def test_a_failed_registration_is_completed_exactly_once_by_its_retry(registry, tiny_strong, synthetic_split,
-                                                                    tmp_path, monkeypatch):
+
+def test_a_failed_registration_is_completed_exactly_once_by_its_retry(
+    registry, tiny_strong, synthetic_split, tmp_path, monkeypatch
+):
     rerun = copy_run(tiny_strong, tmp_path / "rerun")
     monkeypatch.setenv(FAIL_ONCE_ENV, "register")
     with pytest.raises(InjectedFault):
@@ -281,7 +306,8 @@ def test_a_failed_registration_is_completed_exactly_once_by_its_retry(registry, 
 
 
 def test_two_registrations_at_once_give_two_versions_and_production_is_the_better(
-        registry_location, tiny_strong, tiny_weak, synthetic_split, monkeypatch, tmp_path):
+    registry_location, tiny_strong, tiny_weak, synthetic_split, monkeypatch, tmp_path
+):
     start, results, errors = threading.Barrier(2), {}, []
     registries = {}
     for name in ("strong", "weak"):  # each its own lock file handle; in the store, its own mirror ("machine")
@@ -312,6 +338,7 @@ def test_two_registrations_at_once_give_two_versions_and_production_is_the_bette
 
 # Damaged or half-finished state: found, named, repaired -------------------------------------------
 
+
 def test_damaged_production_pointer_is_reported(empty_registry):
     registry = empty_registry
     write_pointer(registry, "{trunc")
@@ -337,7 +364,7 @@ def test_cut_short_decision_log_is_named_and_repaired(registry):
     assert registry.check() == [] and registry.production() == "v0001"
 
 
-@pytest.mark.parametrize("pointer", ["{\"vers", "{\"version\": \"v0009\"}", "{\"version\": \"../../x\"}"])
+@pytest.mark.parametrize("pointer", ['{"vers', '{"version": "v0009"}', '{"version": "../../x"}'])
 def test_broken_production_pointer_is_named_and_rebuilt_from_the_log(registry, pointer):
     write_pointer(registry, pointer)
     with pytest.raises(RegistryError) as error:

@@ -10,11 +10,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import BACKENDS
 
 from mnist_pipeline.cli.registry import list_versions, show_version
 from mnist_pipeline.core.registry import Registry, open_registry
 from mnist_pipeline.core.storage.store import ObjectStore
+from support.training import BACKENDS
 
 WRITTEN_BEFORE = Path(__file__).parent / "data" / "registry-5e89607"
 
@@ -37,7 +37,11 @@ def test_a_registry_written_before_is_listed_shown_checked_and_promoted_in(old_r
     registry = old_registry
     assert registry.versions() == ["v0001", "v0002"] and registry.production() == "v0001"
     assert [(record.action, record.candidate) for record in registry.decisions()] == [
-        ("register", "v0001"), ("register", "v0002"), ("promote", "v0002"), ("rollback", "v0001")]
+        ("register", "v0001"),
+        ("register", "v0002"),
+        ("promote", "v0002"),
+        ("rollback", "v0001"),
+    ]
     assert registry.production_history() == ["v0001"]
     assert registry.statuses() == {"v0001": "promoted", "v0002": "rolled back"}
     assert registry.check() == []
@@ -55,7 +59,10 @@ def test_a_registry_written_before_is_listed_shown_checked_and_promoted_in(old_r
     assert registry.rollback("ana", "and back").candidate == "v0001"
     assert registry.check() == [] and registry.production() == "v0001"
     assert [record.action for record in open_registry(registry.location).decisions()][-3:] == [
-        "promote", "promote", "rollback"]
+        "promote",
+        "promote",
+        "rollback",
+    ]
 
 
 def test_the_old_formats_are_the_ones_still_written(old_registry, registry_kind):
@@ -64,9 +71,11 @@ def test_the_old_formats_are_the_ones_still_written(old_registry, registry_kind)
     registry.promote("v0002", "ana", "x", force=True)
     if registry_kind == "folder":
         assert {path.name for path in Path(registry.location).iterdir()} >= {
-            "production.json", "decisions.jsonl", "versions"}
-        assert set(json.loads(registry.backend.production_file.read_text())) == {
-            "version", "since", "reason"}
+            "production.json",
+            "decisions.jsonl",
+            "versions",
+        }
+        assert set(json.loads(registry.backend.production_file.read_text())) == {"version", "since", "reason"}
     else:
         names = sorted(url.rsplit("/", 1)[1] for url in registry.backend.store.find(registry.backend.log_location))
         assert names[-1] == "00000004-0-promote-v0002.json" and len(names) == 5

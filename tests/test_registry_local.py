@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 from filelock import FileLock, Timeout
-from helpers import copy_run, register, run_cli
 
 from mnist_pipeline.core.registry import REPAIR_COMMAND, Registry
+from support.commands import run_cli
+from support.training import copy_run, register
 
 
 def state(registry: Registry) -> tuple:
@@ -33,8 +34,9 @@ def test_every_change_waits_for_the_registry_lock(registry, tiny_weak, synthetic
     assert state(registry) == before
 
 
-def test_an_interrupted_registration_is_completed_before_the_next_is_added(registry, tiny_weak, synthetic_split,
-                                                                         tmp_path):
+def test_an_interrupted_registration_is_completed_before_the_next_is_added(
+    registry, tiny_weak, synthetic_split, tmp_path
+):
     """Under the lock no registration can be running, so the next change completes a dead one's
     (in the store, where one may be running on another machine, only `repair` does)."""
     log = registry.backend.decision_log
@@ -56,7 +58,7 @@ def test_a_damaged_log_line_is_dropped_and_the_old_log_kept(registry):
 
 def test_check_and_repair_commands(registry):
     artifacts = ["--artifacts-dir", str(registry.backend.root.parent)]
-    registry.backend.production_file.write_text("{\"vers")
+    registry.backend.production_file.write_text('{"vers')
     check = run_cli("registry", "check", *artifacts)
     assert check.returncode == 1, check.stderr
     assert str(registry.backend.production_file) in check.stdout and REPAIR_COMMAND in check.stdout

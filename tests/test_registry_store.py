@@ -11,12 +11,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import register
 
 from devstack.team.object_store import MotoS3Server
 from mnist_pipeline.core.registry import ObjectStoreBackend, Registry, open_registry
 from mnist_pipeline.core.storage import store
 from mnist_pipeline.core.storage.store import ObjectStore, StoreError
+from support.training import register
 
 pytestmark = pytest.mark.slow
 
@@ -33,15 +33,20 @@ def on_machine(name: str, tmp_path: Path, monkeypatch, url: str) -> Registry:
 
 
 def test_a_registration_is_whole_in_the_store_and_read_on_another_machine(
-        registry_url, tiny_strong, synthetic_split, tmp_path, monkeypatch):
+    registry_url, tiny_strong, synthetic_split, tmp_path, monkeypatch
+):
     registry = open_registry(registry_url)
     assert isinstance(registry.backend, ObjectStoreBackend)
     decision = register(registry, tiny_strong, synthetic_split, flow_run_id="run-1")
     assert decision.promoted and decision.candidate == "v0001"
     objects = ObjectStore.for_url(registry_url)
     names = {url.rsplit(registry_url, 1)[1] for url in objects.find(registry_url)}
-    assert {"/production.json", "/versions/v0001/version.json", "/versions/v0001/model.keras",
-            "/versions/v0001/.claim"} <= names
+    assert {
+        "/production.json",
+        "/versions/v0001/version.json",
+        "/versions/v0001/model.keras",
+        "/versions/v0001/.claim",
+    } <= names
     assert [name for name in names if name.startswith("/decisions/")] == ["/decisions/00000001-0-register-v0001.json"]
 
     other = on_machine("machine-b", tmp_path, monkeypatch, registry_url)
@@ -53,7 +58,8 @@ def test_a_registration_is_whole_in_the_store_and_read_on_another_machine(
 
 @pytest.mark.parametrize("first_in", ["weak", "strong"])
 def test_a_compare_and_swap_conflict_is_retried_against_the_new_production(
-        first_in, registry_url, tiny_strong, tiny_weak, synthetic_split, tmp_path, monkeypatch):
+    first_in, registry_url, tiny_strong, tiny_weak, synthetic_split, tmp_path, monkeypatch
+):
     """Machine A's registration has applied the gate and is about to move production when machine B's
     registration moves it first: A's swap is refused, and A applies the gate again against B's model."""
     runs = {"strong": tiny_strong, "weak": tiny_weak}
@@ -85,11 +91,13 @@ def test_a_compare_and_swap_conflict_is_retried_against_the_new_production(
 
 
 def test_a_registration_that_died_after_moving_production_is_completed(
-        registry_url, tiny_strong, synthetic_split, monkeypatch):
+    registry_url, tiny_strong, synthetic_split, monkeypatch
+):
     """The process dies between moving the pointer and logging the decision: the next operation logs it."""
     registry = open_registry(registry_url)
-    monkeypatch.setattr(registry.backend, "append_decision",
-                        lambda record, pointer: (_ for _ in ()).throw(SystemExit("killed")))
+    monkeypatch.setattr(
+        registry.backend, "append_decision", lambda record, pointer: (_ for _ in ()).throw(SystemExit("killed"))
+    )
     with pytest.raises(SystemExit):
         register(registry, tiny_strong, synthetic_split, flow_run_id="run-1")
     fresh = open_registry(registry_url)
@@ -99,7 +107,8 @@ def test_a_registration_that_died_after_moving_production_is_completed(
 
 
 def test_a_store_outage_mid_registration_leaves_the_registry_as_it_was_and_a_retry_registers(
-        registry_url, tiny_strong, tiny_weak, synthetic_split, monkeypatch):
+    registry_url, tiny_strong, tiny_weak, synthetic_split, monkeypatch
+):
     registry = open_registry(registry_url)
     register(registry, tiny_strong, synthetic_split, flow_run_id="run-1")
     before = (registry.versions(), registry.production(), len(registry.decisions()))
@@ -122,11 +131,15 @@ def test_a_store_outage_mid_registration_leaves_the_registry_as_it_was_and_a_ret
 
 
 def test_predict_registry_show_and_the_service_read_the_registry_in_the_store(
-        s3_env, tiny_strong, tiny_weak, synthetic_split, tmp_path):
+    s3_env, tiny_strong, tiny_weak, synthetic_split, tmp_path
+):
     from fastapi.testclient import TestClient
-    from helpers import png_bytes, run_cli, synthetic_digits, wait_until
 
     from mnist_pipeline.serve.app import ServeSettings, create_app
+    from support.commands import run_cli
+    from support.data import synthetic_digits
+    from support.pictures import png_bytes
+    from support.polling import wait_until
 
     artifacts = s3_env.store_url(f"artifacts-{uuid.uuid4().hex[:8]}")
     registry = open_registry(f"{artifacts}/registry")
@@ -139,8 +152,9 @@ def test_predict_registry_show_and_the_service_read_the_registry_in_the_store(
     shown = run_cli("registry", "show", "1", env=env)
     assert shown.returncode == 0 and "v0001  (promoted, production)" in shown.stdout, shown.stdout + shown.stderr
 
-    service = TestClient(create_app(ServeSettings(registry=f"{artifacts}/registry", corrections=tmp_path / "c",
-                                                  poll_seconds=0.05))).__enter__()
+    service = TestClient(
+        create_app(ServeSettings(registry=f"{artifacts}/registry", corrections=tmp_path / "c", poll_seconds=0.05))
+    ).__enter__()
     try:
         version = lambda: (service.get("/v1/model").json()["serving"] or {}).get("version")  # noqa: E731
         assert wait_until(version, lambda name: name is not None, timeout=60) == "v0001"
@@ -153,13 +167,14 @@ def test_predict_registry_show_and_the_service_read_the_registry_in_the_store(
 
 # The store's bad input: a clear error naming the URL and what to check, before any work -------------
 
+
 def test_a_missing_bucket_is_named(s3_env):
     with pytest.raises(StoreError, match=r"s3://no-such-bucket-here/x.*the bucket must exist"):
         ObjectStore("s3://no-such-bucket-here/x").check()
 
 
 def test_an_unreachable_store_is_named(s3_env, monkeypatch):
-    from helpers import free_port
+    from support.servers import free_port
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(StoreError, match=r"s3://mnist-team/x cannot be reached.*AWS_ENDPOINT_URL"):
@@ -170,8 +185,9 @@ def test_a_store_that_ignores_conditional_writes_is_refused(s3_env, monkeypatch)
     """As a server that ignores If-None-Match / If-Match does: the requests reach moto without them."""
     objects = ObjectStore(s3_env.store_url("x"))
     unconditional = objects.fs.pipe_file
-    monkeypatch.setattr(objects.fs, "pipe_file",
-                        lambda path, data, mode="overwrite", IfMatch=None: unconditional(path, data))
+    monkeypatch.setattr(
+        objects.fs, "pipe_file", lambda path, data, mode="overwrite", IfMatch=None: unconditional(path, data)
+    )
     with pytest.raises(StoreError, match="ignores conditional writes"):
         objects.check()
 

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PROJECT_ROOT, bundle_copy, flip_byte, run_cli
-from mnist_pipeline.core.support.errors import PipelineError
 from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.runs.summary import RunSummary
+from mnist_pipeline.core.support.errors import PipelineError
+from support.commands import PROJECT_ROOT, run_cli
+from support.data import bundle_copy, flip_byte
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +57,18 @@ def test_run_exits_1_with_one_error_line_and_no_traceback_on_a_damaged_bundle(pr
     labels = bundle / "t10k-labels-idx1-ubyte.gz"
     flip_byte(labels, -10)
     artifacts = tmp_path / "artifacts"
-    result = run_cli("run", "--preset", "seed-mlp", "--epochs", "1", "--bundle-dir", str(bundle),
-                     "--artifacts-dir", str(artifacts), env={"PREFECT_API_URL": prefect_api_url})
+    result = run_cli(
+        "run",
+        "--preset",
+        "seed-mlp",
+        "--epochs",
+        "1",
+        "--bundle-dir",
+        str(bundle),
+        "--artifacts-dir",
+        str(artifacts),
+        env={"PREFECT_API_URL": prefect_api_url},
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert line.startswith(f"error: MNIST bundle file {labels} has SHA-256 "), line
@@ -68,15 +79,21 @@ def test_run_exits_1_with_one_error_line_and_no_traceback_on_a_damaged_bundle(pr
 
 
 def test_default_run_trains_the_cnn_above_99_percent_and_promotes_it_into_MNIST_ARTIFACTS_DIR(
-        prefect_api_url, split_manifest, tmp_path):
+    prefect_api_url, split_manifest, tmp_path
+):
     """The promise of README's quick start: no options at all. The artifacts folder comes from the
     environment; its split is the session's (the same recipe as the default), so only the cnn trains."""
     artifacts, cwd = tmp_path / "from-env", tmp_path / "cwd"
     shutil.copytree(split_manifest.parent, artifacts / "splits" / split_manifest.parent.name)
     cwd.mkdir()
     summary_file = tmp_path / "summary.json"
-    result = run_cli("run", "--summary-json", str(summary_file), cwd=cwd,
-                     env={"MNIST_ARTIFACTS_DIR": str(artifacts), "PREFECT_API_URL": prefect_api_url})
+    result = run_cli(
+        "run",
+        "--summary-json",
+        str(summary_file),
+        cwd=cwd,
+        env={"MNIST_ARTIFACTS_DIR": str(artifacts), "PREFECT_API_URL": prefect_api_url},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = RunSummary.from_json(summary_file.read_text())
     assert summary.preset == "cnn"
@@ -87,8 +104,9 @@ def test_default_run_trains_the_cnn_above_99_percent_and_promotes_it_into_MNIST_
     assert Path(summary.version_dir).parent == artifacts / "registry" / "versions"
     assert Path(summary.run_dir).parent == artifacts / "runs"
     assert not (cwd / "artifacts").exists(), "wrote to ./artifacts despite MNIST_ARTIFACTS_DIR"
-    assert [path.name for path in (artifacts / "splits").iterdir() if not path.name.startswith(".")] == \
-        [split_manifest.parent.name]  # the default recipe: the session's split, not a new one
+    assert [path.name for path in (artifacts / "splits").iterdir() if not path.name.startswith(".")] == [
+        split_manifest.parent.name
+    ]  # the default recipe: the session's split, not a new one
 
 
 def test_an_explicit_artifacts_dir_wins_over_MNIST_ARTIFACTS_DIR(prefect_api_url, tmp_path):
@@ -97,8 +115,12 @@ def test_an_explicit_artifacts_dir_wins_over_MNIST_ARTIFACTS_DIR(prefect_api_url
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     from_env = tmp_path / "from-env"
-    result = run_cli("run", "--artifacts-dir", str(blocker / "artifacts"),
-                     env={"MNIST_ARTIFACTS_DIR": str(from_env), "PREFECT_API_URL": prefect_api_url})
+    result = run_cli(
+        "run",
+        "--artifacts-dir",
+        str(blocker / "artifacts"),
+        env={"MNIST_ARTIFACTS_DIR": str(from_env), "PREFECT_API_URL": prefect_api_url},
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert line.startswith(f"error: Artifacts directory {blocker / 'artifacts'} is not writable"), line
@@ -111,7 +133,10 @@ def test_scripts_run_sh_sets_up_and_runs_the_flow(prefect_api_url, tmp_path):
     started = time.monotonic()
     result = subprocess.run(
         ["bash", str(PROJECT_ROOT / "scripts" / "run.sh"), "--preset", "seed-mlp", "--epochs", "1"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=1200,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1200,
         env={**os.environ, "MNIST_ARTIFACTS_DIR": str(artifacts), "PREFECT_API_URL": prefect_api_url},
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]

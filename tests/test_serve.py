@@ -20,19 +20,24 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from helpers import (assert_same_answers, bad_service_requests, hand_made_zero, imported_packages, png_bytes,
-                     wait_until, write_png)
 from mnist_pipeline.cli.predict import predict_files
-from mnist_pipeline.core.support.files import write_json_atomic
 from mnist_pipeline.core.data.pictures import read_picture
 from mnist_pipeline.core.registry import open_registry
+from mnist_pipeline.core.support.files import write_json_atomic
 from mnist_pipeline.serve.app import MAX_IMAGES_PER_REQUEST, STATIC, ServeSettings, create_app
 from mnist_pipeline.serve.batching import MicroBatcher, ServiceBusy
+from support.commands import imported_packages
+from support.pictures import hand_made_zero, png_bytes, write_png
+from support.polling import wait_until
+from support.service import assert_same_answers, bad_service_requests
 
 
 def start(artifacts: Path, **settings) -> TestClient:
-    app = create_app(ServeSettings(registry=artifacts / "registry", corrections=artifacts / "corrections",
-                                   poll_seconds=0.05, **settings))
+    app = create_app(
+        ServeSettings(
+            registry=artifacts / "registry", corrections=artifacts / "corrections", poll_seconds=0.05, **settings
+        )
+    )
     client = TestClient(app).__enter__()  # runs the lifespan: the watcher and the batching worker
     wait_until(lambda: client.get("/readyz").status_code, lambda status: status == 200, timeout=120)
     return client
@@ -79,8 +84,9 @@ def test_ready_with_the_production_model_and_its_facts(service, two_versions):
 
 
 def test_not_ready_without_a_production_model(tmp_path):
-    client = TestClient(create_app(ServeSettings(registry=tmp_path / "registry", corrections=tmp_path / "c",
-                                                 poll_seconds=0.05)))
+    client = TestClient(
+        create_app(ServeSettings(registry=tmp_path / "registry", corrections=tmp_path / "c", poll_seconds=0.05))
+    )
     with client:
         answer = wait_until(lambda: client.get("/readyz"), lambda r: "no production model yet" in r.text, timeout=30)
         assert answer.status_code == 503 and client.get("/healthz").status_code == 200
@@ -88,8 +94,9 @@ def test_not_ready_without_a_production_model(tmp_path):
         assert response.status_code == 503 and "no production model yet" in response.json()["detail"]
 
 
-def test_pictures_and_arrays_are_classified_as_predict_classifies_them(service, two_versions, synthetic_split,
-                                                                       tmp_path):
+def test_pictures_and_arrays_are_classified_as_predict_classifies_them(
+    service, two_versions, synthetic_split, tmp_path
+):
     images, labels = synthetic_split.load("test")
     files = [write_png(tmp_path / f"{i}.png", image) for i, image in enumerate(images[:12])]
     np.save(tmp_path / "images.npy", images[:12])
@@ -99,10 +106,14 @@ def test_pictures_and_arrays_are_classified_as_predict_classifies_them(service, 
 
     uploads = [("file", (file.name, file.read_bytes(), "image/png")) for file in files]
     assert_same_answers(service.post("/v1/predict", files=uploads).json(), pictures)
-    one_by_one = [service.post("/v1/predict", content=file.read_bytes(), headers={"content-type": "image/png"}).json()
-                  for file in files]
-    assert_same_answers({"version": one_by_one[0]["version"],
-                         "predictions": [answer["predictions"][0] for answer in one_by_one]}, pictures)
+    one_by_one = [
+        service.post("/v1/predict", content=file.read_bytes(), headers={"content-type": "image/png"}).json()
+        for file in files
+    ]
+    assert_same_answers(
+        {"version": one_by_one[0]["version"], "predictions": [answer["predictions"][0] for answer in one_by_one]},
+        pictures,
+    )
     as_arrays = service.post("/v1/predict", json={"images": images[:12].tolist()}).json()
     assert_same_answers(as_arrays, arrays)
     assert [p["class"] for p in as_arrays["predictions"]] == labels[:12].tolist()  # a strong tiny model
@@ -118,17 +129,23 @@ def test_invert_reads_dark_digits_on_light_backgrounds(service):
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, about the 10000x10000 one
-@pytest.mark.parametrize("what, path, request_args, status, message",
-                         bad_service_requests(), ids=[case[0] for case in bad_service_requests()])
+@pytest.mark.parametrize(
+    "what, path, request_args, status, message",
+    bad_service_requests(),
+    ids=[case[0] for case in bad_service_requests()],
+)
 def test_bad_input_gets_a_4xx_saying_what_is_wrong_and_the_service_keeps_serving(
-        unchanged_service, what, path, request_args, status, message):
+    unchanged_service, what, path, request_args, status, message
+):
     service = unchanged_service
     response = service.post(path, **request_args)
     assert response.status_code == status, response.text
     assert message in response.json()["detail"]
     assert classes(service.post("/v1/predict", json={"images": hand_made_zero().tolist()})) == [
-        classes(service.post("/v1/predict", content=png_bytes(hand_made_zero()),
-                             headers={"content-type": "image/png"}))[0]]
+        classes(
+            service.post("/v1/predict", content=png_bytes(hand_made_zero()), headers={"content-type": "image/png"})
+        )[0]
+    ]
 
 
 def test_bodies_over_the_upload_limit_are_refused_declared_or_streamed(two_versions):
@@ -136,8 +153,9 @@ def test_bodies_over_the_upload_limit_are_refused_declared_or_streamed(two_versi
     try:
         big = b"\x00" * 60_000
         declared = client.post("/v1/predict", content=big, headers={"content-type": "image/png"})
-        streamed = client.post("/v1/predict", content=iter([big[:30_000], big[30_000:]]),
-                               headers={"content-type": "image/png"})  # chunked: no Content-Length
+        streamed = client.post(
+            "/v1/predict", content=iter([big[:30_000], big[30_000:]]), headers={"content-type": "image/png"}
+        )  # chunked: no Content-Length
         for response in (declared, streamed):
             assert response.status_code == 413 and "larger than the service's limit of 0.05 MB" in response.text
         assert client.get("/readyz").status_code == 200
@@ -175,8 +193,7 @@ def test_follows_production_and_refuses_a_damaged_new_model(service, two_version
 def test_a_correction_is_stored_as_the_laid_out_png_under_its_label(service, two_versions):
     drawing = np.zeros((280, 280), np.uint8)
     drawing[60:220, 130:150] = 255  # a "1", ten times MNIST's size
-    response = service.post("/v1/corrections", files={"file": ("drawing.png", png_bytes(drawing))},
-                            data={"label": "7"})
+    response = service.post("/v1/corrections", files={"file": ("drawing.png", png_bytes(drawing))}, data={"label": "7"})
     assert response.status_code == 201, response.text
     stored = two_versions / "corrections" / response.json()["stored"]
     assert stored.parent == two_versions / "corrections" / "7"
@@ -190,8 +207,9 @@ def test_the_corrections_folder_is_capped(two_versions):
     client = start(two_versions, corrections_max_bytes=600)
     try:
         drawing = png_bytes(hand_made_zero())
-        answers = [client.post("/v1/corrections", files={"file": ("d.png", drawing)}, data={"label": "0"})
-                   for _ in range(4)]
+        answers = [
+            client.post("/v1/corrections", files={"file": ("d.png", drawing)}, data={"label": "0"}) for _ in range(4)
+        ]
         statuses = [answer.status_code for answer in answers]
         assert 201 in statuses and statuses[-1] == 507 and "cap" in answers[-1].json()["detail"]
         stored = sum(path.stat().st_size for path in (two_versions / "corrections").rglob("*.png"))
@@ -206,8 +224,9 @@ def test_the_page_is_served_and_loads_nothing_from_elsewhere(service):
     for name in ("page.js", "page.css"):
         assert service.get(f"/static/{name}").status_code == 200
     for path in STATIC.iterdir():
-        assert not re.search(r"(src|href)=\"(https?:)?//|url\(\s*['\"]?(https?:)?//|import\s.*https?://",
-                             path.read_text()), path
+        assert not re.search(
+            r"(src|href)=\"(https?:)?//|url\(\s*['\"]?(https?:)?//|import\s.*https?://", path.read_text()
+        ), path
 
 
 def run_batcher(batcher: MicroBatcher, requests: list[np.ndarray]) -> list:
@@ -231,7 +250,7 @@ def test_concurrent_requests_share_one_model_call_and_get_their_own_rows():
     requests = [np.full((n, 28, 28), i, np.uint8) for i, n in enumerate([1, 3, 1, 2], start=1)]
     answers = run_batcher(MicroBatcher(predict, max_batch=64, window_seconds=0.05, max_pending=10), requests)
     assert calls == [7]
-    for images, (version, rows) in zip(requests, answers):
+    for images, (version, rows) in zip(requests, answers, strict=True):
         assert version == "v0001" and rows.shape == (len(images), 10) and (rows == images[0, 0, 0]).all()
 
     calls.clear()

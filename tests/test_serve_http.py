@@ -17,12 +17,16 @@ import httpx
 import numpy as np
 import pytest
 
-from helpers import (assert_same_answers, bad_service_requests, hand_made_zero, png_bytes, run_cli, serving,
-                     synthetic_digits, wait_until, write_png)
-from mnist_pipeline.core.support.files import write_json_atomic
-from mnist_pipeline.core.modelling.models import load_model, predict_probabilities
 from mnist_pipeline.core.data.pictures import read_picture
+from mnist_pipeline.core.modelling.models import load_model, predict_probabilities
 from mnist_pipeline.core.registry import open_registry
+from mnist_pipeline.core.support.files import write_json_atomic
+from support.commands import run_cli
+from support.data import synthetic_digits
+from support.pictures import hand_made_zero, png_bytes, write_png
+from support.polling import wait_until
+from support.servers import serving
+from support.service import assert_same_answers, bad_service_requests
 
 pytestmark = pytest.mark.slow
 
@@ -40,12 +44,21 @@ def test_300_mnist_test_digits_as_pngs_are_answered_as_predict_answers_them(mlp_
     assert result.returncode == 0, result.stderr
     predicted = json.loads(result.stdout)
 
-    with serving(mlp_artifacts, log=tmp_path / "serve.log") as url, httpx.Client() as client:
-        with ThreadPoolExecutor(16) as pool:  # concurrent single pictures: answered from shared batches
-            answers = list(pool.map(lambda file: post_png(client, url, file.read_bytes()), files))
+    # concurrent single pictures: answered from shared batches
+    with (
+        serving(mlp_artifacts, log=tmp_path / "serve.log") as url,
+        httpx.Client() as client,
+        ThreadPoolExecutor(16) as pool,
+    ):
+        answers = list(pool.map(lambda file: post_png(client, url, file.read_bytes()), files))
     assert all(answer.status_code == 200 for answer in answers)
-    assert_same_answers({"version": answers[0].json()["version"],
-                         "predictions": [answer.json()["predictions"][0] for answer in answers]}, predicted)
+    assert_same_answers(
+        {
+            "version": answers[0].json()["version"],
+            "predictions": [answer.json()["predictions"][0] for answer in answers],
+        },
+        predicted,
+    )
     assert {answer.json()["version"] for answer in answers} == {"v0001"}
 
 
@@ -53,8 +66,10 @@ def test_hot_swap_on_promote_and_rollback_while_clients_keep_sending(two_version
     registry = open_registry(two_versions / "registry")
     pictures = [png_bytes(image) for image in synthetic_digits(4, seed=9)[0]]
     laid_out = np.stack([read_picture(io.BytesIO(png)) for png in pictures])
-    expected = {version: predict_probabilities(load_model(registry.model_path(version)), laid_out)
-                for version in ("v0001", "v0002")}
+    expected = {
+        version: predict_probabilities(load_model(registry.model_path(version)), laid_out)
+        for version in ("v0001", "v0002")
+    }
     assert not np.allclose(expected["v0001"], expected["v0002"], atol=1e-3)  # answers tell the versions apart
 
     answers: list[list[tuple[int, str | None, list | None]]] = [[] for _ in pictures]
@@ -65,8 +80,9 @@ def test_hot_swap_on_promote_and_rollback_while_clients_keep_sending(two_version
             while not stop.is_set():
                 response = post_png(client, url, pictures[client_number])
                 body = response.json() if response.status_code == 200 else {}
-                answers[client_number].append((response.status_code, body.get("version"),
-                                               body and body["predictions"][0]["probabilities"]))
+                answers[client_number].append(
+                    (response.status_code, body.get("version"), body and body["predictions"][0]["probabilities"])
+                )
 
     def latest_versions() -> set[str | None]:
         return {sent[-1][1] if sent else None for sent in answers}
@@ -102,8 +118,9 @@ def test_a_damaged_new_model_is_refused_and_the_old_one_keeps_serving(two_versio
         model.write_bytes(model.read_bytes()[:-100])  # cut short, e.g. by an interrupted copy
         # a pointer moved without the registry's checks (by hand, or copied from another store)
         write_json_atomic(registry.backend.production_file, {"version": "v0002", "since": "now", "reason": "test"})
-        report = wait_until(lambda: client.get(f"{url}/v1/model").json(), lambda r: r["refused"] is not None,
-                            timeout=120)
+        report = wait_until(
+            lambda: client.get(f"{url}/v1/model").json(), lambda r: r["refused"] is not None, timeout=120
+        )
         assert report["refused"]["version"] == "v0002"
         assert "is missing or is not the one registered as v0002" in report["refused"]["reason"]
         assert report["serving"]["version"] == "v0001"
@@ -116,7 +133,10 @@ def test_a_damaged_new_model_is_refused_and_the_old_one_keeps_serving(two_versio
 def test_bad_input_over_http_gets_a_4xx_and_the_service_keeps_serving(two_versions, tmp_path):
     log = tmp_path / "serve.log"
     digit = png_bytes(hand_made_zero())
-    with serving(two_versions, "--max-upload-mb", "1", log=log) as url, httpx.Client(base_url=url, timeout=60) as client:
+    with (
+        serving(two_versions, "--max-upload-mb", "1", log=log) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
         assert f"Uvicorn running on {url}" in log.read_text()  # 127.0.0.1 unless --host says otherwise
         for what, path, request_args, status, message in bad_service_requests():
             response = client.post(path, **request_args)

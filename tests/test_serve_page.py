@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import serving
+from support.servers import serving
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.needs_chromium]
 
-INSTALL_CHROMIUM = ("the page tests drive Debian's chromium (Playwright's own browser download cannot work "
-                    "offline): install it with `apt-get install chromium`")
+INSTALL_CHROMIUM = (
+    "the page tests drive Debian's chromium (Playwright's own browser download cannot work "
+    "offline): install it with `apt-get install chromium`"
+)
 
 
 def chromium_path() -> str:

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import bundle_copy, flip_byte
-from mnist_pipeline.core.support.errors import BundleMissingError, BundleTruncatedError, ChecksumMismatchError
 from mnist_pipeline.core.data.mnist import BUNDLE_FILES, registered_files, verify_bundle
-from mnist_pipeline.core.storage.paths import bundled_mnist_dir
 from mnist_pipeline.core.data.splits import is_intact, make_recipe, split_train_validation
+from mnist_pipeline.core.storage.paths import bundled_mnist_dir
+from mnist_pipeline.core.support.errors import BundleMissingError, BundleTruncatedError, ChecksumMismatchError
+from support.data import bundle_copy, flip_byte
 
 
 def test_train_validation_indices_are_disjoint_seeded_and_complete():

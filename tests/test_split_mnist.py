@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from helpers import TEST_CLASS_COUNTS, TRAIN_CLASS_COUNTS
-from mnist_pipeline.core.support.files import sha256_file
 from mnist_pipeline.core.data.splits import check_split
+from mnist_pipeline.core.support.files import sha256_file
+from support.data import TEST_CLASS_COUNTS, TRAIN_CLASS_COUNTS
 
 pytestmark = pytest.mark.slow
 

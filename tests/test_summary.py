@@ -12,15 +12,28 @@ from mnist_pipeline.core.runs.summary import RunSummary
 
 
 def summary(**changes) -> RunSummary:
-    fields = dict(version="v0003", preset="mlp", accuracy=0.9812, accuracy_interval_95=(0.9784, 0.9837),
-                  promoted=True, reason="test accuracy 0.9812 reaches the threshold 0.9700", production="v0003",
-                  epochs_run=5, train_seconds=12.5, version_dir="/a/registry/versions/v0003",
-                  run_dir="/a/runs/20261129T130000Z-1234", decision_log="/a/registry/decisions.jsonl")
+    fields = dict(
+        version="v0003",
+        preset="mlp",
+        accuracy=0.9812,
+        accuracy_interval_95=(0.9784, 0.9837),
+        promoted=True,
+        reason="test accuracy 0.9812 reaches the threshold 0.9700",
+        production="v0003",
+        epochs_run=5,
+        train_seconds=12.5,
+        version_dir="/a/registry/versions/v0003",
+        run_dir="/a/runs/20261129T130000Z-1234",
+        decision_log="/a/registry/decisions.jsonl",
+    )
     return RunSummary(**{**fields, **changes})
 
 
-@pytest.mark.parametrize("original", [summary(), summary(promoted=False, production=None, reason="below")],
-                         ids=["promoted", "rejected, no production"])
+@pytest.mark.parametrize(
+    "original",
+    [summary(), summary(promoted=False, production=None, reason="below")],
+    ids=["promoted", "rejected, no production"],
+)
 def test_a_summary_reads_back_from_its_json(original):
     text = original.to_json()
     read = RunSummary.from_json(text)
@@ -35,5 +48,11 @@ def test_the_json_holds_every_field_by_name():
 
 
 def test_a_summary_is_a_value():
+    """Equal by content, usable as a key, changed only into a new summary that leaves the first as it was."""
+    first, same = summary(), summary()
+    assert first is not same and first == same and hash(first) == hash(same) and len({first, same}) == 1
+    rejected = dataclasses.replace(first, promoted=False, production=None)
+    assert rejected != first and (first.promoted, first.production) == (True, "v0003")
     with pytest.raises(dataclasses.FrozenInstanceError):
-        summary().promoted = False
+        first.promoted = False
+    assert first == same and RunSummary.from_json(first.to_json()) == same

@@ -14,13 +14,24 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port, run_cli, stop_process, wait_until
 from mnist_pipeline.core.modelling.models import PRESETS
 from mnist_pipeline.core.modelling.parameters import InvalidParameterError, validate_parameters
-from mnist_pipeline.core.runs.sweep import MAX_CANDIDATES, SweepFailedError, SweepParameters, SweepSummary, Trial, \
-    candidate_configs, candidates_table, render_sweep_report, select
-from mnist_pipeline.core.runs.summary import RunSummary
 from mnist_pipeline.core.modelling.training import TrainedModel
+from mnist_pipeline.core.runs.summary import RunSummary
+from mnist_pipeline.core.runs.sweep import (
+    MAX_CANDIDATES,
+    SweepFailedError,
+    SweepParameters,
+    SweepSummary,
+    Trial,
+    candidate_configs,
+    candidates_table,
+    render_sweep_report,
+    select,
+)
+from support.commands import run_cli
+from support.polling import wait_until
+from support.servers import free_port, stop_process
 
 
 def sweep(**values):
@@ -29,12 +40,22 @@ def sweep(**values):
 
 # The grid --------------------------------------------------------------------------------------------
 
+
 def test_grid_is_every_combination_with_the_preset_filling_what_is_not_swept():
-    configs = candidate_configs(sweep(preset="mlp", learning_rate=[1e-3, 4e-3], batch_size=[128, 256, 512],
-                                      patience=1, seed=7))
+    configs = candidate_configs(
+        sweep(preset="mlp", learning_rate=[1e-3, 4e-3], batch_size=[128, 256, 512], patience=1, seed=7)
+    )
     assert [(c.learning_rate, c.batch_size) for c in configs] == [
-        (1e-3, 128), (1e-3, 256), (1e-3, 512), (4e-3, 128), (4e-3, 256), (4e-3, 512)]
-    assert {(c.preset, c.epochs, c.patience, c.seed) for c in configs} == {("mlp", PRESETS["mlp"].defaults.epochs, 1, 7)}
+        (1e-3, 128),
+        (1e-3, 256),
+        (1e-3, 512),
+        (4e-3, 128),
+        (4e-3, 256),
+        (4e-3, 512),
+    ]
+    assert {(c.preset, c.epochs, c.patience, c.seed) for c in configs} == {
+        ("mlp", PRESETS["mlp"].defaults.epochs, 1, 7)
+    }
 
 
 def test_width_and_dropout_are_swept_where_the_preset_has_them():
@@ -55,31 +76,47 @@ def test_random_sample_is_seeded_distinct_and_in_grid_order():
     assert len(others) > 1, "the sample seed changes which combinations are drawn"
 
 
-@pytest.mark.parametrize("values, message", [
-    (dict(preset="mlp"), "nothing to compare, the grid has one combination"),
-    (dict(preset="mlp", learning_rate=[1e-3]), "nothing to compare"),
-    (dict(learning_rate=[1e-3, 2e-3, 1e-3]), "learning_rate lists 0.001 more than once"),
-    (dict(learning_rate=[1e-3, 2e-3], samples=3), "samples=3 but the grid has only 2 combinations"),
-    (dict(learning_rate=[i / 1000 for i in range(1, 14)], batch_size=[32, 64, 128, 256, 512]),
-     f"the grid has 65 combinations (13 learning_rate x 5 batch_size), more than {MAX_CANDIDATES}"),
-    (dict(preset="seed-mlp", dropout=[0.1, 0.2]), "seed-mlp has no dropout layer"),
-    (dict(learning_rate=[1e-3, 2e-3], max_parallel=2, dask_address="tcp://127.0.0.1:8786"),
-     "give one or the other"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (dict(preset="mlp"), "nothing to compare, the grid has one combination"),
+        (dict(preset="mlp", learning_rate=[1e-3]), "nothing to compare"),
+        (dict(learning_rate=[1e-3, 2e-3, 1e-3]), "learning_rate lists 0.001 more than once"),
+        (dict(learning_rate=[1e-3, 2e-3], samples=3), "samples=3 but the grid has only 2 combinations"),
+        (
+            dict(learning_rate=[i / 1000 for i in range(1, 14)], batch_size=[32, 64, 128, 256, 512]),
+            f"the grid has 65 combinations (13 learning_rate x 5 batch_size), more than {MAX_CANDIDATES}",
+        ),
+        (dict(preset="seed-mlp", dropout=[0.1, 0.2]), "seed-mlp has no dropout layer"),
+        (
+            dict(learning_rate=[1e-3, 2e-3], max_parallel=2, dask_address="tcp://127.0.0.1:8786"),
+            "give one or the other",
+        ),
+    ],
+)
 def test_contradictory_or_empty_grid_is_refused(values, message):
     with pytest.raises(InvalidParameterError, match="Invalid sweep") as error:
         candidate_configs(sweep(**values))
     assert message in str(error.value)
 
 
-@pytest.mark.parametrize("values, message", [
-    (dict(learning_rate=[1e-3, 2.0]), "learning_rate.1=2.0: Input should be less than or equal to 1 (allowed: > 0 and <= 1)"),
-    (dict(batch_size=[0, 64]), "batch_size.0=0: Input should be greater than or equal to 1 (allowed: >= 1 and <= 54000)"),
-    (dict(epochs=[1, 1001]), "epochs.1=1001"),
-    (dict(samples=0), "samples=0"),
-    (dict(dask_address="localhost:8786"), "dask_address='localhost:8786'"),
-    (dict(preset="resnet"), "preset='resnet'"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (
+            dict(learning_rate=[1e-3, 2.0]),
+            "learning_rate.1=2.0: Input should be less than or equal to 1 (allowed: > 0 and <= 1)",
+        ),
+        (
+            dict(batch_size=[0, 64]),
+            "batch_size.0=0: Input should be greater than or equal to 1 (allowed: >= 1 and <= 54000)",
+        ),
+        (dict(epochs=[1, 1001]), "epochs.1=1001"),
+        (dict(samples=0), "samples=0"),
+        (dict(dask_address="localhost:8786"), "dask_address='localhost:8786'"),
+        (dict(preset="resnet"), "preset='resnet'"),
+    ],
+)
 def test_value_outside_its_range_is_named_with_what_it_allows(values, message):
     with pytest.raises(InvalidParameterError) as error:
         sweep(**values)
@@ -103,6 +140,7 @@ def test_swept_parameters_keep_the_single_runs_bounds_in_the_flows_schema():
 
 # Selection -------------------------------------------------------------------------------------------
 
+
 def trial(tmp_path: Path, name: str, val_accuracy: list[float] | None, best_epoch: int = 1, seconds: float = 10.0):
     """A finished candidate whose history has these per-epoch validation accuracies (None: it failed)."""
     config = PRESETS["mlp"].defaults
@@ -118,15 +156,21 @@ def trial(tmp_path: Path, name: str, val_accuracy: list[float] | None, best_epoc
 
 def test_selection_takes_the_kept_epochs_validation_accuracy(tmp_path):
     # c01's last epoch scores higher, but training kept its epoch 1 (best validation loss)
-    trials = [trial(tmp_path, "c01", [0.95, 0.99], best_epoch=1), trial(tmp_path, "c02", [0.97, 0.96], best_epoch=1),
-              trial(tmp_path, "c03", None)]
+    trials = [
+        trial(tmp_path, "c01", [0.95, 0.99], best_epoch=1),
+        trial(tmp_path, "c02", [0.97, 0.96], best_epoch=1),
+        trial(tmp_path, "c03", None),
+    ]
     assert [t.validation_accuracy for t in trials] == [0.95, 0.97, None]
     assert select(trials).name == "c02"
 
 
 def test_a_tie_goes_to_the_shortest_training(tmp_path):
-    trials = [trial(tmp_path, "c01", [0.97], seconds=12.0), trial(tmp_path, "c02", [0.97], seconds=9.5),
-              trial(tmp_path, "c03", [0.96], seconds=1.0)]
+    trials = [
+        trial(tmp_path, "c01", [0.97], seconds=12.0),
+        trial(tmp_path, "c02", [0.97], seconds=9.5),
+        trial(tmp_path, "c03", [0.96], seconds=1.0),
+    ]
     assert select(trials).name == "c02"
 
 
@@ -137,13 +181,27 @@ def test_no_completed_candidate_is_an_error_naming_each_failure(tmp_path):
 
 # The report ------------------------------------------------------------------------------------------
 
+
 def test_report_lists_every_candidate_marks_the_selected_and_shows_the_plot_inline(tmp_path):
     from mnist_pipeline.core.evaluation.plots import plot_sweep, png_data_uri
 
     trials = [trial(tmp_path, "c01", [0.951]), trial(tmp_path, "c02", None), trial(tmp_path, "c03", [0.962])]
     records = [t.record() for t in trials]
-    run = RunSummary("v0001", "mlp", 0.96, (0.95, 0.97), False, "below the threshold", None, 1, 10.0,
-                     "/v/v0001", trials[2].run_dir, "/v/decisions.jsonl", verdict="rejected")
+    run = RunSummary(
+        "v0001",
+        "mlp",
+        0.96,
+        (0.95, 0.97),
+        False,
+        "below the threshold",
+        None,
+        1,
+        10.0,
+        "/v/v0001",
+        trials[2].run_dir,
+        "/v/decisions.jsonl",
+        verdict="rejected",
+    )
     summary = SweepSummary(records, "c03", run, str(tmp_path / "sweep"))
     plot = tmp_path / "validation_accuracy.png"
     plot_sweep(records, "c03", plot)
@@ -153,7 +211,7 @@ def test_report_lists_every_candidate_marks_the_selected_and_shows_the_plot_inli
     assert [row.split("|")[1].strip() for row in rows] == ["c01", "c02", "c03 (selected)"]
     assert "| 0.9510 |" in rows[0] and rows[1].rstrip().endswith("| failed |") and "| 0.9620 |" in rows[2]
     assert "Failed: c02." in report and "**rejected**" in report
-    [uri] = [line[line.index("(") + 1:-1] for line in report.splitlines() if line.startswith("![")]
+    [uri] = [line[line.index("(") + 1 : -1] for line in report.splitlines() if line.startswith("![")]
     assert uri.startswith("data:image/png;base64,")
     assert base64.b64decode(uri.split(",", 1)[1]) == plot.read_bytes() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert candidates_table(records, "c03") in report
@@ -167,14 +225,18 @@ def test_failed_candidate_record_keeps_its_error(tmp_path):
 
 # The command line: bad input answers before anything trains -----------------------------------------
 
-@pytest.mark.parametrize("args, message", [
-    (["--preset", "mlp", "--epochs", "1"], "nothing to compare"),
-    (["--learning-rate", "0.1", "2"], "learning_rate.1=2.0"),
-    (["--batch-size", "64", "64"], "batch_size lists 64 more than once"),
-    (["--learning-rate", "0.1", "0.2", "--samples", "3"], "samples=3 but the grid has only 2"),
-    (["--learning-rate", "0.1", "0.2", "--dask-address", "localhost:8786"], "dask_address='localhost:8786'"),
-    (["--learning-rate"], "expected at least one argument"),
-])
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--preset", "mlp", "--epochs", "1"], "nothing to compare"),
+        (["--learning-rate", "0.1", "2"], "learning_rate.1=2.0"),
+        (["--batch-size", "64", "64"], "batch_size lists 64 more than once"),
+        (["--learning-rate", "0.1", "0.2", "--samples", "3"], "samples=3 but the grid has only 2"),
+        (["--learning-rate", "0.1", "0.2", "--dask-address", "localhost:8786"], "dask_address='localhost:8786'"),
+        (["--learning-rate"], "expected at least one argument"),
+    ],
+)
 def test_bad_sweep_arguments_exit_2_naming_the_problem(args, message, tmp_path):
     result = run_cli("sweep", *args, "--artifacts-dir", str(tmp_path / "artifacts"), timeout=120)
     assert result.returncode == 2, result.stderr
@@ -184,8 +246,19 @@ def test_bad_sweep_arguments_exit_2_naming_the_problem(args, message, tmp_path):
 
 def test_unreachable_dask_scheduler_exits_1_before_any_work(tmp_path):
     address = f"tcp://127.0.0.1:{free_port()}"
-    result = run_cli("sweep", "--preset", "seed-mlp", "--learning-rate", "0.001", "0.002", "--dask-address", address,
-                     "--artifacts-dir", str(tmp_path / "artifacts"), timeout=300)
+    result = run_cli(
+        "sweep",
+        "--preset",
+        "seed-mlp",
+        "--learning-rate",
+        "0.001",
+        "0.002",
+        "--dask-address",
+        address,
+        "--artifacts-dir",
+        str(tmp_path / "artifacts"),
+        timeout=300,
+    )
     assert result.returncode == 1, result.stderr
     assert result.stderr.splitlines()[-1].startswith(f"error: Cannot reach the Dask scheduler at {address}")
     assert "Traceback" not in result.stderr
@@ -199,15 +272,41 @@ def test_dask_scheduler_without_workers_exits_1_before_any_work(tmp_path):
 
     port = free_port()
     with open(tmp_path / "scheduler.log", "wb") as log:
-        scheduler = subprocess.Popen([str(Path(sys.executable).parent / "dask"), "scheduler", "--host", "127.0.0.1",
-                                      "--port", str(port), "--no-dashboard"], stdout=log, stderr=subprocess.STDOUT,
-                                     cwd=tmp_path, env=os.environ, start_new_session=True)
+        scheduler = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "dask"),
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=os.environ,
+            start_new_session=True,
+        )
     try:
         wait_until(lambda: answers(port), bool, timeout=120)
-        result = run_cli("sweep", "--preset", "seed-mlp", "--learning-rate", "0.001", "0.002", "--dask-address",
-                         f"tcp://127.0.0.1:{port}", "--artifacts-dir", str(tmp_path / "artifacts"), timeout=300)
+        result = run_cli(
+            "sweep",
+            "--preset",
+            "seed-mlp",
+            "--learning-rate",
+            "0.001",
+            "0.002",
+            "--dask-address",
+            f"tcp://127.0.0.1:{port}",
+            "--artifacts-dir",
+            str(tmp_path / "artifacts"),
+            timeout=300,
+        )
     finally:
         stop_process(scheduler)
     assert result.returncode == 1, result.stderr
-    assert result.stderr.splitlines()[-1].startswith(f"error: The Dask scheduler at tcp://127.0.0.1:{port} has no workers")
+    assert result.stderr.splitlines()[-1].startswith(
+        f"error: The Dask scheduler at tcp://127.0.0.1:{port} has no workers"
+    )
     assert not (tmp_path / "artifacts").exists()

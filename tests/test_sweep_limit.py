@@ -10,9 +10,9 @@ import threading
 
 import pytest
 
-from helpers import wait_until
 from mnist_pipeline.core.modelling.models import training_config
 from mnist_pipeline.tasks.train import TRAINING_CONCURRENCY_LIMIT, train
+from support.polling import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +37,11 @@ def test_training_waits_while_the_limits_only_slot_is_taken(training_limit_of_on
     run_dir = tmp_path / "run"
     config = training_config("seed-mlp", 1, epochs=1, batch_size=32)
     outcome: list = []
-    trainer = threading.Thread(target=lambda: outcome.append(
-        train(config, synthetic_split, str(run_dir), str(tmp_path / "tensorboard"), return_state=True)))
+    trainer = threading.Thread(
+        target=lambda: outcome.append(
+            train(config, synthetic_split, str(run_dir), str(tmp_path / "tensorboard"), return_state=True)
+        )
+    )
     with concurrency(TRAINING_CONCURRENCY_LIMIT, occupy=1, strict=True):  # the slot another training would hold
         trainer.start()
         # Keras writes history.csv as soon as training begins; while the slot is held it must not

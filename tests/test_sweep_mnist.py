@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port, run_cli, stop_process, wait_until
 from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.support.faults import FAIL_TRAINING_ENV
+from support.commands import run_cli
+from support.polling import wait_until
+from support.servers import free_port, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +31,16 @@ CANDIDATES = ["c01", "c02", "c03", "c04"]
 def run_sweep(artifacts: Path, prefect_api_url: str, *options: str) -> tuple[subprocess.CompletedProcess, dict]:
     """`mnist-pipeline sweep` with the fault on `FAILING`; (the finished process, its summary JSON)."""
     summary_json = artifacts.parent / "summary.json"
-    result = run_cli(*SWEEP, "--artifacts-dir", str(artifacts), "--summary-json", str(summary_json), *options,
-                     env={"PREFECT_API_URL": prefect_api_url, FAIL_TRAINING_ENV: f"-{FAILING}"}, timeout=1800)
+    result = run_cli(
+        *SWEEP,
+        "--artifacts-dir",
+        str(artifacts),
+        "--summary-json",
+        str(summary_json),
+        *options,
+        env={"PREFECT_API_URL": prefect_api_url, FAIL_TRAINING_ENV: f"-{FAILING}"},
+        timeout=1800,
+    )
     assert result.returncode == 0, result.stderr[-5000:]
     return result, json.loads(summary_json.read_text())
 
@@ -60,18 +70,38 @@ def dask_cluster(prefect_api_url, tmp_path_factory):
     logs = tmp_path_factory.mktemp("dask-cluster")
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    env = {**os.environ, "PREFECT_API_URL": prefect_api_url, FAIL_TRAINING_ENV: f"-{FAILING}",
-           "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api_url,
+        FAIL_TRAINING_ENV: f"-{FAILING}",
+        "TF_NUM_INTRAOP_THREADS": "1",
+        "TF_NUM_INTEROP_THREADS": "1",
+    }
     dask = str(Path(sys.executable).parent / "dask")
-    commands = {"scheduler": [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                "worker": [dask, "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard",
-                           "--memory-limit", "4GiB"]}
+    commands = {
+        "scheduler": [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        "worker": [
+            dask,
+            "worker",
+            address,
+            "--nworkers",
+            "2",
+            "--nthreads",
+            "1",
+            "--no-dashboard",
+            "--memory-limit",
+            "4GiB",
+        ],
+    }
     processes = []
     try:
         for name, command in commands.items():
             with open(logs / f"{name}.log", "wb") as log:
-                processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=logs,
-                                                  start_new_session=True))
+                processes.append(
+                    subprocess.Popen(
+                        command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=logs, start_new_session=True
+                    )
+                )
         wait_until(lambda: scheduler_workers(address), lambda workers: workers == 2, timeout=240, interval=1)
         yield address, logs / "worker.log"
     finally:
@@ -124,7 +154,9 @@ def check_registered_through_the_gate(artifacts: Path, summary: dict) -> None:
     assert params["candidate"] == summary["selected"] and params["sweep"] == Path(summary["sweep_dir"]).name
     assert params["data_source"] == "bundle" and params["split_recipe_key"]  # as a single run records them
     assert (params["training"]["learning_rate"], params["training"]["batch_size"]) == (
-        selected["learning_rate"], selected["batch_size"])
+        selected["learning_rate"],
+        selected["batch_size"],
+    )
     [decision] = registry.decisions()
     metrics = json.loads((Path(selected["run_dir"]) / "metrics.json").read_text())
     assert decision.candidate == "v0001" and decision.threshold == 0.97
@@ -139,7 +171,9 @@ def test_every_candidate_is_recorded_and_a_failing_one_does_not_fail_the_sweep(l
     artifacts, result, summary = local_sweep
     check_candidates(summary)
     assert json.loads((Path(summary["sweep_dir"]) / "sweep.json").read_text()) == {
-        "selected": summary["selected"], "candidates": summary["candidates"]}
+        "selected": summary["selected"],
+        "candidates": summary["candidates"],
+    }
     assert f"| {summary['selected']} (selected) |" in result.stdout
     assert "| failed |" in result.stdout
 
@@ -163,7 +197,9 @@ def test_sweep_report_artifact_shows_every_candidate_and_the_plot_inline(local_s
 
     def reports() -> list[str]:
         with get_client(sync_client=True) as client:
-            found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[SWEEP_REPORT_KEY])))
+            found = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[SWEEP_REPORT_KEY]))
+            )
         return [artifact.data for artifact in found if summary["sweep_dir"] in artifact.data]
 
     [report] = wait_until(reports, lambda found: len(found) == 1)

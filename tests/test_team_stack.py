@@ -3,7 +3,7 @@ PostgreSQL that requires an auth string, and two workers in clones of their own,
 on 127.0.0.1.
 
 One stack serves the module; `team up` itself runs once more as a program, to be stopped with Ctrl-C.
-Every process is stopped by its id (the stack's own stop, checked by the helpers).
+Every process is stopped by its id (the stack's own stop, checked by tests/support/servers.py).
 """
 
 from __future__ import annotations
@@ -14,16 +14,18 @@ import signal
 import stat
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
-from helpers import ENTRY_POINT, PROJECT_ROOT, postgres_reachable_folder, team_stack, wait_until
 from devstack.team import TeamStackError
 from devstack.team.processes import descendants, stop_tree
 from devstack.team.stack import BUCKET, TEAM_ON_DEMAND, TRAINING_TAG, TeamStack
+from support.commands import ENTRY_POINT, PROJECT_ROOT
+from support.polling import wait_until
+from support.servers import postgres_reachable_folder, team_stack
 
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -60,7 +62,9 @@ def assert_no_secret_in(texts: dict[str, str], secrets: dict[str, str]) -> None:
 
 # The stack's parts ---------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
+@pytest.mark.needs_postgres
 def test_prefect_server_keeps_its_state_in_postgresql_with_the_team_setup(stack):
     assert stack.api("GET", "/health").status_code == 200
     deployment = stack.api("GET", f"/deployments/name/{TEAM_ON_DEMAND}").json()
@@ -68,31 +72,46 @@ def test_prefect_server_keeps_its_state_in_postgresql_with_the_team_setup(stack)
     assert stack.postgres.query("SELECT extname FROM pg_extension WHERE extname = 'pg_trgm'") == ["pg_trgm"]
 
     assert deployment["work_pool_name"] == "mnist-pool"
-    assert deployment["pull_steps"] == [{"prefect.deployments.steps.git_clone": {
-        "repository": str(stack.bare_repo), "commit_sha": stack.commit}}]
+    assert deployment["pull_steps"] == [
+        {"prefect.deployments.steps.git_clone": {"repository": str(stack.bare_repo), "commit_sha": stack.commit}}
+    ]
     assert git(stack.bare_repo, "rev-parse", "refs/heads/team-pinned") == stack.commit  # this checkout's HEAD then
 
     assert stack.api("GET", "/work_pools/mnist-pool").json()["concurrency_limit"] == 2  # two workers, --limit 1
     limits = stack.api("POST", "/v2/concurrency_limits/filter", json={}).json()
-    assert [(limit["name"], limit["limit"]) for limit in limits if limit["name"].startswith("tag:")] \
-        == [(f"tag:{TRAINING_TAG}", 1)]
+    assert [(limit["name"], limit["limit"]) for limit in limits if limit["name"].startswith("tag:")] == [
+        (f"tag:{TRAINING_TAG}", 1)
+    ]
     assert stack.online_workers() == {"team-worker-1", "team-worker-2"}
     assert stack.results_block and stack.results_block.startswith("remote-file-system/")
 
     for machine in stack.machines:  # each worker is a "machine": its own clone, and the package installed from it
         assert git(machine.clone, "rev-parse", "HEAD") == stack.commit
         assert os.readlink(f"/proc/{machine.process.pid}/cwd") == str(machine.clone)
-        worker_env = dict(line.split("=", 1) for line in
-                          Path(f"/proc/{machine.process.pid}/environ").read_text().split("\0") if "=" in line)
+        worker_env = dict(
+            line.split("=", 1)
+            for line in Path(f"/proc/{machine.process.pid}/environ").read_text().split("\0")
+            if "=" in line
+        )
         assert worker_env["MNIST_ARTIFACTS_DIR"] == stack.store_url
         assert worker_env["MNIST_CACHE_DIR"] == str(machine.folder / "cache")  # its own mirror of the store
-        found = subprocess.run([str(machine.python), "-c", "import mnist_pipeline.flows, mnist_pipeline.tasks as t; "
-                                "print(mnist_pipeline.flows.__path__[0]); print(t.__file__)"],
-                               capture_output=True, text=True, check=True, cwd="/").stdout.split()
+        found = subprocess.run(
+            [
+                str(machine.python),
+                "-c",
+                "import mnist_pipeline.flows, mnist_pipeline.tasks as t; "
+                "print(mnist_pipeline.flows.__path__[0]); print(t.__file__)",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd="/",
+        ).stdout.split()
         assert found == [str(machine.clone / "flows"), str(machine.clone / "tasks" / "__init__.py")]
 
 
 @pytest.mark.slow
+@pytest.mark.needs_postgres
 def test_team_deployment_runs_from_a_fresh_clone_at_the_pinned_commit(running):
     stack, printed = running
     work = stack.folder / "runs" / "fresh-clone"
@@ -101,11 +120,18 @@ def test_team_deployment_runs_from_a_fresh_clone_at_the_pinned_commit(running):
     # Fails at once, before any training: the bundle is missing. By then the run has made its artifacts
     # folder, given relative to its working directory.
     parameters = {"preset": "seed-mlp", "epochs": 1, "artifacts_dir": "probe-artifacts", "bundle_dir": "no-such-bundle"}
-    created = stack.api("POST", f"/deployments/{deployment['id']}/create_flow_run",
-                        json={"parameters": parameters, "job_variables": {"working_dir": str(work)}})
+    created = stack.api(
+        "POST",
+        f"/deployments/{deployment['id']}/create_flow_run",
+        json={"parameters": parameters, "job_variables": {"working_dir": str(work)}},
+    )
     assert created.status_code == 201, created.text
-    flow_run = wait_until(lambda: stack.api("GET", f"/flow_runs/{created.json()['id']}").json(),
-                          lambda run: run["state"] and run["state"]["type"] in FINAL_STATES, timeout=240, interval=1)
+    flow_run = wait_until(
+        lambda: stack.api("GET", f"/flow_runs/{created.json()['id']}").json(),
+        lambda run: run["state"] and run["state"]["type"] in FINAL_STATES,
+        timeout=240,
+        interval=1,
+    )
 
     clone = work / "repo"
     assert flow_run["state"]["type"] == "FAILED", flow_run["state"]
@@ -119,6 +145,7 @@ def test_team_deployment_runs_from_a_fresh_clone_at_the_pinned_commit(running):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_postgres
 def test_a_client_without_the_auth_string_is_refused(stack):
     assert stack.api("GET", "/health", auth=None).status_code == 200  # health checks need no credentials
     for auth in (None, "team:not-the-auth-string"):
@@ -129,13 +156,19 @@ def test_a_client_without_the_auth_string_is_refused(stack):
     env = {**os.environ, "PREFECT_API_URL": stack.api_url}
     for auth in ("team:not-the-auth-string", None):
         client_env = {**env, "PREFECT_API_AUTH_STRING": auth} if auth else env
-        cli = subprocess.run([sys.executable, "-m", "prefect", "work-pool", "ls"], env=client_env,
-                             capture_output=True, text=True, timeout=120)
+        cli = subprocess.run(
+            [sys.executable, "-m", "prefect", "work-pool", "ls"],
+            env=client_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert cli.returncode != 0, cli.stdout
         assert "401" in cli.stdout + cli.stderr or "Unauthorized" in cli.stdout + cli.stderr, cli.stdout + cli.stderr
 
 
 @pytest.mark.slow
+@pytest.mark.needs_postgres
 def test_no_secret_in_the_logs_or_the_printed_lines(running):
     stack, printed = running
     texts = {**written_by(stack.folder), "printed while starting": "\n".join(printed), "summary": stack.summary()}
@@ -143,8 +176,10 @@ def test_no_secret_in_the_logs_or_the_printed_lines(running):
     assert_no_secret_in(texts, stack.secrets)
     assert f"PREFECT_API_AUTH_STRING=<see {stack.env_file}>" in stack.summary()
 
-    shown_in_the_ui = {what: stack.api("POST", f"/{what}/filter", json={}).text
-                       for what in ("block_documents", "deployments", "work_pools", "variables")}
+    shown_in_the_ui = {
+        what: stack.api("POST", f"/{what}/filter", json={}).text
+        for what in ("block_documents", "deployments", "work_pools", "variables")
+    }
     assert_no_secret_in(shown_in_the_ui, stack.secrets)
 
     assert stat.S_IMODE(stack.env_file.stat().st_mode) == 0o600
@@ -154,11 +189,16 @@ def test_no_secret_in_the_logs_or_the_printed_lines(running):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_postgres
 def test_the_store_refuses_a_second_create_and_a_stale_etag(stack):
     import s3fs
 
-    fs = s3fs.S3FileSystem(key=stack.store.access_key_id, secret=stack.store.secret_access_key,
-                           endpoint_url=stack.store.endpoint_url, skip_instance_cache=True)
+    fs = s3fs.S3FileSystem(
+        key=stack.store.access_key_id,
+        secret=stack.store.secret_access_key,
+        endpoint_url=stack.store.endpoint_url,
+        skip_instance_cache=True,
+    )
     path = f"{BUCKET}/tests/conditional-write"
     fs.pipe_file(path, b"first", mode="create")
     with pytest.raises(FileExistsError):
@@ -174,6 +214,7 @@ def test_the_store_refuses_a_second_create_and_a_stale_etag(stack):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_postgres
 def test_the_nightly_check_never_overlaps_itself(stack):
     stack.prefect.prefect("deploy", "--name", "nightly-data-check")
     deployment = stack.api("GET", "/deployments/name/mnist-data-check/nightly-data-check").json()
@@ -187,20 +228,25 @@ def test_the_nightly_check_never_overlaps_itself(stack):
 
     # A check still going: a run that this test moves to Pending itself, as a worker would (no worker
     # picks a run due in an hour), so it holds the deployment's one slot until the test lets it go.
-    later = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     going = create_run(state={"type": "SCHEDULED", "state_details": {"scheduled_time": later}})
     taken = stack.api("POST", f"/flow_runs/{going}/set_state", json={"state": {"type": "PENDING"}}).json()
     assert taken["status"] == "ACCEPT", taken
     try:
         due = create_run()  # the next check, due now: a worker picks it, and the server cancels it
-        state = wait_until(lambda: stack.api("GET", f"/flow_runs/{due}").json()["state"],
-                           lambda state: state["type"] in FINAL_STATES, timeout=120, interval=1)
+        state = wait_until(
+            lambda: stack.api("GET", f"/flow_runs/{due}").json()["state"],
+            lambda state: state["type"] in FINAL_STATES,
+            timeout=120,
+            interval=1,
+        )
         assert (state["type"], state["message"]) == ("CANCELLED", "Deployment concurrency limit reached."), state
     finally:
         stack.api("POST", f"/flow_runs/{going}/set_state", json={"state": {"type": "CANCELLED"}, "force": True})
 
 
 @pytest.mark.slow
+@pytest.mark.needs_postgres
 def test_a_second_stack_in_the_same_folder_is_refused(stack):
     with pytest.raises(TeamStackError, match="running in .* already"):
         TeamStack(stack.folder, echo=lambda line: None).start()
@@ -209,16 +255,27 @@ def test_a_second_stack_in_the_same_folder_is_refused(stack):
 
 # `mnist-pipeline team up`, the program ----------------------------------------------------------------
 
+
 @pytest.mark.slow
+@pytest.mark.needs_postgres
 def test_team_up_stops_everything_it_started_and_its_flow_runs_on_ctrl_c():
     with postgres_reachable_folder() as root:
         folder, output = root / "stack", root / "team-up.txt"
         with open(output, "wb") as sink:
-            process = subprocess.Popen([str(ENTRY_POINT), "team", "up", "--folder", str(folder), "--worker-limit", "1"],
-                                       stdout=sink, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True)
+            process = subprocess.Popen(
+                [str(ENTRY_POINT), "team", "up", "--folder", str(folder), "--worker-limit", "1"],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                cwd=PROJECT_ROOT,
+                start_new_session=True,
+            )
         try:
-            text = wait_until(output.read_text, lambda text: "team stack ready" in text or process.poll() is not None,
-                              timeout=300, interval=1)
+            text = wait_until(
+                output.read_text,
+                lambda text: "team stack ready" in text or process.poll() is not None,
+                timeout=300,
+                interval=1,
+            )
             assert process.poll() is None, text
             # A flow run in flight, which its worker started in a session of its own (stopped within
             # seconds: before its training starts).
@@ -226,19 +283,29 @@ def test_team_up_stops_everything_it_started_and_its_flow_runs_on_ctrl_c():
             auth = re.search(r"^PREFECT_API_AUTH_STRING=(\S+)$", (folder / "team.env").read_text(), re.MULTILINE)[1]
             client = httpx.Client(base_url=api_url, auth=tuple(auth.split(":", 1)), timeout=30)
             deployment = client.get(f"/deployments/name/{TEAM_ON_DEMAND}").json()
-            client.post(f"/deployments/{deployment['id']}/create_flow_run",
-                        json={"parameters": {"preset": "seed-mlp", "epochs": 1}}).raise_for_status()
-            in_flight = wait_until(lambda: [found for found in descendants(process.pid)
-                                            if found.command.endswith("-m prefect.engine")],
-                                   bool, timeout=60, interval=0.2)
+            client.post(
+                f"/deployments/{deployment['id']}/create_flow_run",
+                json={"parameters": {"preset": "seed-mlp", "epochs": 1}},
+            ).raise_for_status()
+            in_flight = wait_until(
+                lambda: [found for found in descendants(process.pid) if found.command.endswith("-m prefect.engine")],
+                bool,
+                timeout=60,
+                interval=0.2,
+            )
             assert os.getsid(in_flight[0].pid) == in_flight[0].pid  # out of reach of a signal to its worker's group
             started = descendants(process.pid)
             assert set(in_flight) <= set(started)
             printed_pids = {int(pid) for pid in re.findall(r"\bpid (\d+)$", text, re.MULTILINE)}
             assert len(printed_pids) == 5 and printed_pids <= {found.pid for found in started}, (printed_pids, started)
             commands = [found.command for found in started if found.pid in printed_pids]
-            for part in ("postgres -D", "moto.server", "prefect server start", "--name team-worker-1",
-                         "--name team-worker-2"):
+            for part in (
+                "postgres -D",
+                "moto.server",
+                "prefect server start",
+                "--name team-worker-1",
+                "--name team-worker-2",
+            ):
                 assert any(part in command for command in commands), (part, commands)
 
             os.kill(process.pid, signal.SIGINT)
@@ -250,8 +317,13 @@ def test_team_up_stops_everything_it_started_and_its_flow_runs_on_ctrl_c():
         assert "team stack stopped: nothing it started is running" in text, text
         assert [found for found in started if found.alive()] == []  # the flow run's process too
 
-        secrets = dict(re.findall(r"^(PREFECT_API_AUTH_STRING|AWS_SECRET_ACCESS_KEY)=(\S+)$",
-                                  (folder / "team.env").read_text(), re.MULTILINE))
+        secrets = dict(
+            re.findall(
+                r"^(PREFECT_API_AUTH_STRING|AWS_SECRET_ACCESS_KEY)=(\S+)$",
+                (folder / "team.env").read_text(),
+                re.MULTILINE,
+            )
+        )
         assert set(secrets) == {"PREFECT_API_AUTH_STRING", "AWS_SECRET_ACCESS_KEY"}
         assert_no_secret_in({**written_by(folder), "printed by team up": text}, secrets)
 
@@ -272,8 +344,9 @@ while True:
 
 @pytest.mark.parametrize("signals_needed", [1, 2])
 def test_stop_tree_stops_what_a_process_started_in_sessions_of_its_own(signals_needed):
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(signals_needed)], stdout=subprocess.PIPE,
-                              start_new_session=True, text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(signals_needed)], stdout=subprocess.PIPE, start_new_session=True, text=True
+    )
     try:
         assert parent.stdout.readline() == "ready\n"
         children = wait_until(lambda: descendants(parent.pid), lambda found: len(found) == 2)
@@ -285,6 +358,7 @@ def test_stop_tree_stops_what_a_process_started_in_sessions_of_its_own(signals_n
     assert survivors == []
     assert parent.returncode == 0  # it stopped at the signal it needed, not at SIGKILL
     assert not any(child.alive() for child in children)
+
 
 def test_team_up_refuses_a_folder_it_did_not_make(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
@@ -306,3 +380,25 @@ def test_the_team_deployment_is_pinned_to_a_full_commit(monkeypatch, tmp_path):
     monkeypatch.delenv("MNIST_REPO_URL")
     assert pin_source(str(PROJECT_ROOT))["commit"] == git(PROJECT_ROOT, "rev-parse", "HEAD")
     assert pin_source(str(tmp_path))["repository"] == "MNIST_REPO_URL-was-not-set-at-deploy-time"
+
+
+def test_initdb_is_found_on_path_else_in_debians_newest_versioned_folder(tmp_path):
+    from devstack.team.postgres import find_initdb
+
+    def fake_initdb(folder: Path) -> Path:
+        folder.mkdir(parents=True)
+        program = folder / "initdb"
+        program.write_text("#!/bin/sh\n")
+        program.chmod(0o755)
+        return program
+
+    debian, on_path, empty = tmp_path / "debian", tmp_path / "on-path", tmp_path / "empty"
+    empty.mkdir()
+    assert find_initdb(str(empty), debian_root=debian) is None
+    fake_initdb(debian / "14" / "bin")
+    newest = fake_initdb(debian / "15" / "bin")
+    (debian / "15" / "bin" / "initdb.sample").touch()
+    assert find_initdb(str(empty), debian_root=debian) == str(newest)  # Debian's postgresql-NN: not on PATH
+    assert find_initdb(str(on_path), debian_root=debian) == str(newest)
+    first = fake_initdb(on_path)
+    assert find_initdb(str(on_path), debian_root=debian) == str(first)  # PATH first

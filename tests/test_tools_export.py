@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import assert_serves_as_keras, register
 from mnist_pipeline.core.registry import open_registry
+from support.training import assert_serves_as_keras, register
 
 
 def test_saved_model_takes_raw_uint8_images_and_predicts_as_the_keras_model(two_versions, synthetic_split):
-    assert_serves_as_keras(open_registry(two_versions / "registry").version_dir("v0001"), synthetic_split.load("test")[0])
+    assert_serves_as_keras(
+        open_registry(two_versions / "registry").version_dir("v0001"), synthetic_split.load("test")[0]
+    )
 
 
 def test_a_failed_export_leaves_no_version(tiny_strong, synthetic_split, tmp_path, monkeypatch):

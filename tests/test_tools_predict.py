@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import hand_made_zero, photographed, synthetic_digits, write_png
 from mnist_pipeline.cli.predict import load_files, predict_files
 from mnist_pipeline.core.data.pictures import InputError, mnist_layout, read_inputs
-from mnist_pipeline.core.registry import open_registry, RegistryError
+from mnist_pipeline.core.registry import RegistryError, open_registry
+from support.data import synthetic_digits
+from support.pictures import hand_made_zero, photographed, write_png
 
 
 @pytest.mark.parametrize("centre", [13.5, 14.0, 14.5])
@@ -48,8 +49,11 @@ def test_inverted_picture_with_the_invert_option(tmp_path):
     _, [from_paper] = load_files([str(photographed(255 - digit, tmp_path / "page.jpg"))], invert=True)
     _, [from_black] = load_files([str(photographed(digit, tmp_path / "black.jpg", paper=(0, 0, 0)))], invert=False)
     # (both are centred to the half pixel, so they may be placed a pixel apart)
-    similarity = max(np.corrcoef(np.roll(from_black, (dy, dx), (0, 1)).ravel(), from_paper.ravel())[0, 1]
-                     for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    similarity = max(
+        np.corrcoef(np.roll(from_black, (dy, dx), (0, 1)).ravel(), from_paper.ravel())[0, 1]
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+    )
     assert similarity > 0.99
 
     with pytest.raises(InputError, match="dark digit on a light background.*pass --invert"):
@@ -91,8 +95,11 @@ def test_npy_and_idx_files_are_read_as_they_are(tmp_path):
         ("wrong.npy", np.zeros((3, 32, 32), np.uint8), r"shape \[3, 32, 32\]; expected \[28, 28\]"),
         ("scaled.npy", np.full((28, 28), 0.5, np.float32), "multiply by 255"),
         ("objects.npy", np.array([{"a": 1}], dtype=object), "not a readable .npy array"),
-        ("short-idx3-ubyte", b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\x00" * 99,
-         "truncated or damaged"),
+        (
+            "short-idx3-ubyte",
+            b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\x00" * 99,
+            "truncated or damaged",
+        ),
     ],
 )
 def test_unreadable_files_fail_clearly_naming_the_file(tmp_path, name, content, message):
@@ -134,7 +141,7 @@ def test_text_output_names_model_and_top_k_classes(tmp_path, registry, synthetic
     labelled = [str(png), f"{array}[0]", f"{array}[1]"]
     width = max(map(len, labelled))
     assert [line[:width].rstrip() for line in lines[1:]] == labelled
-    for line, label in zip(lines[2:], labels[:2]):
+    for line, label in zip(lines[2:4], labels[:2], strict=True):
         classes = line[width:].split()
         assert len(classes) == 6 and classes[0] == str(label)  # 3 x "class (probability)", best first
         probabilities = [float(p.strip("()")) for p in classes[1::2]]
@@ -149,8 +156,9 @@ def test_json_output_names_model_and_each_images_top_classes(tmp_path, registry,
     np.save(tmp_path / "digits.npy", images[:20])
     output = json.loads(predict_files([str(tmp_path / "digits.npy")], registry, None, 2, False, as_json=True))
     assert output["model"] == {"version": "v0001", "production": True}
-    assert [(p["file"], p["index"]) for p in output["predictions"]] == [(str(tmp_path / "digits.npy"), i)
-                                                                       for i in range(20)]
+    assert [(p["file"], p["index"]) for p in output["predictions"]] == [
+        (str(tmp_path / "digits.npy"), i) for i in range(20)
+    ]
     assert all(len(p["top"]) == 2 for p in output["predictions"])
     assert [p["top"][0]["class"] for p in output["predictions"]] == labels[:20].tolist()  # a strong tiny model
 
@@ -170,18 +178,22 @@ def test_a_picture_too_large_is_refused_from_its_header_before_any_decoding(tmp_
     import subprocess
     import sys
 
-    from helpers import huge_png
+    from support.pictures import huge_png
 
     huge = tmp_path / "huge.png"
     huge.write_bytes(huge_png(12_000, 12_000))
     assert huge.stat().st_size < 200_000
-    with pytest.raises(InputError, match=r"huge.png: the picture is 12000 x 12000 pixels \(144.0 megapixels\).*Scale it down"):
+    with pytest.raises(
+        InputError, match=r"huge.png: the picture is 12000 x 12000 pixels \(144.0 megapixels\).*Scale it down"
+    ):
         load_files([str(huge)], invert=False)
 
     # the probe's peak memory from /proc (ru_maxrss would count the memory of the test process it was forked from)
-    probe = ("import re, sys; from pathlib import Path; from mnist_pipeline.core.data.pictures import InputError, read_inputs\n"
-             "try: read_inputs(Path(sys.argv[1]))\nexcept InputError as error: print(error)\n"
-             "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', Path('/proc/self/status').read_text()).group(1)) // 1024)")
+    probe = (
+        "import re, sys; from pathlib import Path; from mnist_pipeline.core.data.pictures import InputError, read_inputs\n"
+        "try: read_inputs(Path(sys.argv[1]))\nexcept InputError as error: print(error)\n"
+        "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', Path('/proc/self/status').read_text()).group(1)) // 1024)"
+    )
     result = subprocess.run([sys.executable, "-c", probe, str(huge)], capture_output=True, text=True, timeout=300)
     message, peak_mb = result.stdout.splitlines()
     assert "12000 x 12000 pixels" in message

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from helpers import photographed, write_png
 from mnist_pipeline.cli.predict import load_files, predict_files
 from mnist_pipeline.core.modelling.models import load_model, predict_probabilities
 from mnist_pipeline.core.registry import open_registry
+from support.pictures import photographed, write_png
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,8 @@ def mlp(trained_mlp):
 
 
 def test_pngs_of_mnist_test_images_come_through_as_the_arrays_and_score_the_same(
-        tmp_path, test_images, mlp_artifacts, mlp):
+    tmp_path, test_images, mlp_artifacts, mlp
+):
     images, labels = test_images[0][:N_PICTURES], test_images[1][:N_PICTURES]
     files = [str(write_png(tmp_path / f"{i}.png", image)) for i, image in enumerate(images)]
 

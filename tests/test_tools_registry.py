@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import register
 from mnist_pipeline.cli.main import EXIT_NOT_PROMOTED, main
-from mnist_pipeline.core.registry import open_registry, RegistryError, version_name
+from mnist_pipeline.core.registry import RegistryError, open_registry, version_name
 from mnist_pipeline.core.registry.report import render_report
+from support.training import register
 
 
 @pytest.fixture
@@ -28,19 +28,36 @@ def rows(output: str) -> dict[str, list[str]]:
     return {line.split()[0]: line.split() for line in output.splitlines()[1:]}
 
 
-def test_list_shows_each_version_with_accuracy_interval_status_and_production(artifacts, tiny_strong, tiny_weak,
-                                                                              capsys):
+def test_list_shows_each_version_with_accuracy_interval_status_and_production(
+    artifacts, tiny_strong, tiny_weak, capsys
+):
     assert cli(artifacts, "registry", "list") == 0
     output = capsys.readouterr().out
-    assert output.splitlines()[0].split() == ["version", "created", "preset", "accuracy", "95%", "interval",
-                                              "status", "production"]
+    assert output.splitlines()[0].split() == [
+        "version",
+        "created",
+        "preset",
+        "accuracy",
+        "95%",
+        "interval",
+        "status",
+        "production",
+    ]
     listed = rows(output)
     assert list(listed) == ["v0001", "v0002"]
-    for version, (trained, evaluation), status in (("v0001", tiny_strong, "promoted"), ("v0002", tiny_weak, "rejected")):
+    for version, (trained, evaluation), status in (
+        ("v0001", tiny_strong, "promoted"),
+        ("v0002", tiny_weak, "rejected"),
+    ):
         low, high = evaluation.interval_95
         created = open_registry(artifacts / "registry").read_version(version)["created"]
-        assert listed[version][1:6] == [created, trained.config.preset, f"{evaluation.accuracy:.4f}",
-                                        f"{low:.4f}-{high:.4f}", status]
+        assert listed[version][1:6] == [
+            created,
+            trained.config.preset,
+            f"{evaluation.accuracy:.4f}",
+            f"{low:.4f}-{high:.4f}",
+            status,
+        ]
     assert listed["v0001"][6:] == ["<-", "production"] and listed["v0002"][6:] == []
 
 
@@ -52,16 +69,26 @@ def test_show_gives_metrics_parameters_data_hash_files_and_model_card(artifacts,
     assert f"test accuracy  : {evaluation.accuracy:.4f}" in output
     assert f"{evaluation.correct}/{evaluation.total}" in output
     assert f"data (split manifest) SHA-256 : {synthetic_split.data_sha256}" in output
-    for line in ("training.preset = seed-mlp", "training.epochs = 1", f"training.seed = {trained.config.seed}",
-                 "threshold = 0.3", "data_source = bundle", "saved_model/", "model.keras",
-                 "# Model card: MNIST digit classifier (seed-mlp)"):
+    for line in (
+        "training.preset = seed-mlp",
+        "training.epochs = 1",
+        f"training.seed = {trained.config.seed}",
+        "threshold = 0.3",
+        "data_source = bundle",
+        "saved_model/",
+        "model.keras",
+        "# Model card: MNIST digit classifier (seed-mlp)",
+    ):
         assert line in output, line
     assert "register v0002: rejected: test accuracy" in output
 
 
 def test_promote_goes_through_the_gate_and_a_refusal_is_logged(artifacts, capsys):
     registry = open_registry(artifacts / "registry")
-    assert cli(artifacts, "registry", "promote", "v2", "--reason", "try the small one", "--who", "alice") == EXIT_NOT_PROMOTED
+    assert (
+        cli(artifacts, "registry", "promote", "v2", "--reason", "try the small one", "--who", "alice")
+        == EXIT_NOT_PROMOTED
+    )
     assert "v0002 not promoted: test accuracy" in capsys.readouterr().out
     assert registry.production() == "v0001"
     logged = registry.decisions()[-1]
@@ -148,7 +175,10 @@ def test_manual_changes_first_complete_an_interrupted_registration(artifacts):
     registry.backend.decision_log.write_text(lines[0] + "\n")  # v0002's registration died before logging its decision
     assert cli(artifacts, "registry", "promote", "2", "--force", "--reason", "x") == 0
     assert [(d.action, d.candidate) for d in registry.decisions()] == [
-        ("register", "v0001"), ("register", "v0002"), ("promote", "v0002")]
+        ("register", "v0001"),
+        ("register", "v0002"),
+        ("promote", "v0002"),
+    ]
 
 
 def test_promotion_re_tests_production_when_the_test_splits_differ(artifacts, tiny_strong, capsys):
@@ -171,8 +201,9 @@ def test_promotion_re_tests_production_when_the_test_splits_differ(artifacts, ti
     assert without_splits.production() == "v0002"
 
 
-@pytest.mark.parametrize("text, name", [("2", "v0002"), ("v2", "v0002"), ("v0002", "v0002"), ("V12", "v0012"),
-                                        ("10000", "v10000")])
+@pytest.mark.parametrize(
+    "text, name", [("2", "v0002"), ("v2", "v0002"), ("v0002", "v0002"), ("V12", "v0012"), ("10000", "v10000")]
+)
 def test_version_names_users_give(text, name):
     assert version_name(text) == name
 

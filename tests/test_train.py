@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import QUIET_LOG
-from mnist_pipeline.core.support.faults import FAIL_ONCE_ENV, InjectedFault
 from mnist_pipeline.core.modelling.models import load_model, training_config
 from mnist_pipeline.core.modelling.training import fit
+from mnist_pipeline.core.support.faults import FAIL_ONCE_ENV, InjectedFault
+from support.training import QUIET_LOG
 
 
 def epoch_recorder():
@@ -64,15 +64,16 @@ def test_saved_weights_are_the_best_epochs(synthetic_split, tmp_path):
 
     epochs, recorder = 3, epoch_recorder()
     config = training_config("seed-mlp", seed=5, epochs=epochs, patience=epochs, batch_size=32)
-    trained = fit(config, synthetic_split, tmp_path / "run", QUIET_LOG,
-                  callbacks=(last_epoch_diverges(epochs), recorder))
+    trained = fit(
+        config, synthetic_split, tmp_path / "run", QUIET_LOG, callbacks=(last_epoch_diverges(epochs), recorder)
+    )
     history = json.loads(Path(trained.history_path).read_text())
     best = int(np.argmin(history["val_loss"]))
     assert len(history["val_loss"]) == epochs and best < epochs - 1, history  # the last epoch is not the best
 
     saved = load_model(trained.model_path)
-    assert all(np.array_equal(a, b) for a, b in zip(saved.get_weights(), recorder.weights[best]))
-    assert not all(np.array_equal(a, b) for a, b in zip(saved.get_weights(), recorder.weights[epochs - 1]))
+    assert all(np.array_equal(a, b) for a, b in zip(saved.get_weights(), recorder.weights[best], strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(saved.get_weights(), recorder.weights[epochs - 1], strict=True))
     images, labels = synthetic_split.load("validation")
     probabilities = saved.predict(images, batch_size=1000, verbose=0)
     val_loss = float(keras.losses.sparse_categorical_crossentropy(labels, probabilities).numpy().mean())
@@ -91,7 +92,7 @@ def test_same_seed_same_model_and_one_log_line_per_epoch(tiny_strong, synthetic_
         assert field in epoch_lines[0]
     weights_a = load_model(first.model_path).get_weights()
     weights_b = load_model(second.model_path).get_weights()
-    assert all(np.array_equal(a, b) for a, b in zip(weights_a, weights_b))
+    assert all(np.array_equal(a, b) for a, b in zip(weights_a, weights_b, strict=True))
 
 
 def test_a_retried_training_resumes_after_the_last_finished_epoch(synthetic_split, tmp_path, monkeypatch, caplog):
@@ -118,8 +119,9 @@ def test_no_tensorboard_logs_unless_asked(synthetic_split, tmp_path, monkeypatch
     """`fit` writes TensorBoard logs only into a `tensorboard_dir` it is given (the train task gives
     one: test_train_task.py); outside Prefect, it needs nothing but its run folder."""
     monkeypatch.chdir(tmp_path)  # where a relative default (Keras' "logs") would go
-    trained = fit(training_config("seed-mlp", seed=12, epochs=1, batch_size=32), synthetic_split, tmp_path / "run",
-                  QUIET_LOG)
+    trained = fit(
+        training_config("seed-mlp", seed=12, epochs=1, batch_size=32), synthetic_split, tmp_path / "run", QUIET_LOG
+    )
     assert Path(trained.model_path).is_file()
     assert [path.name for path in tmp_path.iterdir()] == ["run"]
     assert not list(tmp_path.rglob("events.out.tfevents.*"))

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import wait_until
 from mnist_pipeline.core.modelling.models import training_config
 from mnist_pipeline.tasks.train import PROGRESS_KEY, train
+from support.polling import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,8 @@ def events(folder: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def test_training_in_a_prefect_task_writes_tensorboard_logs_and_reports_progress(
-        prefect_server, synthetic_split, tmp_path):
+    prefect_server, synthetic_split, tmp_path
+):
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
@@ -50,13 +51,17 @@ def test_training_in_a_prefect_task_writes_tensorboard_logs_and_reports_progress
     for split, prefix in (("train", ""), ("validation", "val_")):
         assert [step for step, _ in logged[split]["epoch_loss"]] == [0, 1]
         np.testing.assert_allclose([v for _, v in logged[split]["epoch_loss"]], recorded[f"{prefix}loss"], rtol=1e-5)
-        np.testing.assert_allclose([v for _, v in logged[split]["epoch_accuracy"]], recorded[f"{prefix}accuracy"],
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            [v for _, v in logged[split]["epoch_accuracy"]], recorded[f"{prefix}accuracy"], rtol=1e-5
+        )
 
     def progress():
         with get_client(sync_client=True) as client:
-            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+                )
+            )
         return [a for a in artifacts if a.key == PROGRESS_KEY]
 
     [artifact] = wait_until(progress, lambda found: len(found) == 1 and float(found[0].data) == 100.0)

@@ -24,16 +24,22 @@ HOST = "127.0.0.1"
 REGION = "us-east-1"
 
 
-
-
 class MotoS3Server:
     """`moto_server -H 127.0.0.1 -p PORT` with one bucket. `start()`, `stop()`, `endpoint_url`, `env()`.
 
     The credentials are made up (moto accepts any), but handled as real ones would be: the secret key
     is random, and only `env()` hands it out."""
 
-    def __init__(self, log: Path, *, bucket: str = "mnist-team", port: int | None = None,
-                 access_key_id: str = "mnist-team", secret_access_key: str | None = None, cwd: Path | None = None):
+    def __init__(
+        self,
+        log: Path,
+        *,
+        bucket: str = "mnist-team",
+        port: int | None = None,
+        access_key_id: str = "mnist-team",
+        secret_access_key: str | None = None,
+        cwd: Path | None = None,
+    ):
         self.log = Path(log)
         self.bucket = bucket
         self.port = port or free_port()
@@ -56,18 +62,28 @@ class MotoS3Server:
 
     def env(self) -> dict[str, str]:
         """The environment any S3 client (boto3, s3fs, the AWS CLI) reads its endpoint and credentials from."""
-        return {"AWS_ENDPOINT_URL": self.endpoint_url, "AWS_ACCESS_KEY_ID": self.access_key_id,
-                "AWS_SECRET_ACCESS_KEY": self.secret_access_key, "AWS_DEFAULT_REGION": REGION}
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            "AWS_DEFAULT_REGION": REGION,
+        }
 
     def client(self) -> Any:
         """A boto3 S3 client of this server."""
         try:
             import boto3
         except ModuleNotFoundError:
-            raise TeamStackError("boto3 is not installed: install the team extra, "
-                                 "pip install -e '.[team]' (moto[server] and boto3)") from None
-        return boto3.client("s3", endpoint_url=self.endpoint_url, aws_access_key_id=self.access_key_id,
-                            aws_secret_access_key=self.secret_access_key, region_name=REGION)
+            raise TeamStackError(
+                "boto3 is not installed: install the team extra, pip install -e '.[team]' (moto[server] and boto3)"
+            ) from None
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+            region_name=REGION,
+        )
 
     def _answers(self) -> bool:
         try:
@@ -81,12 +97,23 @@ class MotoS3Server:
         try:
             import moto.server  # noqa: F401  (only checks it is there: the server runs in its own process)
         except ModuleNotFoundError:
-            raise TeamStackError("moto's server is not installed: install the team extra, "
-                                 "pip install -e '.[team]' (moto[server] and boto3)") from None
-        self.process = spawn([sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.port)], self.log,
-                             cwd=self.cwd, env=plain_env())
-        wait_until_ready(self._answers, f"moto's S3 server on {self.endpoint_url}", timeout=timeout,
-                         process=self.process, log=self.log)
+            raise TeamStackError(
+                "moto's server is not installed: install the team extra, "
+                "pip install -e '.[team]' (moto[server] and boto3)"
+            ) from None
+        self.process = spawn(
+            [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.port)],
+            self.log,
+            cwd=self.cwd,
+            env=plain_env(),
+        )
+        wait_until_ready(
+            self._answers,
+            f"moto's S3 server on {self.endpoint_url}",
+            timeout=timeout,
+            process=self.process,
+            log=self.log,
+        )
         self.client().create_bucket(Bucket=self.bucket)
 
     def stop(self, timeout: float = 20) -> list[ProcessId]:
@@ -95,4 +122,3 @@ class MotoS3Server:
         survivors = stop_tree(self.process, signals=((signal.SIGTERM, timeout),))
         self.process = None
         return survivors
-

@@ -27,7 +27,7 @@ def _stat(pid: int) -> tuple[int, str, int] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    fields = text[text.rindex(")") + 2:].split()  # the command name, in parentheses, may hold spaces
+    fields = text[text.rindex(")") + 2 :].split()  # the command name, in parentheses, may hold spaces
     return int(fields[1]), fields[0], int(fields[19])
 
 
@@ -78,23 +78,41 @@ def descendants(pid: int) -> list[ProcessId]:
 def plain_env() -> dict[str, str]:
     """Our environment without settings and credentials meant for other programs (Prefect's, AWS',
     PostgreSQL's, the pipeline's): each part of the stack gets exactly the ones it needs on top."""
-    return {name: value for name, value in os.environ.items()
-            if not name.startswith(("AWS_", "PREFECT_", "MNIST_", "PG"))}
+    return {
+        name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "PREFECT_", "MNIST_", "PG"))
+    }
 
 
-def spawn(command: Sequence[str], log: Path, *, cwd: Path, env: dict[str, str],
-          user: str | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    command: Sequence[str], log: Path, *, cwd: Path, env: dict[str, str], user: str | None = None
+) -> subprocess.Popen[bytes]:
     """Start `command` in a session of its own (Ctrl-C in the terminal does not reach it: the stack
     stops its parts in order), its output appended to `log`; as `user` if given (we are root)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as output:
-        return subprocess.Popen(list(command), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=output,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                user=user, group=user, extra_groups=[] if user else None)
+        return subprocess.Popen(
+            list(command),
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            user=user,
+            group=user,
+            extra_groups=[] if user else None,
+        )
 
 
-def wait_until_ready(ready: Callable[[], bool], what: str, *, timeout: float, process: subprocess.Popen[bytes] | None = None,
-                     log: Path | None = None, interval: float = 0.3) -> None:
+def wait_until_ready(
+    ready: Callable[[], bool],
+    what: str,
+    *,
+    timeout: float,
+    process: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+    interval: float = 0.3,
+) -> None:
     """Poll `ready` until it says yes; fail at once if `process` exits, or after `timeout` seconds."""
     see = f"; see {log}" if log else ""
     deadline = time.monotonic() + timeout
@@ -134,8 +152,11 @@ def _wait_gone(processes: Sequence[ProcessId], timeout: float, reap: subprocess.
         time.sleep(0.1)
 
 
-def stop_tree(process: subprocess.Popen[bytes], signals: Sequence[tuple[int, float]] = ((signal.SIGTERM, 20),),
-              followers_timeout: float = 10) -> list[ProcessId]:
+def stop_tree(
+    process: subprocess.Popen[bytes],
+    signals: Sequence[tuple[int, float]] = ((signal.SIGTERM, 20),),
+    followers_timeout: float = 10,
+) -> list[ProcessId]:
     """Stop `process` (started by `spawn`) and everything it started, by their ids.
 
     `signals` go in turn to its process group, each followed by a wait of up to so many seconds while

@@ -46,12 +46,12 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from mnist_pipeline.core.storage.store import CACHE_ENV_VAR
 from devstack.local_server import PROJECT_ROOT, WORK_POOL, LocalPrefect
 from devstack.team import TeamStackError
 from devstack.team.object_store import MotoS3Server
 from devstack.team.postgres import PostgresServer
 from devstack.team.processes import ProcessId, free_port, plain_env, spawn, stop_tree, wait_until_ready
+from mnist_pipeline.core.storage.store import CACHE_ENV_VAR
 from mnist_pipeline.orchestration.source import REPO_COMMIT_ENV, REPO_URL_ENV
 
 if TYPE_CHECKING:
@@ -69,9 +69,8 @@ MARKER = ".mnist-team-stack"
 LEFTOVERS = ("postgres", "machines", "repo.git", "prefect-home", "cache", "logs", ENV_FILE)  # replaced at each start
 AUTOMATIONS = Path(__file__).with_name("automations.yaml")  # marks runs whose worker died Crashed
 HEARTBEAT_SECONDS = 30  # flow runs' heartbeats (Prefect's minimum); automations.yaml expects one within 90 s
+DEAD_AFTER_SECONDS = 90  # automations.yaml's `within`: a run with no heartbeat for that long is marked Crashed
 WORKER_SIGNALS = ((signal.SIGTERM, 3), (signal.SIGTERM, 30))  # a process worker may stop only at the second
-
-
 
 
 def _run(command: list[str], what: str, log: Path, **options: Any) -> str:
@@ -145,13 +144,29 @@ class TeamStack:
 
     `trainings`: trainings at once across all workers; `worker_limit`: flow runs at once per worker
     (the pool's limit is their sum). `extra_worker_env` is added to the workers' environment (tests
-    make them poll the server more often). `echo` receives the progress lines."""
+    make them poll the server more often). `dead_after_seconds`: how long a flow run may send no heartbeat
+    before the automation marks it Crashed (automations.yaml's 90 s; tests wait less: more than the
+    heartbeat interval, 30 s, plus what a busy machine may delay one by). `echo` receives the progress lines."""
 
-    def __init__(self, folder: Path = DEFAULT_FOLDER, *, trainings: int = 1, worker_limit: int = 2,
-                 machines: int = MACHINES, extra_worker_env: dict[str, str] | None = None,
-                 echo: Callable[[str], None] = print):
+    def __init__(
+        self,
+        folder: Path = DEFAULT_FOLDER,
+        *,
+        trainings: int = 1,
+        worker_limit: int = 2,
+        machines: int = MACHINES,
+        extra_worker_env: dict[str, str] | None = None,
+        dead_after_seconds: int = DEAD_AFTER_SECONDS,
+        echo: Callable[[str], None] = print,
+    ):
         if trainings < 1 or worker_limit < 1 or machines < 1:
             raise TeamStackError("--trainings, --worker-limit and the number of machines must be at least 1")
+        if dead_after_seconds <= HEARTBEAT_SECONDS:
+            raise TeamStackError(
+                f"a run is dead after more than one heartbeat interval ({HEARTBEAT_SECONDS} s), "
+                f"not {dead_after_seconds} s"
+            )
+        self.dead_after_seconds = dead_after_seconds
         self.folder = Path(folder).absolute()
         self.trainings, self.worker_limit = trainings, worker_limit
         self.extra_worker_env = dict(extra_worker_env or {})
@@ -164,8 +179,9 @@ class TeamStack:
         self.store = MotoS3Server(self.logs / "moto.log", bucket=BUCKET, cwd=self.folder)
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
-        self.machines = [Machine(self.folder / "machines" / f"machine-{n}", f"team-worker-{n}")
-                         for n in range(1, machines + 1)]
+        self.machines = [
+            Machine(self.folder / "machines" / f"machine-{n}", f"team-worker-{n}") for n in range(1, machines + 1)
+        ]
         self.commit: str | None = None
         self.results_block: str | None = None
         self.prefect: _TeamPrefect | None = None
@@ -187,21 +203,33 @@ class TeamStack:
     @property
     def secrets(self) -> dict[str, str]:
         """The values that must never be printed or logged (tests look for them)."""
-        return {"PREFECT_API_AUTH_STRING": self.auth_string, "AWS_SECRET_ACCESS_KEY": self.store.secret_access_key,
-                "database password": self.postgres.password}
+        return {
+            "PREFECT_API_AUTH_STRING": self.auth_string,
+            "AWS_SECRET_ACCESS_KEY": self.store.secret_access_key,
+            "database password": self.postgres.password,
+        }
 
     def client_env(self) -> dict[str, str]:
         """What a client of the stack sets: the Prefect API, its auth string, the store and its credentials,
         and a mirror of the store of this stack's own (the store starts empty at each start: a mirror
         from an earlier one would hold objects the store no longer has)."""
-        return {"PREFECT_API_URL": self.api_url, "PREFECT_API_AUTH_STRING": self.auth_string,
-                "MNIST_ARTIFACTS_DIR": self.store_url, **self.store.env(),
-                CACHE_ENV_VAR: str(self.folder / "cache" / "client")}
+        return {
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_API_AUTH_STRING": self.auth_string,
+            "MNIST_ARTIFACTS_DIR": self.store_url,
+            **self.store.env(),
+            CACHE_ENV_VAR: str(self.folder / "cache" / "client"),
+        }
 
     def _prefect_env(self, home: Path) -> dict[str, str]:
         home.mkdir(parents=True, exist_ok=True)
-        return {**plain_env(), "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_API_URL": self.api_url, "PREFECT_API_AUTH_STRING": self.auth_string}
+        return {
+            **plain_env(),
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_API_AUTH_STRING": self.auth_string,
+        }
 
     def api(self, method: str, path: str, *, auth: str | None = "", **request: Any) -> httpx.Response:
         """An HTTP request to the Prefect API (`path` after /api), with the stack's auth string, another
@@ -230,14 +258,21 @@ class TeamStack:
         self.store.start()
         self._write_env_file()
         commit = self._mirror_repository()
-        server_env = {**self._prefect_env(self.folder / "prefect-home" / "server"),
-                      "PREFECT_SERVER_DATABASE_CONNECTION_URL": self.postgres.url,
-                      "PREFECT_SERVER_API_AUTH_STRING": self.auth_string}
-        client_env = {**self._prefect_env(self.folder / "prefect-home" / "client"),
-                      REPO_URL_ENV: str(self.bare_repo), REPO_COMMIT_ENV: commit}  # what `prefect deploy` pins
+        server_env = {
+            **self._prefect_env(self.folder / "prefect-home" / "server"),
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": self.postgres.url,
+            "PREFECT_SERVER_API_AUTH_STRING": self.auth_string,
+        }
+        client_env = {
+            **self._prefect_env(self.folder / "prefect-home" / "client"),
+            REPO_URL_ENV: str(self.bare_repo),
+            REPO_COMMIT_ENV: commit,
+        }  # what `prefect deploy` pins
         self.prefect = prefect = _TeamPrefect(self.port, self.logs, server_env, client_env)
-        self.echo(f"starting the Prefect server on {self.api_url} (database {self.postgres.masked_url}; "
-                  f"set up {len(self.machines)} machines meanwhile) ...")
+        self.echo(
+            f"starting the Prefect server on {self.api_url} (database {self.postgres.masked_url}; "
+            f"set up {len(self.machines)} machines meanwhile) ..."
+        )
         with concurrent.futures.ThreadPoolExecutor(len(self.machines)) as pool:
             machines = [pool.submit(self._set_up_machine, machine) for machine in self.machines]
             prefect.start_server()
@@ -247,13 +282,37 @@ class TeamStack:
         self._set_up_server(prefect)
         self.echo(f"starting {len(self.machines)} workers ...")
         for machine in self.machines:
-            machine.process = spawn([str(machine.python), "-m", "prefect", "worker", "start", "--pool", WORK_POOL,
-                                     "--work-queue", "default", "--work-queue", machine.work_queue,
-                                     "--limit", str(self.worker_limit), "--name", machine.worker_name],
-                                    self._worker_log(machine), cwd=machine.clone, env=self._worker_env(machine))
+            machine.process = spawn(
+                [
+                    str(machine.python),
+                    "-m",
+                    "prefect",
+                    "worker",
+                    "start",
+                    "--pool",
+                    WORK_POOL,
+                    "--work-queue",
+                    "default",
+                    "--work-queue",
+                    machine.work_queue,
+                    "--limit",
+                    str(self.worker_limit),
+                    "--name",
+                    machine.worker_name,
+                ],
+                self._worker_log(machine),
+                cwd=machine.clone,
+                env=self._worker_env(machine),
+            )
         for machine in self.machines:
-            wait_until_ready(functools.partial(self._worker_online, machine.worker_name), f"worker {machine.worker_name}",
-                             timeout=120, process=machine.process, log=self._worker_log(machine), interval=1)
+            wait_until_ready(
+                functools.partial(self._worker_online, machine.worker_name),
+                f"worker {machine.worker_name}",
+                timeout=120,
+                process=machine.process,
+                log=self._worker_log(machine),
+                interval=1,
+            )
 
     def _worker_log(self, machine: Machine) -> Path:
         return self.logs / f"{machine.worker_name}.log"
@@ -261,8 +320,10 @@ class TeamStack:
     def _prepare_folder(self) -> None:
         folder = self.folder
         if folder.exists() and any(folder.iterdir()) and not (folder / MARKER).exists():
-            raise TeamStackError(f"{folder} is not empty and was not made by `mnist-pipeline team up`: choose a new "
-                                 "or empty folder with --folder (everything in it is replaced at each start)")
+            raise TeamStackError(
+                f"{folder} is not empty and was not made by `mnist-pipeline team up`: choose a new "
+                "or empty folder with --folder (everything in it is replaced at each start)"
+            )
         folder.mkdir(parents=True, exist_ok=True)
         # Held open (and locked) while the stack runs, closed by stop(): a second start must not wipe it.
         lock = open(folder / MARKER, "a")  # noqa: SIM115 - outlives this method, so no `with`
@@ -270,8 +331,9 @@ class TeamStack:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.close()
-            raise TeamStackError(f"a team stack is running in {folder} already: stop it first, or choose another "
-                                 "folder with --folder") from None
+            raise TeamStackError(
+                f"a team stack is running in {folder} already: stop it first, or choose another folder with --folder"
+            ) from None
         self._lock = lock
         lock.truncate(0)
         lock.write("made by `mnist-pipeline team up`: replaced at each start\n")
@@ -286,9 +348,11 @@ class TeamStack:
 
     def _write_env_file(self) -> None:
         """FOLDER/team.env, readable by its owner only: what a client sets, secrets included."""
-        lines = ["# The team stack's client settings, secrets included: keep this file to yourself.",
-                 f"# Load them with: set -a; . {self.env_file}; set +a",
-                 *(f"{name}={shlex.quote(value)}" for name, value in self.client_env().items())]
+        lines = [
+            "# The team stack's client settings, secrets included: keep this file to yourself.",
+            f"# Load them with: set -a; . {self.env_file}; set +a",
+            *(f"{name}={shlex.quote(value)}" for name, value in self.client_env().items()),
+        ]
         descriptor = os.open(self.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as output:
             os.fchmod(output.fileno(), 0o600)
@@ -298,16 +362,23 @@ class TeamStack:
         """A bare mirror of this checkout (the team's git server) holding its HEAD commit; that commit."""
         log = self.logs / "git.log"
         if not (PROJECT_ROOT / ".git").exists():
-            raise TeamStackError(f"{PROJECT_ROOT} is not a git checkout: the team stack's workers run the code "
-                                 "from git clones; run it from a clone of the repository")
-        self.commit = commit = _run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], "git rev-parse HEAD",
-                                    log).strip()
+            raise TeamStackError(
+                f"{PROJECT_ROOT} is not a git checkout: the team stack's workers run the code "
+                "from git clones; run it from a clone of the repository"
+            )
+        self.commit = commit = _run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], "git rev-parse HEAD", log
+        ).strip()
         _run(["git", "clone", "--quiet", "--bare", str(PROJECT_ROOT), str(self.bare_repo)], "git clone --bare", log)
-        _run(["git", "-C", str(self.bare_repo), "fetch", "--quiet", str(PROJECT_ROOT), "+HEAD:refs/heads/team-pinned"],
-             "git fetch HEAD", log)  # HEAD may be detached, on no branch the clone copied
+        _run(
+            ["git", "-C", str(self.bare_repo), "fetch", "--quiet", str(PROJECT_ROOT), "+HEAD:refs/heads/team-pinned"],
+            "git fetch HEAD",
+            log,
+        )  # HEAD may be detached, on no branch the clone copied
         if _run(["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"], "git status", log):
-            self.echo(f"note: the workers run commit {commit[:12]}; the uncommitted changes in {PROJECT_ROOT} "
-                      "are not in it")
+            self.echo(
+                f"note: the workers run commit {commit[:12]}; the uncommitted changes in {PROJECT_ROOT} are not in it"
+            )
         return commit
 
     def _set_up_machine(self, machine: Machine) -> None:
@@ -317,8 +388,10 @@ class TeamStack:
         steps = [
             (["git", "clone", "--quiet", str(self.bare_repo), str(machine.clone)], "git clone"),
             (["git", "-C", str(machine.clone), "checkout", "--quiet", "--detach", str(self.commit)], "git checkout"),
-            ([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(machine.venv)],
-             "python -m venv"),
+            (
+                [getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(machine.venv)],
+                "python -m venv",
+            ),
         ]
         for command, what in steps:
             if self._stopping.is_set():
@@ -331,9 +404,24 @@ class TeamStack:
         (own_site / "shared_libraries.pth").write_text("".join(f"{path}\n" for path in shared))
         if self._stopping.is_set():
             return
-        _run([str(machine.python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-              "--ignore-installed", "--editable", str(machine.clone)], f"pip install -e for {machine.folder.name}", log,
-             env={**plain_env(), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}, cwd=machine.folder)
+        _run(
+            [
+                str(machine.python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "--ignore-installed",
+                "--editable",
+                str(machine.clone),
+            ],
+            f"pip install -e for {machine.folder.name}",
+            log,
+            env={**plain_env(), "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+            cwd=machine.folder,
+        )
 
     def _set_up_server(self, prefect: _TeamPrefect) -> None:
         log = self.logs / "setup.log"
@@ -348,30 +436,54 @@ class TeamStack:
 
         def limit_and_block() -> None:
             prefect.prefect("concurrency-limit", "create", TRAINING_TAG, str(self.trainings))
-            prefect.prefect("automation", "create", "--from-file", str(AUTOMATIONS))
+            prefect.prefect("automation", "create", "--from-file", str(self._automations()))
             self.results_block = self._ensure_results_block(prefect, log)
 
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             for done in [pool.submit(pool_and_deployment), pool.submit(limit_and_block)]:
                 done.result()
 
+    def _automations(self) -> Path:
+        """automations.yaml, or with another `dead_after_seconds` a copy of it in the stack's logs folder
+        with that `within` and message."""
+        if self.dead_after_seconds == DEAD_AFTER_SECONDS:
+            return AUTOMATIONS
+        import yaml
+
+        config = yaml.safe_load(AUTOMATIONS.read_text())
+        for automation in config["automations"]:
+            automation["trigger"]["within"] = self.dead_after_seconds
+            for action in automation["actions"]:
+                action["message"] = action["message"].replace(f"{DEAD_AFTER_SECONDS} s", f"{self.dead_after_seconds} s")
+        copy = self.logs / AUTOMATIONS.name
+        copy.write_text(yaml.safe_dump(config, sort_keys=False))
+        return copy
+
     def _ensure_results_block(self, prefect: _TeamPrefect, log: Path) -> str:
         """The store's results block (mnist_pipeline.orchestration.results_storage), saved on the server by a
         client: in a process of its own, with the CLI's Prefect settings and the store's credentials."""
-        output = _run([sys.executable, "-m", "mnist_pipeline.orchestration.results_storage", self.store_url],
-                      f"saving the results block of {self.store_url}", log, cwd=PROJECT_ROOT,
-                      env={**prefect.env, **self.store.env()})
+        output = _run(
+            [sys.executable, "-m", "mnist_pipeline.orchestration.results_storage", self.store_url],
+            f"saving the results block of {self.store_url}",
+            log,
+            cwd=PROJECT_ROOT,
+            env={**prefect.env, **self.store.env()},
+        )
         return output.strip().splitlines()[-1]
 
     def _worker_env(self, machine: Machine) -> dict[str, str]:
         env = self._prefect_env(machine.prefect_home)
         (machine.folder / "tmp").mkdir(exist_ok=True)
-        return {**env, "PATH": f"{machine.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
-                "TMPDIR": str(machine.folder / "tmp"),  # the runs' working folders: what a killed run leaves stays here
-                "MNIST_ARTIFACTS_DIR": self.store_url, **self.store.env(),
-                CACHE_ENV_VAR: str(machine.folder / "cache"),  # each machine its own mirror of the store
-                "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),  # see automations.yaml
-                **self.extra_worker_env}
+        return {
+            **env,
+            "PATH": f"{machine.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+            "TMPDIR": str(machine.folder / "tmp"),  # the runs' working folders: what a killed run leaves stays here
+            "MNIST_ARTIFACTS_DIR": self.store_url,
+            **self.store.env(),
+            CACHE_ENV_VAR: str(machine.folder / "cache"),  # each machine its own mirror of the store
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),  # see automations.yaml
+            **self.extra_worker_env,
+        }
 
     def _worker_online(self, name: str) -> bool:
         return name in self.online_workers()
@@ -387,9 +499,12 @@ class TeamStack:
 
     def processes(self) -> dict[str, subprocess.Popen[bytes]]:
         """{part: its process}, for what is running."""
-        parts = {"PostgreSQL": self.postgres.process, "moto": self.store.process,
-                 "Prefect server": self.prefect.processes.get("server") if self.prefect else None,
-                 **{machine.worker_name: machine.process for machine in self.machines}}
+        parts = {
+            "PostgreSQL": self.postgres.process,
+            "moto": self.store.process,
+            "Prefect server": self.prefect.processes.get("server") if self.prefect else None,
+            **{machine.worker_name: machine.process for machine in self.machines},
+        }
         return {name: process for name, process in parts.items() if process is not None}
 
     def exited(self) -> str | None:
@@ -409,16 +524,21 @@ class TeamStack:
             "                  (objects in memory only: gone when the stack stops; use S3 or MinIO in production)",
             f"  Prefect server  {self.api_url} on {self.postgres.masked_url}    pid {pids['Prefect server']}",
             f"                  UI {ui} (it asks for the auth string: PREFECT_API_AUTH_STRING in {self.env_file})",
-            *(f"  worker          {machine.worker_name}: pool {WORK_POOL}, --limit {self.worker_limit}, "
-              f"in {machine.clone}    pid {pids[machine.worker_name]}" for machine in self.machines),
+            *(
+                f"  worker          {machine.worker_name}: pool {WORK_POOL}, --limit {self.worker_limit}, "
+                f"in {machine.clone}    pid {pids[machine.worker_name]}"
+                for machine in self.machines
+            ),
             f"  limits          pool {WORK_POOL}: {self.pool_limit} runs at once; "
             f"trainings (tag {TRAINING_TAG}): {self.trainings} at once",
             f"  results block   {self.results_block or '(none)'}",
             f"  deployment      {TEAM_ON_DEMAND}: git clone of {self.bare_repo} at {self.commit}",
             "",
             f"Point a client at it (the secrets are in {self.env_file}, readable by you only):",
-            *(f"  export {name}={secret if name in self.secrets else value}"
-              for name, value in self.client_env().items()),
+            *(
+                f"  export {name}={secret if name in self.secrets else value}"
+                for name, value in self.client_env().items()
+            ),
             f"or all at once: set -a; . {self.env_file}; set +a",
             f"then, e.g.: prefect deployment run {TEAM_ON_DEMAND} --param preset=mlp",
         ]
@@ -452,8 +572,9 @@ class TeamStack:
         self.start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         survivors = self.stop()
         if survivors and kind is None:
             raise TeamStackError("still running after the team stack stopped: " + "; ".join(map(str, survivors)))
@@ -462,11 +583,11 @@ class TeamStack:
 def up(folder: Path = DEFAULT_FOLDER, trainings: int = 1, worker_limit: int = 2) -> int:
     """`mnist-pipeline team up`: start the stack, print what runs where, wait; stop it all on Ctrl-C or
     SIGTERM (or when a part stops by itself: exit 1). Exit 1 also if anything is left running."""
+
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    stack = TeamStack(folder, trainings=trainings, worker_limit=worker_limit,
-                      echo=lambda line: print(line, flush=True))
+    stack = TeamStack(folder, trainings=trainings, worker_limit=worker_limit, echo=lambda line: print(line, flush=True))
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)  # also when started in the background, where SIGINT comes ignored
     code = 0
@@ -475,8 +596,9 @@ def up(folder: Path = DEFAULT_FOLDER, trainings: int = 1, worker_limit: int = 2)
         print(f"{stack.summary()}\n\nteam stack ready: press Ctrl-C to stop it", flush=True)
         while (stopped := stack.exited()) is None:
             time.sleep(1)
-        print(f"{stopped} stopped by itself (see its log in {stack.logs}): stopping the rest", file=sys.stderr,
-              flush=True)
+        print(
+            f"{stopped} stopped by itself (see its log in {stack.logs}): stopping the rest", file=sys.stderr, flush=True
+        )
         code = 1
     except KeyboardInterrupt:
         print("\nstopping the team stack (workers and their runs, Prefect server, moto, PostgreSQL) ...", flush=True)

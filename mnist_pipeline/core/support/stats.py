@@ -37,5 +37,8 @@ def mcnemar_exact(only_first: int, only_second: int) -> float:
     if only_first < 0 or only_second < 0:
         raise ValueError("mcnemar_exact needs counts of images, not negative numbers")
     n = only_first + only_second
-    tail = sum(math.comb(n, k) for k in range(min(only_first, only_second) + 1))
+    term = tail = 1  # comb(n, 0); each next term from the last (exact), not comb(n, k) afresh for every k
+    for k in range(min(only_first, only_second)):
+        term = term * (n - k) // (k + 1)
+        tail += term
     return min(1.0, 2 * tail / (1 << n))  # 1 << n: 2**n as an int (mypy types int ** int as Any)

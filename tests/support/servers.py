@@ -1,0 +1,140 @@
+"""Processes and servers a test starts: free ports, the HTTP service, a local Prefect server with a
+worker, the team stack on PostgreSQL. Each is stopped by its id when its block ends, and checked:
+nothing it started is left running."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from support.commands import ENTRY_POINT, PROJECT_ROOT
+from support.polling import wait_until
+from support.training import QUIET_LOG
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that is free now (the OS picks it)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def service_ready(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def serving(artifacts: Path, *options: str, log: Path) -> Iterator[str]:
+    """`mnist-pipeline serve` on `artifacts` in a process of its own, on a free port of 127.0.0.1,
+    reading the production pointer every 0.2 s: its base URL, once /readyz answers 200. The process
+    is stopped by its pid when the block ends; its output is in `log`."""
+    port = free_port()
+    command = [
+        str(ENTRY_POINT),
+        "serve",
+        "--artifacts-dir",
+        str(artifacts),
+        "--port",
+        str(port),
+        "--poll-seconds",
+        "0.2",
+        *options,
+    ]
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        exited, _ = wait_until(
+            lambda: (process.poll(), service_ready(url)), lambda state: state[0] is not None or state[1], timeout=240
+        )
+        assert exited is None, f"the service exited with {exited}:\n{log.read_text()[-3000:]}"
+        yield url
+    finally:
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Stop a process a test started (with `start_new_session=True`) by its id, its children too."""
+    from devstack.local_server import stop_process_group
+
+    stop_process_group(process, timeout)
+
+
+@contextmanager
+def local_prefect(home: Path, prefect_file: Path | None = None) -> Iterator:
+    """`LocalPrefect` on a free port with PREFECT_HOME `home`: server, work pool, the deployments of
+    prefect.yaml (or `prefect_file`), a worker polling every 2 s. Stopped by process group when the
+    block ends, and checked: nothing they started is left running."""
+    from devstack.local_server import LocalPrefect
+
+    local = LocalPrefect(
+        free_port(), prefect_home=home, log_dir=home / "logs", extra_env={"PREFECT_WORKER_QUERY_SECONDS": "2"}
+    )
+    try:
+        local.start_server()
+        local.deploy(prefect_file)
+        local.start_worker()
+        yield local
+    finally:
+        groups = [process.pid for process in local.processes.values()]
+        local.stop()
+    for group in groups:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            continue
+        raise AssertionError(f"process group {group} of the Prefect server or worker is still running")
+
+
+@contextmanager
+def client_of(local) -> Iterator:
+    """A synchronous Prefect client of `local`'s server."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: local.api_url}), get_client(sync_client=True) as client:
+        yield client
+
+
+@contextmanager
+def postgres_reachable_folder(prefix: str = "mnist-team-") -> Iterator[Path]:
+    """A new folder under /tmp that the `postgres` user can reach (pytest's own temporary folders are
+    private to root, and PostgreSQL runs as `postgres`); removed when the block ends."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def team_stack(folder: Path, **options) -> Iterator:
+    """`TeamStack` in `folder` (see `postgres_reachable_folder`), its workers polling the server every
+    2 s; every process stopped by its id when the block ends, and checked: nothing left running."""
+    from devstack.team.stack import TeamStack
+
+    options.setdefault("echo", QUIET_LOG.info)
+    options["extra_worker_env"] = {"PREFECT_WORKER_QUERY_SECONDS": "2", **options.get("extra_worker_env", {})}
+    stack = TeamStack(folder, **options)
+    stack.start()
+    try:
+        yield stack
+    finally:
+        survivors = stack.stop()
+    assert not survivors, f"still running after the team stack stopped: {'; '.join(map(str, survivors))}"
