@@ -242,7 +242,7 @@ def test_damaged_split_on_disk_is_rebuilt_not_served(artifacts, first_run, clien
     assert is_intact(split)
     rebuilt = SplitFiles(str(split / "manifest.json"), "").load("validation")
     original = SplitFiles(str(split_dir(first_run.artifacts) / "manifest.json"), "").load("validation")
-    assert all((mine == theirs).all() for mine, theirs in zip(rebuilt, original))  # the same split again
+    assert all((mine == theirs).all() for mine, theirs in zip(rebuilt, original, strict=False))  # the same split again
 
 
 def test_flipped_byte_in_bundle_fails_before_training_and_registers_nothing(artifacts, client, tmp_path):
@@ -305,7 +305,7 @@ def test_tfds_source_runs_offline_from_tfds_download_cache(first_run, tmp_path):
     from_tfds = SplitFiles(str(split_dir(artifacts) / "manifest.json"), "")
     from_bundle = SplitFiles(str(split_dir(first_run.artifacts) / "manifest.json"), "")
     for name in ("train", "validation", "test"):  # the same images, split the same way
-        for mine, theirs in zip(from_tfds.load(name), from_bundle.load(name)):
+        for mine, theirs in zip(from_tfds.load(name), from_bundle.load(name), strict=False):
             assert (mine == theirs).all(), name
 
 

@@ -233,7 +233,7 @@ def test_concurrent_requests_share_one_model_call_and_get_their_own_rows():
     requests = [np.full((n, 28, 28), i, np.uint8) for i, n in enumerate([1, 3, 1, 2], start=1)]
     answers = run_batcher(MicroBatcher(predict, max_batch=64, window_seconds=0.05, max_pending=10), requests)
     assert calls == [7]
-    for images, (version, rows) in zip(requests, answers):
+    for images, (version, rows) in zip(requests, answers, strict=False):
         assert version == "v0001" and rows.shape == (len(images), 10) and (rows == images[0, 0, 0]).all()
 
     calls.clear()

@@ -141,7 +141,7 @@ def test_text_output_names_model_and_top_k_classes(tmp_path, registry, synthetic
     labelled = [str(png), f"{array}[0]", f"{array}[1]"]
     width = max(map(len, labelled))
     assert [line[:width].rstrip() for line in lines[1:]] == labelled
-    for line, label in zip(lines[2:], labels[:2]):
+    for line, label in zip(lines[2:], labels[:2], strict=False):
         classes = line[width:].split()
         assert len(classes) == 6 and classes[0] == str(label)  # 3 x "class (probability)", best first
         probabilities = [float(p.strip("()")) for p in classes[1::2]]

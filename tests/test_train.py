@@ -71,8 +71,8 @@ def test_saved_weights_are_the_best_epochs(synthetic_split, tmp_path):
     assert len(history["val_loss"]) == epochs and best < epochs - 1, history  # the last epoch is not the best
 
     saved = load_model(trained.model_path)
-    assert all(np.array_equal(a, b) for a, b in zip(saved.get_weights(), recorder.weights[best]))
-    assert not all(np.array_equal(a, b) for a, b in zip(saved.get_weights(), recorder.weights[epochs - 1]))
+    assert all(np.array_equal(a, b) for a, b in zip(saved.get_weights(), recorder.weights[best], strict=False))
+    assert not all(np.array_equal(a, b) for a, b in zip(saved.get_weights(), recorder.weights[epochs - 1], strict=False))
     images, labels = synthetic_split.load("validation")
     probabilities = saved.predict(images, batch_size=1000, verbose=0)
     val_loss = float(keras.losses.sparse_categorical_crossentropy(labels, probabilities).numpy().mean())
@@ -91,7 +91,7 @@ def test_same_seed_same_model_and_one_log_line_per_epoch(tiny_strong, synthetic_
         assert field in epoch_lines[0]
     weights_a = load_model(first.model_path).get_weights()
     weights_b = load_model(second.model_path).get_weights()
-    assert all(np.array_equal(a, b) for a, b in zip(weights_a, weights_b))
+    assert all(np.array_equal(a, b) for a, b in zip(weights_a, weights_b, strict=False))
 
 
 def test_a_retried_training_resumes_after_the_last_finished_epoch(synthetic_split, tmp_path, monkeypatch, caplog):
