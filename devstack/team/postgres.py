@@ -152,46 +152,20 @@ class PostgresServer:
             )
         return result
 
+    def _psql_command(self, database: str, *flags: str) -> list[str]:
+        """psql as the superuser through the socket, stopping at the first error, without ~/.psqlrc."""
+        connection = ["-h", str(self.folder), "-p", str(self.port), "-U", POSTGRES_USER, "-d", database]
+        return [self._program("psql"), "-X", *flags, "-v", "ON_ERROR_STOP=1", *connection]
+
     def _psql(self, sql: str, database: str = "postgres", **variables: str) -> subprocess.CompletedProcess[str]:
-        command = [
-            self._program("psql"),
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            str(self.folder),
-            "-p",
-            str(self.port),
-            "-U",
-            POSTGRES_USER,
-            "-d",
-            database,
-        ]
+        command = self._psql_command(database, "-q")
         options = [arg for name, value in variables.items() for arg in ("-v", f"{name}={value}")]
         shown = " ".join(command + [f"-v {name}=..." for name in variables])  # the log shows no value
         return self._run(*command, *options, input=sql, shown=shown)
 
     def query(self, sql: str, database: str | None = None) -> list[str]:
         """The rows of a query run as the superuser (through the socket), each as `a|b|...`."""
-        result = self._run(
-            self._program("psql"),
-            "-X",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            str(self.folder),
-            "-p",
-            str(self.port),
-            "-U",
-            POSTGRES_USER,
-            "-d",
-            database or self.database,
-            "-c",
-            sql,
-        )
+        result = self._run(*self._psql_command(database or self.database, "-A", "-t"), "-c", sql)
         return result.stdout.splitlines()
 
     # Start and stop -------------------------------------------------------------------------------
