@@ -55,3 +55,29 @@ def test_width_and_dropout_shape_the_model(preset, width, dropout, units):
 def test_a_dropout_rate_for_a_preset_without_dropout_is_refused():
     with pytest.raises(ConfigError, match="seed-mlp has no dropout layer"):
         training_config("seed-mlp", seed=0, dropout=0.2)
+
+
+@pytest.mark.parametrize("preset", ["cnn", "mlp"])
+def test_the_same_seed_builds_the_same_weights_while_another_thread_draws_from_random(preset):
+    """Keras seeds each layer that has no seed from Python's global `random`, which other threads
+    (Prefect's) draw from too: the layers' seeds must come from the config's seed alone."""
+    import random
+    import threading
+
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.wait(0.0001):  # often, leaving the interpreter to the builds between draws
+            random.random()
+
+    noise = threading.Thread(target=draw, daemon=True)
+    noise.start()
+    try:
+        builds = [build_model(training_config(preset, seed=7), steps_per_epoch=10).get_weights() for _ in range(3)]
+    finally:
+        stop.set()
+        noise.join()
+    for weights in builds[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(builds[0], weights, strict=True))
+    other_seed = build_model(training_config(preset, seed=8), steps_per_epoch=10).get_weights()
+    assert not all(np.array_equal(a, b) for a, b in zip(builds[0], other_seed, strict=True))

@@ -6,7 +6,9 @@ pixels to [0, 1], so training, evaluation and serving share one preprocessing st
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -116,6 +118,28 @@ def training_config(preset: str, seed: int, **overrides: int | float | None) -> 
     return replace(PRESETS[preset].defaults, seed=seed, **given)
 
 
+@contextmanager
+def _layer_seeds_from(seed: int) -> Iterator[None]:
+    """Give the layers built inside seeds of their own, drawn from `random.Random(seed)`.
+
+    Keras draws the seed of every initializer and dropout layer built without one from Python's global
+    `random` (`make_default_seed` in keras.src.random.seed_generator), which any other thread of the
+    process may draw from at the same moment (Prefect's client and its retries do): the same config
+    then gave other weights now and then, and a retraining on unchanged inputs was not recognised as
+    unchanged. Keras has no public way to give it another generator, so its module's `python_random`
+    is swapped while the layers are built. The generator is seeded as `keras.utils.set_random_seed`
+    seeds the global one before a training, so an undisturbed run's weights are unchanged.
+    """
+    from keras.src.random import seed_generator
+
+    global_random = seed_generator.python_random
+    seed_generator.python_random = random.Random(seed)
+    try:
+        yield
+    finally:
+        seed_generator.python_random = global_random
+
+
 def build_model(config: TrainingConfig, steps_per_epoch: int = 1) -> Any:
     """A compiled Keras model of the config's preset, taking raw uint8 images."""
     import_tensorflow()
@@ -126,11 +150,12 @@ def build_model(config: TrainingConfig, steps_per_epoch: int = 1) -> Any:
     if preset.cosine_decay:
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, steps_per_epoch * config.epochs)
 
-    inputs = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name="image")
-    x = keras.layers.Rescaling(1.0 / 255, name="scale_to_unit")(inputs)
-    for layer in preset.layers(keras.layers, config):
-        x = layer(x)
-    model = keras.Model(inputs, x, name=config.preset.replace("-", "_"))
+    with _layer_seeds_from(config.seed):
+        inputs = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name="image")
+        x = keras.layers.Rescaling(1.0 / 255, name="scale_to_unit")(inputs)
+        for layer in preset.layers(keras.layers, config):
+            x = layer(x)
+        model = keras.Model(inputs, x, name=config.preset.replace("-", "_"))
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="sparse_categorical_crossentropy",
