@@ -107,6 +107,11 @@ def import_tensorflow() -> Any:
                 import tensorflow as tf
 
                 tf.config.list_physical_devices("GPU")  # the CUDA probe, whose failure would print later
+            # Keras too, under the same lock: two threads importing it at once (the background import
+            # and a stage loading a model) can be handed a half-initialised module by Python's
+            # import-deadlock avoidance ("module 'keras' has no attribute 'KerasTensor'", seen once in CI)
+            import keras  # noqa: F401
+
             _ready = True
     import tensorflow as tf
 
