@@ -244,21 +244,15 @@ def test_bad_sweep_arguments_exit_2_naming_the_problem(args, message, tmp_path):
     assert not (tmp_path / "artifacts").exists()
 
 
+def sweep_on(address: str, tmp_path):
+    """A two-candidate sweep of the tutorial's model sent to the Dask scheduler at `address`."""
+    args = ["--preset", "seed-mlp", "--learning-rate", "0.001", "0.002", "--dask-address", address]
+    return run_cli("sweep", *args, "--artifacts-dir", str(tmp_path / "artifacts"), timeout=300)
+
+
 def test_unreachable_dask_scheduler_exits_1_before_any_work(tmp_path):
     address = f"tcp://127.0.0.1:{free_port()}"
-    result = run_cli(
-        "sweep",
-        "--preset",
-        "seed-mlp",
-        "--learning-rate",
-        "0.001",
-        "0.002",
-        "--dask-address",
-        address,
-        "--artifacts-dir",
-        str(tmp_path / "artifacts"),
-        timeout=300,
-    )
+    result = sweep_on(address, tmp_path)
     assert result.returncode == 1, result.stderr
     assert result.stderr.splitlines()[-1].startswith(f"error: Cannot reach the Dask scheduler at {address}")
     assert "Traceback" not in result.stderr
@@ -290,19 +284,7 @@ def test_dask_scheduler_without_workers_exits_1_before_any_work(tmp_path):
         )
     try:
         wait_until(lambda: answers(port), bool, timeout=120)
-        result = run_cli(
-            "sweep",
-            "--preset",
-            "seed-mlp",
-            "--learning-rate",
-            "0.001",
-            "0.002",
-            "--dask-address",
-            f"tcp://127.0.0.1:{port}",
-            "--artifacts-dir",
-            str(tmp_path / "artifacts"),
-            timeout=300,
-        )
+        result = sweep_on(f"tcp://127.0.0.1:{port}", tmp_path)
     finally:
         stop_process(scheduler)
     assert result.returncode == 1, result.stderr
