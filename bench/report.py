@@ -23,8 +23,9 @@ DEFINITIONS = """\
   When a stage's first states never reached the server (it happens to long cold split stages), its
   start is the previous stage's end; the figure's note says how often.
 - Ratios pair repeat *i* of the flow with repeat *i* of the tutorial (they ran side by side).
-- Time to accuracy: `bench/time_to_accuracy.py`, the train stage's loop (same preset, seed, input
-  pipeline, early stopping) scoring the test split after each epoch; only the epochs are timed.
+- Time to accuracy: `bench/time_to_accuracy.py --one`, a training through the train stage's `fit`
+  (same preset, seed, input pipeline, early stopping): the seconds until the validation accuracy first
+  reaches the target (only the epochs are timed), and the saved model's test accuracy.
 - A target is met when the median meets it; "same or better accuracy" is: not below the low end of
   the 95% Wilson interval of the tutorial's median test accuracy (10,000 test images).
 """

@@ -21,9 +21,9 @@ from prefect.runtime import task_run
 
 from mnist_pipeline.core.data.splits import SplitFiles
 from mnist_pipeline.core.modelling.models import TrainingConfig
+from mnist_pipeline.core.modelling.progress import Progress, progress_callback
 from mnist_pipeline.core.modelling.training import TrainedModel, fit, training_key
 from mnist_pipeline.core.storage import store
-from mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow
 from mnist_pipeline.orchestration.retries import retry_unless_permanent
 
 PROGRESS_KEY = "mnist-training-progress"
@@ -32,41 +32,21 @@ TRAINING_CONCURRENCY_LIMIT = f"tag:{TRAINING_TAG}"  # the server's name of the t
 
 
 def _progress_reporter(preset: str) -> Any:
-    """A Keras callback that shows "epoch k of n" as a Prefect progress artifact while training runs."""
-    import_tensorflow()
-    import keras
+    """A Keras callback that shows how far training got (epoch, batches within a long epoch, time
+    left) as a Prefect progress artifact while it runs."""
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-    class ProgressReporter(keras.callbacks.Callback):
-        def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
-            self.epochs_done = 0
+    artifact_ids: list[UUID] = []  # the one artifact, made at the first report
+
+    def show(progress: Progress) -> None:
+        description = f"Training {preset}: {progress.describe()}"
+        if not artifact_ids:
             # typed "the id, or a coroutine in an async context": Keras calls this from sync code
-            self.artifact_id = cast(
-                UUID,
-                create_progress_artifact(
-                    0.0, key=PROGRESS_KEY, description=f"Training {preset}: epoch 0 of {self.params['epochs']}"
-                ),
-            )
+            artifact_ids.append(cast(UUID, create_progress_artifact(0.0, key=PROGRESS_KEY, description=description)))
+        else:
+            update_progress_artifact(artifact_ids[0], 100.0 * progress.fraction, description=description)
 
-        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-            self.epochs_done, planned = epoch + 1, self.params["epochs"]
-            update_progress_artifact(
-                self.artifact_id,
-                100.0 * self.epochs_done / planned,
-                description=f"Training {preset}: epoch {self.epochs_done} of {planned}",
-            )
-
-        def on_train_end(self, logs: dict[str, float] | None = None) -> None:
-            if self.epochs_done < self.params["epochs"]:
-                update_progress_artifact(
-                    self.artifact_id,
-                    100.0,
-                    description=(
-                        f"Trained {preset}: early stopping after epoch {self.epochs_done} of {self.params['epochs']}"
-                    ),
-                )
-
-    return ProgressReporter()
+    return progress_callback(show)
 
 
 def _inputs_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:

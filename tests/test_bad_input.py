@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mnist_pipeline.core.modelling.models import PRESETS
 from mnist_pipeline.core.modelling.parameters import InvalidParameterError, PipelineParameters, validate_parameters
 from mnist_pipeline.core.runs.sweep import SweepParameters
 
@@ -21,14 +22,14 @@ ANY_VALUE = st.one_of(
     st.integers(-(10**6), 10**6),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=12),
-    st.sampled_from(["cnn", "mlp", "seed-mlp", "bundle", "tfds", "0.5", "3", "-1"]),
+    st.sampled_from([*PRESETS, "bundle", "tfds", "0.5", "3", "-1"]),
 )
 
 
 def _within_documented_range(params: PipelineParameters) -> bool:
     optional_in = lambda value, low, high: value is None or low <= value <= high  # noqa: E731
     return (
-        params.preset in {"cnn", "mlp", "seed-mlp"}
+        params.preset in PRESETS
         and params.data_source in {"bundle", "tfds"}
         and optional_in(params.epochs, 1, 1000)
         and optional_in(params.batch_size, 1, 54000)

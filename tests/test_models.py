@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_pipeline.core.modelling.models import PRESETS, ConfigError, build_model, training_config
+from mnist_pipeline.core.modelling.models import (
+    PRESETS,
+    ConfigError,
+    build_model,
+    for_inference,
+    is_augmentation,
+    training_config,
+)
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -43,7 +50,12 @@ def test_overrides_replace_preset_defaults_only_when_given():
 
 @pytest.mark.parametrize(
     "preset, width, dropout, units",
-    [("mlp", 64, 0.5, [64, 32, 10]), ("cnn", 32, 0.1, [32, 10]), ("seed-mlp", 20, None, [20, 20, 10])],
+    [
+        ("mlp", 64, 0.5, [64, 32, 10]),
+        ("cnn", 32, 0.1, [32, 10]),
+        ("cnn-best", 64, 0.2, [64, 10]),
+        ("seed-mlp", 20, None, [20, 20, 10]),
+    ],
 )
 def test_width_and_dropout_shape_the_model(preset, width, dropout, units):
     model = build_model(training_config(preset, seed=0, width=width, dropout=dropout))
@@ -57,7 +69,7 @@ def test_a_dropout_rate_for_a_preset_without_dropout_is_refused():
         training_config("seed-mlp", seed=0, dropout=0.2)
 
 
-@pytest.mark.parametrize("preset", ["cnn", "mlp"])
+@pytest.mark.parametrize("preset", ["cnn", "cnn-best", "mlp"])
 def test_the_same_seed_builds_the_same_weights_while_another_thread_draws_from_random(preset):
     """Keras seeds each layer that has no seed from Python's global `random`, which other threads
     (Prefect's) draw from too: the layers' seeds must come from the config's seed alone."""
@@ -81,3 +93,34 @@ def test_the_same_seed_builds_the_same_weights_while_another_thread_draws_from_r
         assert all(np.array_equal(a, b) for a, b in zip(builds[0], weights, strict=True))
     other_seed = build_model(training_config(preset, seed=8), steps_per_epoch=10).get_weights()
     assert not all(np.array_equal(a, b) for a, b in zip(builds[0], other_seed, strict=True))
+
+
+@pytest.mark.parametrize("preset", ["cnn", "cnn-best"])
+def test_augmentation_moves_digits_in_training_only(preset):
+    """The random shifts (and rotations) change what training sees, each batch anew; the model that
+    is saved and served has none of them (a bare `model(x)` would run them), so the same picture gets
+    the same answer every time, as it would from the trained model in inference mode."""
+    model = build_model(training_config(preset, seed=0))
+    augmentation = [layer for layer in model.layers if is_augmentation(layer)]
+    assert augmentation, "no augmentation layer"
+    digits = np.zeros((8, 28, 28, 1), np.float32)
+    digits[:, 8:20, 12:16] = 1.0  # a "1", away from the edges
+    moved = [np.asarray(augmentation[0](digits, training=True)) for _ in range(2)]
+    assert not np.array_equal(moved[0], digits) and not np.array_equal(moved[0], moved[1])
+
+    served = for_inference(model)
+    assert not any(is_augmentation(layer) for layer in served.layers)
+    assert len(served.layers) == len(model.layers) - len(augmentation)
+    images = np.random.default_rng(1).integers(0, 256, size=(16, 28, 28), dtype=np.uint8)
+    answer = np.asarray(served(images))
+    assert np.array_equal(answer, np.asarray(served(images)))
+    np.testing.assert_allclose(answer, np.asarray(model(images, training=False)), atol=1e-6)
+
+
+def test_cnn_best_warms_its_learning_rate_up_then_decays_it_to_zero():
+    config = training_config("cnn-best", seed=0, epochs=10)
+    schedule = build_model(config, steps_per_epoch=100).optimizer._learning_rate  # Keras keeps the schedule there
+    rates = [float(schedule(step)) for step in (0, 50, 100, 550, 1000)]
+    assert rates[0] == 0.0 and rates[1] == pytest.approx(config.learning_rate / 2)
+    assert rates[2] == pytest.approx(config.learning_rate)  # the peak, after one epoch
+    assert rates[2] > rates[3] > rates[4] and rates[4] == pytest.approx(0.0, abs=1e-9)

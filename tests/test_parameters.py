@@ -10,6 +10,7 @@ import typing
 import pytest
 from annotated_types import Ge, Gt, Le, Lt
 
+from mnist_pipeline.core.modelling.models import PRESETS
 from mnist_pipeline.core.modelling.parameters import (
     InvalidParameterError,
     PipelineParameters,
@@ -82,7 +83,9 @@ def test_prefects_parameter_schema_shows_each_parameters_type_default_choices_an
 
 def test_the_schema_offers_the_choices_of_literal_parameters(flow):
     properties = flow.parameters.model_dump()["properties"]
-    assert properties["preset"]["enum"] == ["cnn", "mlp", "seed-mlp"] and properties["preset"]["default"] == "cnn"
+    assert properties["preset"]["enum"] == list(PRESETS) and properties["preset"]["default"] == "cnn"
+    for name, preset in PRESETS.items():  # the Run form and --help list each preset with what it reaches
+        assert f"{name}, {preset.description}" in properties["preset"]["description"]
     assert properties["data_source"]["enum"] == ["bundle", "tfds"]
     assert properties["epochs"]["anyOf"] == [{"type": "integer", "minimum": 1, "maximum": 1000}, {"type": "null"}]
     threshold = properties["threshold"]
@@ -112,7 +115,7 @@ def test_defaults_need_no_values():
             "validation_fraction=0.6: Input should be less than or equal to 0.5 (allowed: > 0 and <= 0.5)",
         ),
         ({"threshold": 0}, "threshold=0: Input should be greater than 0 (allowed: > 0 and <= 1)"),
-        ({"preset": "big"}, "preset='big': Input should be 'cnn', 'mlp' or 'seed-mlp'"),
+        ({"preset": "big"}, "preset='big': Input should be 'cnn', 'cnn-best', 'mlp' or 'seed-mlp'"),
         ({"data_source": "web"}, "data_source='web': Input should be 'bundle' or 'tfds'"),
         ({"seed": "abc"}, "seed='abc': Input should be a valid integer"),
         ({"colour": "red"}, "colour='red': Extra inputs are not permitted"),

@@ -133,7 +133,7 @@ def test_swept_parameters_keep_the_single_runs_bounds_in_the_flows_schema():
     rate = properties["learning_rate"]
     assert rate["type"] == "array" and rate["items"]["exclusiveMinimum"] == 0 and rate["items"]["maximum"] == 1
     assert properties["batch_size"]["items"]["maximum"] == 54000
-    assert properties["preset"]["enum"] == ["cnn", "mlp", "seed-mlp"]
+    assert properties["preset"]["enum"] == list(PRESETS)
     assert "Adam learning rate" in rate["description"]
     assert set(properties) == set(SweepParameters.model_fields)
 

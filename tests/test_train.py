@@ -125,3 +125,25 @@ def test_no_tensorboard_logs_unless_asked(synthetic_split, tmp_path, monkeypatch
     assert Path(trained.model_path).is_file()
     assert [path.name for path in tmp_path.iterdir()] == ["run"]
     assert not list(tmp_path.rglob("events.out.tfevents.*"))
+
+
+def test_progress_is_reported_within_long_epochs_with_the_time_left(synthetic_split, tmp_path):
+    """600 pictures in batches of 4 are 150 batches an epoch, three calls into TensorFlow (50 steps
+    each): with no minimum interval, each call's end is reported (the train stage reports every 10 s)."""
+    from mnist_pipeline.core.modelling.progress import Progress, progress_callback
+
+    reports: list[Progress] = []
+    config = training_config("seed-mlp", seed=3, epochs=2, patience=5, batch_size=4)
+    fit(config, synthetic_split, tmp_path / "run", QUIET_LOG, callbacks=(progress_callback(reports.append, 0.0),))
+
+    assert reports[0] == Progress(0, 2, 0, 150, None)
+    within = [(r.epochs_done, r.batches_done) for r in reports if r.batches_done]
+    assert within == [(0, 50), (0, 100), (0, 150), (1, 50), (1, 100), (1, 150)]
+    assert all(r.seconds_left is not None and r.seconds_left >= 0 for r in reports[1:])
+    assert [r.epochs_done for r in reports if not r.batches_done][1:] == [1, 2, 2]  # epoch ends, then the end
+    assert reports[-1].finished and reports[-1].fraction == 1.0
+    assert [round(r.fraction, 3) for r in reports[1:4]] == [0.167, 0.333, 0.5]
+    assert reports[1].describe().startswith("epoch 1 of 2, 50 of 150 batches, about ")
+    assert reports[-1].describe() == "done after epoch 2 of 2"
+    assert Progress(3, 15, 0, 430, 250.0).describe() == "epoch 3 of 15, about 4 min 10 s left"
+    assert Progress(3, 15, 0, 430, 0.0, finished=True).describe() == "done after epoch 3 of 15 (early stopping)"

@@ -66,4 +66,4 @@ def test_training_in_a_prefect_task_writes_tensorboard_logs_and_reports_progress
 
     [artifact] = wait_until(progress, lambda found: len(found) == 1 and float(found[0].data) == 100.0)
     assert artifact.type == "progress"
-    assert artifact.description == "Training seed-mlp: epoch 2 of 2"
+    assert artifact.description == "Training seed-mlp: done after epoch 2 of 2"

@@ -24,7 +24,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from mnist_pipeline.core.modelling.models import ConfigError, training_config
+from mnist_pipeline.core.modelling.models import PRESETS, ConfigError, training_config
 from mnist_pipeline.core.support.errors import PermanentError
 
 
@@ -45,9 +45,9 @@ NOT_BOOL = BeforeValidator(_not_a_bool)  # in a numeric field's metadata, so swe
 class PipelineParameters(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    preset: Literal["cnn", "mlp", "seed-mlp"] = Field(
+    preset: Literal["cnn", "cnn-best", "mlp", "seed-mlp"] = Field(
         default="cnn",
-        description="model preset: cnn (>= 99%), mlp (fast, >= 97.5%), seed-mlp (the tutorial as written)",
+        description="model preset: " + "; ".join(f"{name}, {preset.description}" for name, preset in PRESETS.items()),
     )
     epochs: Annotated[int | None, NOT_BOOL] = Field(
         default=None, ge=1, le=1000, description="maximum epochs (default: the preset's)"

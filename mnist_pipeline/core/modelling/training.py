@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from mnist_pipeline.core.data.splits import Log, SplitFiles
-from mnist_pipeline.core.modelling.models import TrainingConfig, build_model
+from mnist_pipeline.core.modelling.models import TrainingConfig, build_model, for_inference
+from mnist_pipeline.core.modelling.progress import Progress, progress_callback
 from mnist_pipeline.core.storage import store
 from mnist_pipeline.core.support.faults import crash_point, fail_training_in, inject_fault
 from mnist_pipeline.core.support.files import atomic_path, sha256_file, write_json_atomic
@@ -136,6 +137,16 @@ def _epoch_logger(log: Log) -> Any:
     return EpochLogger()
 
 
+def _within_epoch_logger(log: Log, preset: str) -> Any:
+    """A Keras callback that logs, in an epoch of more than ~10 s, how far it got and the time left."""
+
+    def log_within_epoch(progress: Progress) -> None:
+        if progress.batches_done:
+            log.info("training %s: %s", preset, progress.describe())
+
+    return progress_callback(log_within_epoch)
+
+
 def _fault_injector(attempt: int) -> Any:
     """A Keras callback for the test aids: fails the first attempt at the epoch `MNIST_TEST_FAIL_ONCE` names,
     kills the process at the epoch `MNIST_TEST_CRASH_AT` names (see core/support/faults.py)."""
@@ -204,6 +215,7 @@ def fit(
         keras.callbacks.BackupAndRestore(str(checkpoint_dir), double_checkpoint=True),
         stopper,
         _epoch_logger(log),
+        _within_epoch_logger(log, config.preset),
         _fault_injector(attempt),
         *callbacks,
     ]
@@ -217,6 +229,7 @@ def fit(
     history = read_history(history_csv)
     best_epoch = stopper.best_epoch + 1
 
+    model = for_inference(model)
     model_path = run_dir / "model.keras"
     with atomic_path(model_path) as tmp:
         model.save(tmp)
