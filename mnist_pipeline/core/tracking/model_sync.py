@@ -124,13 +124,14 @@ def _mirrored_versions(client: Any, name: str) -> dict[str, Any]:
 
 
 def _last_reasons(registry: Registry) -> dict[str, str]:
-    """Each version's last decision, in words (the gate's reason; who and why for a person's decision)."""
+    """Each version's last decision, in words (the gate's reason; who and why for a person's decision).
+    An `unchanged` run and a refused manual promotion change no version's status, nor its reason."""
     reasons: dict[str, str] = {}
     for record in registry.decisions():
         said = record.reason + (f" ({record.who}: {record.why})" if record.who else "")
         if record.action == "rollback" and record.production_before:
             reasons[record.production_before] = f"rolled back: {said}"
-        if record.candidate and (record.action != "promote" or record.promoted or record.forced):
+        if record.candidate and record.action != "unchanged" and (record.action != "promote" or record.promoted):
             reasons[record.candidate] = said
     return reasons
 

@@ -21,8 +21,10 @@ DEFAULT_EXPERIMENT = "mnist"
 DEFAULT_MODEL = "mnist"
 PRODUCTION_ALIAS = "production"
 # MLflow's client retries a failing request 7 times with doubling waits (minutes in all): too long to
-# hold a training run for a view. These apply unless the environment sets them.
+# hold a training run for a view; and it prints each run's URL on stdout (the view logs its own link).
+# These apply unless the environment sets them.
 CLIENT_DEFAULTS = {
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
