@@ -25,7 +25,7 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 from mnist_pipeline.flows import mnist_flow, sweep_flow
 from mnist_pipeline.cli.registry import mirror_to_mlflow
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
-tracking = mnist_flow.FlowTracking.begin(PipelineParameters(), "runs/x", "run")
+tracking = mnist_flow.FlowTracking.begin(PipelineParameters(), "runs/x", "run", {})
 assert tracking.run is None
 tracking.finish(None, None, None, "registry")
 mirror_to_mlflow(None, argparse.Namespace(mlflow_uri=None, mlflow_experiment=None, mlflow_model="mnist"))

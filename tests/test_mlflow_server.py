@@ -123,3 +123,92 @@ def test_registry_change_while_mlflow_is_away_is_a_warning_and_sync_repairs_it(t
     synced = run_cli("registry", "sync-mlflow", *cli_args(target, two_versions))
     assert synced.returncode == 0, synced.stderr
     assert_in_step(registry, client, target.model_name)
+
+
+def run_flow(**parameters):
+    """(final state, RunSummary or the error) of one run of the flow in this process."""
+    from mnist_pipeline.flows.mnist_flow import mnist_pipeline
+
+    state = mnist_pipeline(**parameters, return_state=True)
+    return state, state.result(raise_on_failure=False)
+
+
+def mlflow_run_of(client, experiment: str, flow_run_id) -> object:
+    [run] = client.search_runs(
+        [client.get_experiment_by_name(experiment).experiment_id], f"tags.`{FLOW_RUN_TAG}` = '{flow_run_id}'"
+    )
+    return run
+
+
+def test_real_runs_are_logged_cached_ones_refer_and_an_outage_is_repaired(
+    target, prefect_server, tmp_path, monkeypatch
+):
+    from prefect.client.orchestration import get_client
+
+    from mnist_pipeline.cli.predict import classify
+    from mnist_pipeline.core.data.splits import check_split
+    from mnist_pipeline.core.tracking.run_log import RunLog
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    artifacts = tmp_path / "artifacts"
+    parameters = dict(
+        preset="mlp", epochs=2, threshold=0.9, per_class_floor=0.9, artifacts_dir=str(artifacts),
+        mlflow_uri=target.uri, mlflow_experiment=target.experiment, mlflow_model=target.model_name,
+    )  # fmt: skip
+    state, summary = run_flow(**parameters)
+    assert state.is_completed() and summary.promoted, summary
+    client = target.check()
+    run = mlflow_run_of(client, target.experiment, state.state_details.flow_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["preset"] == "mlp" and run.data.params["training.epochs"] == "2"
+    assert run.data.params["data_fingerprint"] and run.data.params["split_recipe_key"]  # the split's fingerprint
+    assert run.data.params["data_sha256"] == json.loads((Path(summary.run_dir) / "metrics.json").read_text())["data_sha256"]
+    for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert [point.step for point in client.get_metric_history(run.info.run_id, name)] == [1, 2]
+    assert run.data.metrics["test_accuracy"] == summary.accuracy
+    low, high = summary.accuracy_interval_95
+    assert (run.data.metrics["test_accuracy_low_95"], run.data.metrics["test_accuracy_high_95"]) == (low, high)
+    assert {f"test_accuracy_class_{digit}" for digit in range(10)} <= set(run.data.metrics)
+    files = {item.path for folder in ("", "evaluation", "training") for item in client.list_artifacts(run.info.run_id, folder)}
+    assert {"report.md", "evaluation/confusion_matrix.png", "evaluation/training_curves.png", "training/history.json"} <= files
+    assert run.data.tags["mnist.gate.verdict"] == "promoted" and run.data.tags["mnist.registry.version"] == "v0001"
+    with get_client(sync_client=True) as prefect:
+        [link] = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["mlflow-run"])))
+    assert f"{target.uri}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" in link.data
+
+    # the production model, loaded as other services load it, predicts the 10,000 test images as `predict` does
+    import mlflow.keras
+
+    registry = open_registry(artifacts / "registry")
+    [manifest] = (artifacts / "splits").glob("*/manifest.json")
+    images, _ = check_split(manifest).load("test")
+    mlflow.set_tracking_uri(target.uri)
+    loaded = mlflow.keras.load_model(f"models:/{target.model_name}@production")
+    assert len(images) == 10_000
+    assert np.array_equal(loaded.predict(images, batch_size=1000, verbose=0), classify(registry, "v0001", images))
+
+    # the same inputs again: training and evaluation come from the cache; MLflow gets a reference, no copy
+    state, summary = run_flow(**parameters)
+    assert summary.verdict == "unchanged", summary
+    again = mlflow_run_of(client, target.experiment, state.state_details.flow_run_id)
+    assert again.data.tags["mnist.training_from_run"] == run.info.run_id
+    assert again.data.tags["mnist.evaluation_from_run"] == run.info.run_id
+    assert "val_accuracy" not in again.data.metrics and "test_accuracy" not in again.data.metrics
+    assert_in_step(registry, client, target.model_name)
+
+    # MLflow goes away after the run started: the run completes and registers; sync-mlflow repairs MLflow
+    relay = Relay(int(target.uri.rsplit(":", 1)[1]))
+    log_training = RunLog.log_training
+
+    def cut_first(self, trained):
+        relay.cut()
+        return log_training(self, trained)
+
+    monkeypatch.setattr(RunLog, "log_training", cut_first)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    state, summary = run_flow(**{**parameters, "epochs": 1, "mlflow_uri": relay.url})
+    assert state.is_completed() and summary.version == "v0002", summary
+    assert sorted(mirrored(client, target.model_name)) == ["v0001"]
+    synced = run_cli("registry", "sync-mlflow", "--mlflow-experiment", target.experiment, *cli_args(target, artifacts))
+    assert synced.returncode == 0, synced.stderr
+    assert_in_step(registry, client, target.model_name)

@@ -49,8 +49,9 @@ class FlowTracking:
         self.stopped = False  # after a failure: nothing more is sent
 
     @classmethod
-    def begin(cls, params: PipelineParameters, run_dir: str, kind: str) -> FlowTracking:
-        """Check the server and start this flow run's MLflow run (`kind`: run or sweep)."""
+    def begin(cls, params: PipelineParameters, run_dir: str, kind: str, more: dict[str, Any]) -> FlowTracking:
+        """Check the server and start this flow run's MLflow run (`kind`: run or sweep) with the parameters
+        and `more` of them (the split's recipe and the data's fingerprint)."""
         target = target_of(params)
         if target is None:
             return cls()
@@ -71,10 +72,10 @@ class FlowTracking:
                     target,
                     client,
                     flow_run.get_name() or kind,
-                    {k: v for k, v in params.model_dump().items() if k not in NOT_LOGGED},
+                    {**{k: v for k, v in params.model_dump().items() if k not in NOT_LOGGED}, **more},
                     {
                         FLOW_RUN_TAG: str(flow_run.get_id()),
-                        FLOW_RUN_URL_TAG: str(flow_run.get_flow_run_ui_url()),
+                        **({FLOW_RUN_URL_TAG: ui_url} if (ui_url := prefect_ui_url()) else {}),
                         "mnist.kind": kind,
                         "mnist.preset": params.preset,
                         "mnist.run_dir": run_dir,
@@ -159,6 +160,12 @@ class FlowTracking:
                 first_line(error),
                 SYNC_COMMAND,
             )
+
+
+def prefect_ui_url() -> str | None:
+    """This flow run's page in Prefect's UI (None when the server has no UI URL, e.g. a temporary one)."""
+    url = flow_run.get_flow_run_ui_url()
+    return url if url and url.startswith(("http://", "https://")) else None
 
 
 def sync_and_log(registry: Any, run: RunLog) -> None:
