@@ -212,3 +212,35 @@ def test_real_runs_are_logged_cached_ones_refer_and_an_outage_is_repaired(
     synced = run_cli("registry", "sync-mlflow", "--mlflow-experiment", target.experiment, *cli_args(target, artifacts))
     assert synced.returncode == 0, synced.stderr
     assert_in_step(registry, client, target.model_name)
+
+
+def test_sweep_is_a_parent_run_with_a_nested_run_per_candidate(target, prefect_server, tiny_strong, tmp_path):
+    from prefect import flow
+
+    from mnist_pipeline.core.modelling.parameters import PipelineParameters
+    from mnist_pipeline.core.runs.sweep import Trial
+    from mnist_pipeline.orchestration.mlflow_view import FlowTracking
+
+    trained = tiny_strong[0]
+    trials = [
+        Trial("c01", trained.config, str(Path(trained.model_path).parent), trained=trained),
+        Trial("c02", trained.config, str(tmp_path / "c02"), error="out of memory"),
+    ]
+    params = PipelineParameters(mlflow_uri=target.uri, mlflow_experiment=target.experiment)
+
+    @flow(name="mlflow-sweep-probe")
+    def sweep_probe() -> str:
+        tracking = FlowTracking.begin(params, str(tmp_path), "sweep", {})
+        tracking.candidates(trials)
+        assert tracking.run is not None and not tracking.stopped
+        return tracking.run.run_id
+
+    parent = sweep_probe()
+    client = target.check()
+    experiment = client.get_experiment_by_name(target.experiment).experiment_id
+    nested = {
+        run.info.run_name: run for run in client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent}'")
+    }
+    assert {name: run.info.status for name, run in nested.items()} == {"c01": "FINISHED", "c02": "FAILED"}
+    assert nested["c02"].data.tags["mnist.error"] == "out of memory"
+    assert len(client.get_metric_history(nested["c01"].info.run_id, "val_accuracy")) == trained.epochs_run
