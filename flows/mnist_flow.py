@@ -104,7 +104,9 @@ def mnist_pipeline(**values: Any) -> State:
     message; its result is the `RunSummary`.
     """
     plan = make_plan(validate_parameters(values))
-    tracking = FlowTracking.begin(plan.params, plan.paths.ref(plan.run_dir), "run", plan.run_params)  # MLflow, if asked for
+    tracking = FlowTracking.begin(
+        plan.params, plan.paths.ref(plan.run_dir), "run", plan.run_params
+    )  # MLflow, if asked for
     tag_run(f"preset:{plan.config.preset}")
     results = result_storage(plan.paths)  # a stable place, so later runs (on any machine) find the cache
     refs = plan.paths.ref

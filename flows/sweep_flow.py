@@ -88,7 +88,9 @@ def mnist_sweep(**values: Any) -> State:
     """
     plan = make_sweep_plan(validate_parameters(values, SweepParameters))
     base, paths = plan.base, plan.base.paths
-    tracking = FlowTracking.begin(base.params, paths.ref(plan.sweep_dir), "sweep", base.run_params)  # MLflow, if asked for
+    tracking = FlowTracking.begin(
+        base.params, paths.ref(plan.sweep_dir), "sweep", base.run_params
+    )  # MLflow, if asked for
     results, refs = result_storage(paths), paths.ref
     split = download_split.with_options(
         result_storage=results, refresh_cache=not split_available(base.recipe, refs(paths.splits))

@@ -86,9 +86,7 @@ def test_alias_follows_promotion_rollback_rejection_and_unchanged(
     assert sync_registry(registry, target, client).added == {"v0003": "3"}
     assert_in_step(registry, client, target.model_name)
 
-    unchanged = register(
-        registry, copy_run(tiny_strong, tmp_path / "strong-again", same_weights=True), synthetic_split
-    )
+    unchanged = register(registry, copy_run(tiny_strong, tmp_path / "strong-again", same_weights=True), synthetic_split)
     assert unchanged.verdict == "unchanged"
     assert sync_registry(registry, target, client).lines() == []  # no MLflow version for an unchanged run
     assert_in_step(registry, client, target.model_name)
@@ -144,11 +142,11 @@ def test_real_runs_are_logged_cached_ones_refer_and_an_outage_is_repaired(
     target, prefect_server, tmp_path, monkeypatch
 ):
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     from mnist_pipeline.cli.predict import classify
     from mnist_pipeline.core.data.splits import check_split
     from mnist_pipeline.core.tracking.run_log import RunLog
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     artifacts = tmp_path / "artifacts"
     parameters = dict(
@@ -162,15 +160,27 @@ def test_real_runs_are_logged_cached_ones_refer_and_an_outage_is_repaired(
     assert run.info.status == "FINISHED"
     assert run.data.params["preset"] == "mlp" and run.data.params["training.epochs"] == "2"
     assert run.data.params["data_fingerprint"] and run.data.params["split_recipe_key"]  # the split's fingerprint
-    assert run.data.params["data_sha256"] == json.loads((Path(summary.run_dir) / "metrics.json").read_text())["data_sha256"]
+    assert (
+        run.data.params["data_sha256"]
+        == json.loads((Path(summary.run_dir) / "metrics.json").read_text())["data_sha256"]
+    )
     for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert [point.step for point in client.get_metric_history(run.info.run_id, name)] == [1, 2]
     assert run.data.metrics["test_accuracy"] == summary.accuracy
     low, high = summary.accuracy_interval_95
     assert (run.data.metrics["test_accuracy_low_95"], run.data.metrics["test_accuracy_high_95"]) == (low, high)
     assert {f"test_accuracy_class_{digit}" for digit in range(10)} <= set(run.data.metrics)
-    files = {item.path for folder in ("", "evaluation", "training") for item in client.list_artifacts(run.info.run_id, folder)}
-    assert {"report.md", "evaluation/confusion_matrix.png", "evaluation/training_curves.png", "training/history.json"} <= files
+    files = {
+        item.path
+        for folder in ("", "evaluation", "training")
+        for item in client.list_artifacts(run.info.run_id, folder)
+    }
+    assert {
+        "report.md",
+        "evaluation/confusion_matrix.png",
+        "evaluation/training_curves.png",
+        "training/history.json",
+    } <= files
     assert run.data.tags["mnist.gate.verdict"] == "promoted" and run.data.tags["mnist.registry.version"] == "v0001"
     with get_client(sync_client=True) as prefect:
         [link] = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["mlflow-run"])))

@@ -11,6 +11,7 @@ in step.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import asdict
@@ -18,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from prefect.artifacts import create_link_artifact
+from prefect.client.schemas.objects import FlowRun
 from prefect.logging import get_logger, get_run_logger
-from prefect.runtime import flow_run
+from prefect.runtime import flow_run as current_run
+from prefect.states import State
 
 from mnist_pipeline.core.evaluation.scoring import Evaluation
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
@@ -71,10 +74,10 @@ class FlowTracking:
                 RunLog.start(
                     target,
                     client,
-                    flow_run.get_name() or kind,
+                    current_run.get_name() or kind,
                     {**{k: v for k, v in params.model_dump().items() if k not in NOT_LOGGED}, **more},
                     {
-                        FLOW_RUN_TAG: str(flow_run.get_id()),
+                        FLOW_RUN_TAG: str(current_run.get_id()),
                         **({FLOW_RUN_URL_TAG: ui_url} if (ui_url := prefect_ui_url()) else {}),
                         "mnist.kind": kind,
                         "mnist.preset": params.preset,
@@ -114,15 +117,16 @@ class FlowTracking:
             nested.end()
 
         for trial in trials:
-            self._mirror(f"sweep candidate {trial.name}", lambda trial=trial: log_candidate(trial))
+            self._mirror(f"sweep candidate {trial.name}", functools.partial(log_candidate, trial))
 
     def finish(
-        self, trained: TrainedModel, evaluation: Evaluation, decision: DecisionRecord, registry_location: str
+        self, trained: TrainedModel | None, evaluation: Evaluation, decision: DecisionRecord, registry_location: str
     ) -> None:
         """Log the training, the evaluation and the gate's decision, mirror the registry (the new version,
-        the alias), and end the run."""
+        the alias), and end the run. (`trained` is never None where a decision was made; a sweep's
+        `Trial` types it as optional.)"""
         run = self.run
-        if run is None:
+        if run is None or trained is None:
             return
         registry = open_registry(registry_location)
         self._mirror("the training's parameters and curves", lambda: run.log_training(trained))
@@ -164,7 +168,7 @@ class FlowTracking:
 
 def prefect_ui_url() -> str | None:
     """This flow run's page in Prefect's UI (None when the server has no UI URL, e.g. a temporary one)."""
-    url = flow_run.get_flow_run_ui_url()
+    url = current_run.get_flow_run_ui_url()
     return url if url and url.startswith(("http://", "https://")) else None
 
 
@@ -175,20 +179,20 @@ def sync_and_log(registry: Any, run: RunLog) -> None:
         get_run_logger().info("MLflow: %s", line)
 
 
-def mark_failed(flow: Any, failed_run: Any, state: Any) -> None:
+def mark_failed(flow: Any, flow_run: FlowRun, state: State[Any]) -> None:
     """A flow's on_failure/on_crashed hook: the MLflow run of a flow run that failed ends FAILED."""
     try:
         target = resolve_target(
-            failed_run.parameters.get("mlflow_uri"),
-            failed_run.parameters.get("mlflow_experiment"),
-            failed_run.parameters.get("mlflow_model"),
+            flow_run.parameters.get("mlflow_uri"),
+            flow_run.parameters.get("mlflow_experiment"),
+            flow_run.parameters.get("mlflow_model"),
         )
         if target is None:
             return
         client = target.client()
-        found = find_run(client, experiment_id(client, target.experiment), FLOW_RUN_TAG, str(failed_run.id))
+        found = find_run(client, experiment_id(client, target.experiment), FLOW_RUN_TAG, str(flow_run.id))
         if found is not None:
-            client.set_tag(found, "mnist.failure", (state.message or state.name)[:4000])
+            client.set_tag(found, "mnist.failure", str(state.message or state.name)[:4000])
             client.set_terminated(found, "FAILED")
     except Exception as error:  # a hook's failure is only logged by Prefect; say what it was
         get_logger("mnist.mlflow").warning("MLflow: could not mark the failed run (%s)", first_line(error))

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from support.polling import wait_until
@@ -95,17 +95,13 @@ class Relay:
             pass
         finally:
             for end in (source, sink):
-                try:
+                with suppress(OSError):
                     end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def cut(self) -> None:
         self.cut_done = True
-        try:
+        with suppress(OSError):
             self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread: close alone would not
-        except OSError:
-            pass
         self.listener.close()
         for connection in self.connections:
             try:

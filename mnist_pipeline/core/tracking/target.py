@@ -84,7 +84,9 @@ def first_line(error: BaseException) -> str:
     return text[0][:300] if text else type(error).__name__
 
 
-def resolve_target(uri: str | None, experiment: str | None = None, model_name: str | None = None) -> MlflowTarget | None:
+def resolve_target(
+    uri: str | None, experiment: str | None = None, model_name: str | None = None
+) -> MlflowTarget | None:
     """The target `uri` names, else `$MLFLOW_TRACKING_URI`; None (MLflow off) when neither is set.
     The experiment defaults to `$MLFLOW_EXPERIMENT_NAME`, then `mnist`; the model name to `mnist`."""
     uri = (uri or os.environ.get(URI_ENV_VAR) or "").strip()
