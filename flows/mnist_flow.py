@@ -43,6 +43,7 @@ from mnist_pipeline.core.runs.summary import RunSummary
 from mnist_pipeline.core.storage import store
 from mnist_pipeline.core.storage.paths import ArtifactPaths, bundled_mnist_dir
 from mnist_pipeline.core.support.errors import PipelineError
+from mnist_pipeline.orchestration.mlflow_view import FlowTracking, mark_failed
 from mnist_pipeline.orchestration.results_storage import result_storage
 from mnist_pipeline.tasks.evaluate import evaluate
 from mnist_pipeline.tasks.preprocess import preprocess
@@ -87,7 +88,13 @@ def run_name() -> str:
     return f"{given('preset')}-seed{given('seed')}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
 
 
-@flow(name="mnist-training-pipeline", flow_run_name=run_name, log_prints=True)
+@flow(
+    name="mnist-training-pipeline",
+    flow_run_name=run_name,
+    log_prints=True,
+    on_failure=[mark_failed],  # the MLflow run, if any, ends FAILED too
+    on_crashed=[mark_failed],
+)
 @takes_parameters
 def mnist_pipeline(**values: Any) -> State:
     """Train an MNIST classifier and promote it to production if it passes the gate.
@@ -97,6 +104,9 @@ def mnist_pipeline(**values: Any) -> State:
     message; its result is the `RunSummary`.
     """
     plan = make_plan(validate_parameters(values))
+    tracking = FlowTracking.begin(
+        plan.params, plan.paths.ref(plan.run_dir), "run", plan.run_params
+    )  # MLflow, if asked for
     tag_run(f"preset:{plan.config.preset}")
     results = result_storage(plan.paths)  # a stable place, so later runs (on any machine) find the cache
     refs = plan.paths.ref
@@ -119,6 +129,7 @@ def mnist_pipeline(**values: Any) -> State:
     decision = register(trained, evaluation, data, refs(plan.paths.registry), plan.gate, plan.run_params)
 
     summary = summarize(decision, trained, evaluation, refs(plan.paths.registry), refs(plan.run_dir))
+    tracking.finish(trained, evaluation, decision, refs(plan.paths.registry))
     return Completed(name=decision.verdict.capitalize(), message=decision.reason, data=summary)
 
 

@@ -46,6 +46,7 @@ from mnist_pipeline.core.storage import store
 from mnist_pipeline.core.storage.paths import ArtifactPaths
 from mnist_pipeline.core.support.files import write_json_atomic
 from mnist_pipeline.flows.mnist_flow import Plan, make_plan, run_name, summarize
+from mnist_pipeline.orchestration.mlflow_view import FlowTracking, mark_failed
 from mnist_pipeline.orchestration.results_storage import result_storage
 from mnist_pipeline.tasks.evaluate import evaluate
 from mnist_pipeline.tasks.preprocess import preprocess
@@ -70,7 +71,13 @@ class SweepPlan:
         return run_dir.with_name(f"{run_dir.name}-sweep")
 
 
-@flow(name="mnist-sweep", flow_run_name=lambda: f"sweep-{run_name()}", log_prints=True)
+@flow(
+    name="mnist-sweep",
+    flow_run_name=lambda: f"sweep-{run_name()}",
+    log_prints=True,
+    on_failure=[mark_failed],  # the MLflow run, if any, ends FAILED too
+    on_crashed=[mark_failed],
+)
 @functools.partial(takes_parameters, model=SweepParameters)
 def mnist_sweep(**values: Any) -> State:
     """Train several configurations of one preset in parallel on Dask; evaluate the one with the best
@@ -81,6 +88,9 @@ def mnist_sweep(**values: Any) -> State:
     """
     plan = make_sweep_plan(validate_parameters(values, SweepParameters))
     base, paths = plan.base, plan.base.paths
+    tracking = FlowTracking.begin(
+        base.params, paths.ref(plan.sweep_dir), "sweep", base.run_params
+    )  # MLflow, if asked for
     results, refs = result_storage(paths), paths.ref
     split = download_split.with_options(
         result_storage=results, refresh_cache=not split_available(base.recipe, refs(paths.splits))
@@ -99,6 +109,7 @@ def mnist_sweep(**values: Any) -> State:
         trials = train_candidates.with_options(task_runner=plan.task_runner)(  # type: ignore[arg-type]
             plan.trials, data, refs(paths.tensorboard), paths.location, base.params.force_retrain
         )
+    tracking.candidates(trials)
     selected = select(trials)
     evaluation = evaluate.with_options(result_storage=results)(selected.trained, data, selected.run_dir)
     decision = register(
@@ -117,6 +128,7 @@ def mnist_sweep(**values: Any) -> State:
         run=summarize(decision, selected.trained, evaluation, refs(paths.registry), selected.run_dir),
     )
     publish_report(summary)
+    tracking.finish(selected.trained, evaluation, decision, refs(paths.registry))
     return Completed(name=decision.verdict.capitalize(), message=decision.reason, data=summary)
 
 

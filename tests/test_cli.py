@@ -37,7 +37,7 @@ COMMANDS = {
     "predict",
     "serve",
     "team up",
-    *(f"registry {action}" for action in ("list", "show", "promote", "rollback", "check", "repair")),
+    *(f"registry {action}" for action in ("list", "show", "promote", "rollback", "check", "repair", "sync-mlflow")),
 }
 # What a command needs besides options, to parse at all.
 REQUIRED = {

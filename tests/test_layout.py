@@ -29,6 +29,7 @@ LAYERS = (
     "mnist_pipeline.core.evaluation",
     "mnist_pipeline.core.registry",
     "mnist_pipeline.core.runs",
+    "mnist_pipeline.core.tracking",
     "mnist_pipeline.orchestration",  # Prefect glue: the lowest layer that may import Prefect
     "mnist_pipeline.serve",
     "mnist_pipeline.tasks",

@@ -3,7 +3,7 @@
     mnist-pipeline run [--preset mlp ...]          the Prefect flow (`python flows/mnist_flow.py` is the same)
     mnist-pipeline sweep --learning-rate 1e-3 4e-3 ...   many trainings in parallel on Dask, the best through the gate
     mnist-pipeline predict FILE... [--json]        classify pictures, .npy arrays or IDX files
-    mnist-pipeline registry list|show|promote|rollback|check|repair
+    mnist-pipeline registry list|show|promote|rollback|check|repair|sync-mlflow
     mnist-pipeline serve [--port 8000]             the production model over HTTP, and a page to draw digits on
     mnist-pipeline team up [--folder DIR]          the team setup on this machine, for a try (Ctrl-C stops it)
 

@@ -231,6 +231,18 @@ def validated(
     return params
 
 
+def mlflow_options(parser: argparse.ArgumentParser) -> None:
+    """--mlflow-uri, --mlflow-experiment and --mlflow-model of the registry's commands, described as the
+    flow's parameters of those names (`run` and `sweep` take them from their parameters)."""
+    from mnist_pipeline.core.modelling.parameters import PipelineParameters
+
+    for name in ("mlflow_uri", "mlflow_experiment", "mlflow_model"):
+        field = PipelineParameters.model_fields[name]
+        parser.add_argument(
+            "--" + name.replace("_", "-"), default=field.default, help=(field.description or name).replace("%", "%%")
+        )
+
+
 def registry_at(artifacts: str | None) -> Registry:
     """The registry of the artifacts folder `artifacts` (--artifacts-dir; None: $MNIST_ARTIFACTS_DIR or artifacts/)."""
     from mnist_pipeline.core.registry import open_registry

@@ -1,8 +1,10 @@
-"""`mnist-pipeline registry list|show|promote|rollback|check|repair`: the registry as text for people.
+"""`mnist-pipeline registry list|show|promote|rollback|check|repair|sync-mlflow`: the registry as text for people.
 
 The state changes themselves are `Registry.promote`, `Registry.rollback` and `Registry.repair`
 (core/registry/registry.py). `promote` exits 3 when the gate refuses; `check` and `repair` exit 1
-while a problem remains.
+while a problem remains. With an MLflow tracking URI (`--mlflow-uri` or `$MLFLOW_TRACKING_URI`), each
+change is mirrored to MLflow afterwards (core/tracking/model_sync.py); MLflow failing is a warning, never
+a change to the registry. `sync-mlflow` mirrors the whole registry (idempotent).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
     options.switch(promoting, "force", "promote even if the gate refuses (logged as forced)")
     add_gate_options(promoting)
     options.decision_options(promoting)
+    options.mlflow_options(promoting)
     promoting.set_defaults(func=_promote)
 
     rolling_back = actions.add_parser(
@@ -70,6 +73,7 @@ def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
         "with who and why).",
     )
     options.decision_options(rolling_back)
+    options.mlflow_options(rolling_back)
     rolling_back.set_defaults(func=_rollback)
 
     check = actions.add_parser(
@@ -90,7 +94,19 @@ def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
         "from the decision log. Version folders are never changed or deleted. Exits 1 if a problem remains.",
     )
     options.artifacts_dir(repair)
+    options.mlflow_options(repair)
     repair.set_defaults(func=_repair)
+
+    sync = actions.add_parser(
+        "sync-mlflow",
+        help="bring MLflow's registered model in step with the registry (versions, tags, production alias)",
+        description="Mirror every registered version to the MLflow registered model (a Keras model version "
+        "tagged with the project's version, model SHA-256 and decision) and point its `production` alias at "
+        "production. Idempotent: for a server that was down during a run, or added later.",
+    )
+    options.artifacts_dir(sync)
+    options.mlflow_options(sync)
+    sync.set_defaults(func=_sync_mlflow)
     return parser
 
 
@@ -106,16 +122,53 @@ def _show(args: argparse.Namespace) -> int:
 
 def _promote(args: argparse.Namespace) -> int:
     settings = {name: getattr(args, name) for name in GATE_SETTINGS}
-    text, promoted = promote(
-        options.registry_at(args.artifacts_dir), args.version, settings, args.force, args.who, args.reason
-    )
+    registry = options.registry_at(args.artifacts_dir)
+    text, promoted = promote(registry, args.version, settings, args.force, args.who, args.reason)
     print(text)
+    mirror_to_mlflow(registry, args)
     return options.EXIT_OK if promoted else options.EXIT_NOT_PROMOTED
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    print(rollback(options.registry_at(args.artifacts_dir), args.who, args.reason))
+    registry = options.registry_at(args.artifacts_dir)
+    print(rollback(registry, args.who, args.reason))
+    mirror_to_mlflow(registry, args)
     return options.EXIT_OK
+
+
+def _sync_mlflow(args: argparse.Namespace) -> int:
+    from mnist_pipeline.core.support.errors import PipelineError
+    from mnist_pipeline.core.tracking.model_sync import sync_registry
+    from mnist_pipeline.core.tracking.target import resolve_target
+
+    target = resolve_target(args.mlflow_uri, args.mlflow_experiment, args.mlflow_model)
+    if target is None:
+        raise PipelineError("No MLflow tracking server given: pass --mlflow-uri URI or set MLFLOW_TRACKING_URI.")
+    said = sync_registry(options.registry_at(args.artifacts_dir), target, target.check()).lines()
+    print("\n".join(said) if said else f"MLflow's {target.model_name} at {target.uri} is in step with the registry")
+    return options.EXIT_OK
+
+
+def mirror_to_mlflow(registry: Registry, args: argparse.Namespace) -> None:
+    """After a change to the registry: mirror it to MLflow, if a tracking URI is given. A failure is a
+    warning (the registry changed; MLflow did not), with the command that repairs it."""
+    from mnist_pipeline.core.tracking.target import first_line, resolve_target
+
+    target = resolve_target(args.mlflow_uri, args.mlflow_experiment, args.mlflow_model)
+    if target is None:
+        return
+    try:
+        from mnist_pipeline.core.tracking.model_sync import sync_registry
+
+        for line in sync_registry(registry, target, target.check()).lines():
+            print(f"MLflow: {line}")
+    except Exception as error:  # MLflow's, the network's: the registry's change stands
+        print(
+            f"warning: MLflow at {target.uri} not updated ({first_line(error)}); production is "
+            f"{registry.production() or 'none'} in the registry. Run `mnist-pipeline registry sync-mlflow` once "
+            "MLflow answers.",
+            file=sys.stderr,
+        )
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -128,6 +181,7 @@ def _repair(args: argparse.Namespace) -> int:
     registry = options.registry_at(args.artifacts_dir)
     done = registry.repair()
     print("\n".join(done) if done else "nothing to repair")
+    mirror_to_mlflow(registry, args)
     remaining = registry.check()
     for problem in remaining:
         print(f"still a problem: {problem}", file=sys.stderr)

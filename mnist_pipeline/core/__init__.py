@@ -10,4 +10,5 @@ checks the order):
     evaluation  scoring on the test split, plots, the promotion gate
     registry    versions, the production pointer and the decision log, over a folder or a store
     runs        what a run or a sweep returns
+    tracking    the MLflow view: runs, sweeps, the registry's versions and production alias
 """

@@ -120,6 +120,21 @@ class PipelineParameters(BaseModel):
         default=None,
         description="where splits, runs and the registry go (default: $MNIST_ARTIFACTS_DIR or ./artifacts)",
     )
+    mlflow_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking server to mirror runs and the registry to, e.g. http://127.0.0.1:5000; "
+        "credentials only from MLFLOW_TRACKING_USERNAME/PASSWORD or TOKEN (default: $MLFLOW_TRACKING_URI; "
+        "neither: MLflow off)",
+    )
+    mlflow_experiment: str | None = Field(
+        default=None, description="MLflow experiment of the runs (default: $MLFLOW_EXPERIMENT_NAME or mnist)"
+    )
+    mlflow_model: str = Field(default="mnist", description="MLflow registered model that mirrors the registry")
+    mlflow_optional: bool = Field(
+        default=False,
+        description="when the MLflow server does not answer at the start, warn and train without it instead "
+        "of stopping before any work",
+    )
 
     @field_validator("dropout")
     @classmethod

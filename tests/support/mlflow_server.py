@@ -1,0 +1,111 @@
+"""A real MLflow tracking server for the tests (SQLite backend, a local artifacts folder, started as a
+process of its own and stopped by its id), and a TCP relay in front of it that a test can cut: MLflow
+going away mid-run, as the client sees it, without restarting the server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from support.polling import wait_until
+from support.servers import free_port, stop_process
+
+MLFLOW = Path(sys.executable).parent / "mlflow"
+
+
+def answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def mlflow_server(folder: Path) -> Iterator[str]:
+    """`mlflow server` on a free port of 127.0.0.1, its store and artifacts in `folder`: its URL once
+    /health answers (it takes several seconds to start). Its job runner is off: ~0.5 GB instead of 2.3."""
+    port = free_port()
+    log = folder / "mlflow-server.log"
+    command = [
+        str(MLFLOW),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(folder / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        exited, _ = wait_until(
+            lambda: (process.poll(), answers(url)), lambda state: state[0] is not None or state[1], timeout=180
+        )
+        assert exited is None, f"mlflow server exited with {exited}:\n{log.read_text()[-3000:]}"
+        yield url
+    finally:
+        stop_process(process)
+    assert process.poll() is not None, "mlflow server outlived its stop"
+
+
+class Relay:
+    """A TCP relay on a free port of 127.0.0.1 to `target_port`; `cut()` closes it and every connection
+    through it, so that the server behind it no longer answers (connection refused)."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections: list[socket.socket] = []
+        self.cut_done = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.cut_done:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self.connections += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.cut_done = True
+        with suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread: close alone would not
+        self.listener.close()
+        for connection in self.connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+                connection.close()
+            except OSError:
+                pass
