@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from docutils import nodes
 
+from mnist_pipeline.core.modelling.models import PRESETS
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +59,7 @@ def test_the_parameters_table_lists_every_field_with_its_default():
 
 def test_the_allowed_values_show_choices_and_bounds():
     rows = {row["parameter"]: row for row in parameters_table.rows(PipelineParameters)}
-    assert rows["preset"]["allowed"] == "cnn, mlp, seed-mlp"
+    assert rows["preset"]["allowed"] == ", ".join(PRESETS)
     assert rows["epochs"]["allowed"] == ">= 1 and <= 1000"
     assert rows["learning_rate"]["allowed"] == "> 0 and <= 1"
 
