@@ -77,6 +77,8 @@ def flow_command(artifacts: Path, prefect_api_url: str, *args: str) -> tuple[int
         timeout=1800,
     )
     assert result.returncode in (EXIT_OK, EXIT_NOT_PROMOTED), result.stderr[-3000:]
+    for notice in ("failed call to cuInit", "oneDNN custom operations", "absl::InitializeLog"):
+        assert notice not in result.stderr  # TensorFlow's start-up notices are kept out
     return result.returncode, json.loads(summary_file.read_text()), result.stdout
 
 
@@ -88,6 +90,8 @@ def test_run_exits_0_while_its_model_is_production_and_3_when_rejected(artifacts
     assert (code, summary["verdict"], summary["version"]) == (EXIT_OK, "unchanged", "v0001"), out
     code, summary, out = flow_command(artifacts, prefect_api_url, *run, "--seed", "8", "--threshold", "0.999")
     assert (code, summary["verdict"], summary["production"]) == (EXIT_NOT_PROMOTED, "rejected", "v0001"), out
+    assert "promoted      : no: test accuracy" in out and "below the threshold 0.9990" in out
+    assert "production    : v0001" in out and "95% CI" in out
 
 
 def test_sweep_exits_3_when_rejected_and_when_unchanged_from_a_rejected_version(artifacts, prefect_api_url):

@@ -25,7 +25,6 @@ from mnist_pipeline.core.runs.summary import RunSummary
 from mnist_pipeline.core.storage.paths import bundled_mnist_dir
 from mnist_pipeline.core.support.errors import ChecksumMismatchError
 from mnist_pipeline.core.support.files import sha256_file
-from support.commands import run_flow_script
 from support.data import bundle_copy, flip_byte
 from support.pictures import hand_made_zero, write_png
 from support.polling import wait_until
@@ -279,27 +278,6 @@ def test_flipped_byte_in_bundle_fails_before_training_and_registers_nothing(arti
     assert [run.state.type.value for run in runs["download-split"]] == ["FAILED"]
     assert set(runs) == {"download-split"}, "no stage after the split may run"
     assert (registry.versions(), registry.production(), registry.backend.decision_log.read_text()) == before
-
-
-def test_cli_exit_code_3_when_rejected_with_fail_if_not_promoted(artifacts, prefect_api_url):
-    result = run_flow_script(
-        "--preset",
-        "seed-mlp",
-        "--epochs",
-        "1",
-        "--threshold",
-        "0.999",
-        "--fail-if-not-promoted",
-        "--artifacts-dir",
-        str(artifacts),
-        env={"PREFECT_API_URL": prefect_api_url},
-    )
-    assert result.returncode == 3, result.stderr[-3000:]
-    for notice in ("failed call to cuInit", "oneDNN custom operations", "absl::InitializeLog"):
-        assert notice not in result.stderr  # TensorFlow's start-up notices are kept out
-    assert "promoted      : no: test accuracy" in result.stdout and "below the threshold 0.9990" in result.stdout
-    assert "production    : v0001" in result.stdout
-    assert "95% CI" in result.stdout
 
 
 def seed_tfds_download_cache(tfds_data_dir: Path) -> dict[Path, int]:
