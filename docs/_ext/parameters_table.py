@@ -176,9 +176,9 @@ class ParametersTable(SphinxDirective):
 
 def presets_table(presets: dict[str, Any]) -> nodes.table:
     """A table of each preset's defaults: one row a preset, one column a `TrainingConfig` field (the
-    seed aside: it is a run's, not a preset's), and whether the learning rate decays."""
+    seed aside: it is a run's, not a preset's), whether the learning rate decays, and its warm-up."""
     names = [f.name for f in dataclasses.fields(next(iter(presets.values())).defaults) if f.name not in ("seed",)]
-    headers = [*(name.replace("_", " ") for name in names), "cosine decay"]
+    headers = [*(name.replace("_", " ") for name in names), "cosine decay", "warm-up epochs"]
     group = nodes.tgroup(cols=len(headers))
     for _ in headers:
         group += nodes.colspec(colwidth=10)
@@ -199,7 +199,8 @@ def presets_table(presets: dict[str, Any]) -> nodes.table:
         values = [getattr(preset.defaults, name) for name in names]
         cells: list[nodes.Node] = [nodes.literal(str(values[0]), str(values[0]))]
         cells += [nodes.Text("none" if value is None else str(value)) for value in values[1:]]
-        cells.append(nodes.Text("yes" if getattr(preset, "cosine_decay", False) else "no"))
+        cells.append(nodes.Text("yes" if preset.cosine_decay else "no"))
+        cells.append(nodes.Text(f"{preset.warmup_epochs:g}"))
         body += row(cells)
     group += body
     built = nodes.table(classes=["presets-table"])
