@@ -16,7 +16,8 @@ from mnist_pipeline.core.support.errors import PipelineError
 
 DESCRIPTION = (
     "Serve the registry's production model over HTTP: POST /v1/predict (pictures or 28x28 arrays), "
-    "GET /v1/model, /healthz, /readyz, the API's documentation at /docs and a page to draw digits on at /. "
+    "GET /v1/model, /healthz, /readyz, the Open Inference Protocol (V2) under /v2, Prometheus metrics at "
+    "/metrics, the API's documentation at /docs and a page to draw digits on at /. "
     "The service follows production: when a run, `registry promote` or `registry rollback` moves it, the "
     "new model is verified and swapped in without stopping."
 )
@@ -54,6 +55,11 @@ def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
     )
     for flag, kind, default, text in LIMITS:
         parser.add_argument(flag, type=kind, default=default, help=f"{text} (default: %(default)s)")
+    parser.add_argument(
+        "--model-name",
+        default="mnist",
+        help="the model's name in the Open Inference Protocol, /v2/models/NAME (default: %(default)s)",
+    )
     options.switch(
         parser, "access-log", "log every request (at a thousand requests a second it costs more than it tells)"
     )
@@ -96,6 +102,7 @@ def serve(args: argparse.Namespace) -> int:
         batch_window_seconds=args.batch_window_ms / 1000,
         max_pending=args.queue_size,
         poll_seconds=args.poll_seconds,
+        model_name=args.model_name,
     )
     _quiet_logs()
     logging.getLogger("mnist_pipeline.serve").info(
