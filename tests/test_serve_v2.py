@@ -165,11 +165,7 @@ def test_metrics_parse_and_count_what_was_served(service, client, images):
     with httpx.Client(base_url=service[0]) as http:
         http.post("/v2/models/digits/infer", json={})
         text = http.get("/metrics").text
-    samples = {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    samples = _samples(text)
     infer_ok = (("endpoint", "/v2/models/{name}/infer"), ("status", "200"))
     assert samples[("mnist_requests_total", infer_ok)] >= 1
     assert samples[("mnist_requests_total", (("endpoint", "/v2/models/{name}/infer"), ("status", "404")))] >= 1
@@ -188,7 +184,7 @@ def test_docs_are_served_offline_and_the_service_has_no_tensorflow(service):
     with httpx.Client(base_url=service[0]) as http:
         page = http.get("/docs").text
         assert "/docs-assets/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
-        for asset in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css", "/openapi.json"):
+        for asset in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css", "/docs-openapi.json"):
             assert http.get(asset).status_code == 200, asset
     port = service[0].rsplit(":", 1)[1]
     [pid] = [p.name for p in Path("/proc").iterdir() if p.name.isdigit() and _serves_on(p, port)]
@@ -202,3 +198,31 @@ def _serves_on(process: Path, port: str) -> bool:
     except OSError:
         return False
     return b"serve" in arguments and port.encode() in arguments
+
+
+def test_two_workers_give_one_metrics_view_and_both_follow_production(two_versions, tmp_path):
+    from mnist_pipeline.core.registry import open_registry
+    from support.polling import wait_until
+
+    digits = {"images": np.zeros((1, 784), np.uint8).tolist()}
+    with serving(two_versions, "--workers", "2", log=tmp_path / "serve.log") as url, httpx.Client(base_url=url) as http:
+        assert {http.post("/v1/predict", json=digits).json()["version"] for _ in range(20)} == {"v0001"}
+        samples = _samples(http.get("/metrics").text)
+        assert samples[("mnist_served_version_info", (("runtime", "litert"), ("version", "v0001")))] == 2
+        assert samples[("mnist_requests_total", (("endpoint", "/v1/predict"), ("status", "200")))] == 20
+
+        open_registry(two_versions / "registry").promote("v0002", "ana", "two workers follow", force=True)
+        wait_until(
+            lambda: _samples(http.get("/metrics").text),
+            lambda now: now.get(("mnist_served_version_info", (("runtime", "litert"), ("version", "v0002")))) == 2,
+            timeout=30,
+        )
+        assert {http.post("/v1/predict", json=digits).json()["version"] for _ in range(20)} == {"v0002"}
+
+
+def _samples(text: str) -> dict[tuple[str, tuple], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

@@ -7,7 +7,7 @@
     mnist_served_version_info{version, runtime}  1 for the model this process serves
     mnist_model_swaps_total, mnist_model_refusals_total   production models swapped in / refused
 
-Several service processes (`serve --workers N`) give one view through the client's multiprocess mode:
+Several service processes (`serve --workers N`, workers.py) give one view through the client's multiprocess mode:
 each process writes its values to files in PROMETHEUS_MULTIPROC_DIR, and `/metrics`, whichever process
 answers it, adds them up (gauges: the sum of queue depths; the served version: one series per version,
 with the number of processes serving it).
@@ -40,7 +40,7 @@ REFUSALS = Counter("mnist_model_refusals", "Production models refused (damaged, 
 def serving(version: str, runtime: str, before: tuple[str, str] | None) -> None:
     """Record that this process now serves `version` on `runtime` (and no longer `before`)."""
     if before is not None:
-        SERVED.remove(*before)
+        SERVED.labels(*before).set(0)  # 0 rather than removed: a removal does not reach multiprocess files
     SERVED.labels(version, runtime).set(1)
     SWAPS.inc()
 
