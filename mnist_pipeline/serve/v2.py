@@ -38,8 +38,8 @@ from mnist_pipeline.serve.holder import LoadedModel, ModelHolder, load_verified
 from mnist_pipeline.serve.payloads import PayloadError, parse_json
 
 INPUT = "image"
-OUTPUTS = {"probabilities": ("FP32", np.dtype("<f4")), "class": ("INT64", np.dtype("<i8"))}
-DATATYPES = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4")}
+OUTPUTS = {"probabilities": "FP32", "class": "INT64"}  # name: datatype
+DATATYPES: dict[str, np.dtype[Any]] = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4")}
 SHAPES = "[n, 28, 28] or [n, 784]"
 MAX_DEPTH = 8  # {"inputs": [{"data": [[[...]]]}]}: an object, a list, an object, 3 levels of data, slack
 HEADER_LENGTH = "inference-header-content-length"
@@ -222,10 +222,11 @@ def _parse(json_part: bytes, binary: bytes, max_images: int) -> Inference:
     if shape[0] > max_images:
         raise V2Error(400, f"input {INPUT}: {shape[0]} images in one request; send at most {max_images}")
     count, dtype = int(np.prod(shape)), DATATYPES[datatype]
+    parameters = tensor.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise V2Error(400, f'input {INPUT}: "parameters" must be an object')
     array = (
-        _binary(tensor, binary, count, dtype)
-        if "binary_data_size" in (tensor.get("parameters") or {})
-        else _listed(tensor, count, dtype)
+        _binary(parameters, binary, count, dtype) if "binary_data_size" in parameters else _listed(tensor, count, dtype)
     )
     try:
         images = as_images(array.reshape(shape), f"input {INPUT}")
@@ -234,8 +235,8 @@ def _parse(json_part: bytes, binary: bytes, max_images: int) -> Inference:
     return Inference(images, _outputs(payload), str(payload["id"]) if "id" in payload else None)
 
 
-def _binary(tensor: dict[str, Any], binary: bytes, count: int, dtype: np.dtype) -> np.ndarray:
-    size = tensor["parameters"]["binary_data_size"]
+def _binary(parameters: dict[str, Any], binary: bytes, count: int, dtype: np.dtype[Any]) -> np.ndarray:
+    size = parameters["binary_data_size"]
     expected = count * dtype.itemsize
     if size != expected or len(binary) != expected:
         raise V2Error(
@@ -246,7 +247,7 @@ def _binary(tensor: dict[str, Any], binary: bytes, count: int, dtype: np.dtype) 
     return np.frombuffer(binary, dtype)
 
 
-def _listed(tensor: dict[str, Any], count: int, dtype: np.dtype) -> np.ndarray:
+def _listed(tensor: dict[str, Any], count: int, dtype: np.dtype[Any]) -> np.ndarray:
     if "data" not in tensor:
         raise V2Error(400, f'input {INPUT}: no "data" (nor parameters.binary_data_size with the binary extension)')
     try:
@@ -279,9 +280,8 @@ def _answer(name: str, version: str, probabilities: np.ndarray, inference: Infer
     values = {"probabilities": probabilities.astype("<f4"), "class": probabilities.argmax(axis=1).astype("<i8")}
     outputs, chunks = [], []
     for output, binary in inference.outputs:
-        datatype, _ = OUTPUTS[output]
         array = values[output]
-        entry: dict[str, Any] = {"name": output, "datatype": datatype, "shape": list(array.shape)}
+        entry: dict[str, Any] = {"name": output, "datatype": OUTPUTS[output], "shape": list(array.shape)}
         if binary:
             chunks.append(array.tobytes())
             entry["parameters"] = {"binary_data_size": len(chunks[-1])}
