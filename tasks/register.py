@@ -42,9 +42,11 @@ def register(
     if version is None:  # a registration's decision always names the version it decided on
         raise PipelineError(f"the registry's decision names no version: {decision.reason}")
     low, high = evaluation.interval_95
-    get_run_logger().info(
-        "%s %s: %s (95%% CI %.4f-%.4f)", decision.candidate, decision.verdict, decision.reason, low, high
-    )
+    logger = get_run_logger()
+    logger.info("%s %s: %s (95%% CI %.4f-%.4f)", decision.candidate, decision.verdict, decision.reason, low, high)
+    light = registry.light_record(version)
+    if light is not None and not light.get("file"):
+        logger.warning("%s has no light model, so Keras serves it: %s", version, light["problem"])
     metrics = json.loads(Path(candidate.evaluation.metrics_path).read_text())
     create_markdown_artifact(
         key=REPORT_KEY,

@@ -1,6 +1,8 @@
 """`mnist-pipeline predict`: classify files with a registered model and print the top classes.
 
-TensorFlow loads only when a model does (after every file was read and checked)."""
+A version with a light model (`model.tflite`, verified at registration or by `registry convert`) runs on
+LiteRT and TensorFlow is never imported; one without runs on Keras, which loads TensorFlow only when
+the model does (after every file was read and checked)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import numpy as np
 
 from mnist_pipeline.cli import options
 from mnist_pipeline.core.data.pictures import InputError, file_kind, read_inputs
+from mnist_pipeline.core.modelling.litert import LightModel
 from mnist_pipeline.core.modelling.models import load_model, predict_probabilities, top_classes
 from mnist_pipeline.core.registry import Registry, RegistryError
 
@@ -99,7 +102,11 @@ def model_version(registry: Registry, requested: str | None) -> str:
 
 
 def classify(registry: Registry, version: str, images: np.ndarray) -> np.ndarray:
-    """Class probabilities [n, 10] from the version's `.keras` model (checked against its registered SHA-256)."""
+    """Class probabilities [n, 10] from the version's light model, or its `.keras` model if it has none
+    (either checked against its registered SHA-256)."""
+    light = registry.light_model_path(version)
+    if light is not None:
+        return LightModel(light).predict(images)
     return predict_probabilities(load_model(registry.model_path(version)), images)
 
 

@@ -1,4 +1,5 @@
-"""`mnist-pipeline registry list|show|promote|rollback|check|repair|sync-mlflow`: the registry as text for people.
+"""`mnist-pipeline registry list|show|promote|rollback|check|repair|convert|sync-mlflow`: the registry as
+text for people.
 
 The state changes themselves are `Registry.promote`, `Registry.rollback` and `Registry.repair`
 (core/registry/registry.py). `promote` exits 3 when the gate refuses; `check` and `repair` exit 1
@@ -97,6 +98,21 @@ def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
     options.mlflow_options(repair)
     repair.set_defaults(func=_repair)
 
+    converting = actions.add_parser(
+        "convert",
+        help="give versions registered before light models their light model (LiteRT)",
+        description="Convert versions registered before light models existed to LiteRT, verified on the test "
+        "split each was tested on (or MNIST's test images when that split is gone): the same top class as Keras "
+        "on every image, probabilities within 1e-5. `predict` and `serve` then run them without TensorFlow. A "
+        "version that fails verification is recorded as such and stays served by Keras. The version's own files "
+        "are not changed. Needs TensorFlow.",
+    )
+    converting.add_argument(
+        "versions", nargs="*", type=options.version, metavar="N", help="versions (default: every version)"
+    )
+    options.artifacts_dir(converting)
+    converting.set_defaults(func=_convert)
+
     sync = actions.add_parser(
         "sync-mlflow",
         help="bring MLflow's registered model in step with the registry (versions, tags, production alias)",
@@ -186,6 +202,21 @@ def _repair(args: argparse.Namespace) -> int:
     for problem in remaining:
         print(f"still a problem: {problem}", file=sys.stderr)
     return options.EXIT_FAILED if remaining else options.EXIT_OK
+
+
+def _convert(args: argparse.Namespace) -> int:
+    registry = options.registry_at(args.artifacts_dir)
+    for version in args.versions or registry.versions():
+        had = registry.light_record(version) is not None
+        record = registry.convert(version)
+        if had:
+            state = "had one already" if record.get("file") else f"has none: {record['problem']}"
+        elif record.get("file"):
+            state = f"converted: {record['file']} (verified on {record['verified_on_images']} test images)"
+        else:
+            state = f"not converted: {record['problem']}; Keras serves it"
+        print(f"{version}  {state}")
+    return options.EXIT_OK
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

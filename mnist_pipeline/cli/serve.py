@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from mnist_pipeline.core.support.errors import PipelineError
 
 DESCRIPTION = (
     "Serve the registry's production model over HTTP: POST /v1/predict (pictures or 28x28 arrays), "
-    "GET /v1/model, /healthz, /readyz, the API's documentation at /docs and a page to draw digits on at /. "
+    "GET /v1/model, /healthz, /readyz, the Open Inference Protocol (V2) under /v2, Prometheus metrics at "
+    "/metrics, the API's documentation at /docs and a page to draw digits on at /. "
     "The service follows production: when a run, `registry promote` or `registry rollback` moves it, the "
     "new model is verified and swapped in without stopping."
 )
@@ -33,6 +36,13 @@ LIMITS: list[tuple[str, Callable[[str], float], float, str]] = [  # option, its 
     ("--batch-window-ms", options.number(0, 10_000), 2.0, "how long a batch waits for more requests before it runs"),
     ("--queue-size", options.whole_number(1, 100_000), 256, "requests admitted at once; more are answered 503 at once"),
     ("--poll-seconds", options.number(0.05, 3600), 2.0, "how often the production pointer is read"),
+    (
+        "--workers",
+        options.whole_number(1, 64),
+        1,
+        "service processes sharing the port, each with its own model and queue; about one core each "
+        "(docs/serving.md: when it pays, and how long two may answer with different versions)",
+    ),
 ]
 
 
@@ -54,6 +64,11 @@ def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
     )
     for flag, kind, default, text in LIMITS:
         parser.add_argument(flag, type=kind, default=default, help=f"{text} (default: %(default)s)")
+    parser.add_argument(
+        "--model-name",
+        default="mnist",
+        help="the model's name in the Open Inference Protocol, /v2/models/NAME (default: %(default)s)",
+    )
     options.switch(
         parser, "access-log", "log every request (at a thousand requests a second it costs more than it tells)"
     )
@@ -80,10 +95,16 @@ def _quiet_logs() -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # before prometheus_client is imported: every worker's metrics in one view (serve/metrics.py)
+        with tempfile.TemporaryDirectory(prefix="mnist-serve-metrics-") as folder:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+            return serve(args)
     import uvicorn
 
     from mnist_pipeline.core.storage.paths import ArtifactPaths
     from mnist_pipeline.serve.app import ServeSettings, create_app
+    from mnist_pipeline.serve.workers import run_workers
 
     paths = ArtifactPaths.resolve(args.artifacts_dir)
     corrections = Path(args.corrections_dir).expanduser().resolve() if args.corrections_dir else None
@@ -96,23 +117,27 @@ def serve(args: argparse.Namespace) -> int:
         batch_window_seconds=args.batch_window_ms / 1000,
         max_pending=args.queue_size,
         poll_seconds=args.poll_seconds,
+        model_name=args.model_name,
     )
     _quiet_logs()
     logging.getLogger("mnist_pipeline.serve").info(
         "serving the production model of %s; corrections go to %s", settings.registry, settings.corrections
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings),
-            host=args.host,
-            port=args.port,
-            log_level="info",
-            access_log=args.access_log,
-            timeout_graceful_shutdown=10,
-        )
+    config = uvicorn.Config(
+        "mnist_pipeline.serve.app:create_app",  # replaced by the app itself below (per worker)
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        loop="uvloop",  # the fast event loop and HTTP parser (C), not asyncio's and h11's (Python)
+        http="httptools",
+        access_log=args.access_log,
+        timeout_graceful_shutdown=10,
     )
     try:
-        server.run()
+        if args.workers > 1:
+            return run_workers(config, lambda: create_app(settings), args.workers)
+        config.app = create_app(settings)
+        uvicorn.Server(config).run()
     except SystemExit:  # uvicorn exits (code 3) when it cannot start, having logged why, e.g. the port is taken
         raise PipelineError(
             f"the service could not start on {args.host}:{args.port} (see the error above); if "

@@ -5,18 +5,22 @@
     POST /v1/corrections   multipart `file` (a drawing) + `label` (0-9) -> stored for training
     GET  /v1/model         the model served: version, accuracy, interval, since; a refused new model
     GET  /healthz          the process answers;  GET /readyz: a verified model is loaded
-    GET  /                 the page (static/), to draw digits on;  GET /docs: the OpenAPI page
+    GET  /                 the page (static/), to draw digits on;  GET /docs: the OpenAPI page,
+                           its Swagger UI assets served from the installed swagger-ui-bundle (offline)
+    GET  /metrics          Prometheus metrics (metrics.py)
+    /v2/...                the Open Inference Protocol (v2.py)
 
 Pictures are laid out by `core.pictures.read_picture`, as `mnist-pipeline predict` lays them out,
 and so are refused for the same reasons (with the size read from the header before decoding). The
 body is read up to `max_upload_bytes` and no further; nothing a request sends is used as a path.
+JSON is parsed only when nested no deeper than a valid request (payloads.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,17 +30,23 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path
 
 from mnist_pipeline.core.data.pictures import InputError, Wording, as_images, read_picture
 from mnist_pipeline.core.modelling.models import top_classes
 from mnist_pipeline.core.registry import open_registry
+from mnist_pipeline.serve import metrics, v2
 from mnist_pipeline.serve.batching import MicroBatcher, ServiceBusy
 from mnist_pipeline.serve.corrections import CorrectionsFull, CorrectionStore
 from mnist_pipeline.serve.holder import ModelHolder
+from mnist_pipeline.serve.payloads import PayloadError, parse_json
 
 STATIC = Path(__file__).parent / "static"
 MAX_IMAGES_PER_REQUEST = 256
@@ -45,6 +55,7 @@ DIGITS = tuple("0123456789")
 INLINE_BYTES = 16_384  # pictures up to this size are laid out on the event loop (~0.3 ms)
 WORDING = Wording(readable="a picture", accepted="PNG or JPEG pictures", invert_option="?invert=true")
 IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp")
+MAX_JSON_DEPTH = 6  # {"images": [n, 28, 28, 1]}: an object and four levels of lists, and one to spare
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,7 @@ class ServeSettings:
     batch_window_seconds: float = 0.002
     max_pending: int = 256  # requests admitted at once; more get 503
     poll_seconds: float = 2.0
+    model_name: str = "mnist"  # the model's name in the Open Inference Protocol (/v2/models/{name})
 
 
 # What the API answers (for its OpenAPI page) ----------------------------------------------------
@@ -156,8 +168,49 @@ def create_app(settings: ServeSettings) -> FastAPI:
         title="MNIST digit classifier",
         lifespan=lifespan,
         description="The model registry's production model, followed as production moves.",
+        docs_url=None,
+        redoc_url=None,
     )
+    app.add_middleware(_Measured)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    v2.add_routes(
+        app,
+        holder,
+        batcher,
+        settings.model_name,
+        lambda request: _read_body(request, settings.max_upload_bytes),
+        MAX_IMAGES_PER_REQUEST,
+    )
+
+    @app.exception_handler(HTTPException)
+    async def refused(request: Request, error: HTTPException) -> Response:
+        """The protocol's error shape on /v2 (e.g. a body over the upload limit); FastAPI's elsewhere."""
+        if request.url.path.startswith("/v2"):
+            return JSONResponse({"error": error.detail}, status_code=error.status_code, headers=error.headers)
+        return await http_exception_handler(request, error)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/docs-openapi.json",
+            title=f"{app.title} - API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
+    @app.get("/docs-openapi.json", include_in_schema=False)
+    async def docs_schema() -> dict[str, Any]:
+        """The API's schema for the Swagger UI of swagger-ui-bundle (4.15), which renders OpenAPI 3.0
+        only: FastAPI's 3.1 schema, labelled 3.0 (this API uses nothing 3.0 cannot show)."""
+        return {**app.openapi(), "openapi": "3.0.3"}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        metrics.QUEUE_DEPTH.set(batcher.pending)
+        content, media_type = metrics.exposition()
+        return Response(content, media_type=media_type)
 
     @app.exception_handler(InputError)
     async def bad_input(request: Request, error: InputError) -> JSONResponse:
@@ -253,7 +306,36 @@ def _predict(holder: ModelHolder, images: np.ndarray) -> tuple[str, np.ndarray]:
     served = holder.current  # taken once: a swap during this call changes nothing for this batch
     if served is None:  # `predict` answers 503 before queueing while no model is loaded
         raise RuntimeError("no model is loaded")
+    metrics.BATCH_IMAGES.observe(len(images))
     return served.version, served.predict(images)
+
+
+class _Measured:
+    """Counts each request by its route's template and status, and times it (a plain ASGI middleware:
+    Starlette's BaseHTTPMiddleware costs a task per request)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", "unmatched")
+            metrics.REQUESTS.labels(endpoint, str(status)).inc()
+            metrics.LATENCY.labels(endpoint).observe(time.perf_counter() - start)
 
 
 def _not_ready(holder: ModelHolder) -> str:
@@ -336,9 +418,9 @@ def _laid_out(pictures: list[bytes], invert: bool) -> np.ndarray:
 
 def _json_images(body: bytes, invert: bool) -> np.ndarray:
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise HTTPException(400, f"the body is not JSON ({error})") from None
+        payload = parse_json(body, MAX_JSON_DEPTH, '{"images": [...]} of 28x28 arrays')
+    except PayloadError as error:
+        raise HTTPException(400, str(error)) from None
     if not isinstance(payload, dict) or "images" not in payload:
         raise HTTPException(
             422, 'expected a JSON object {"images": [...]}: one 28x28 array of pixel values 0-255, or a list of them'

@@ -2,7 +2,9 @@
 
 A watcher thread reads the production pointer every `poll_seconds`. When it names another version,
 the new model is loaded beside the old one: its file checked against the SHA-256 registered for it
-(`Registry.model_path`, as `mnist-pipeline predict` does), loaded in Keras' safe mode and run once.
+(`Registry.light_model_path`/`model_path`, as `mnist-pipeline predict` does), loaded and run once. A
+version with a light model runs on LiteRT and TensorFlow is never imported; one without (its conversion
+failed or disagreed, or it predates light models and was not converted) runs on Keras, in safe mode.
 Only then is it swapped in, by replacing one reference: a batch already running holds the
 `LoadedModel` it started with, so requests in flight finish on the old model. A model that fails any
 step is refused: the old one keeps serving, the refusal is logged and `GET /v1/model` reports it. A
@@ -22,10 +24,12 @@ from typing import Any
 import numpy as np
 
 from mnist_pipeline.core.data.mnist import IMAGE_SHAPE
+from mnist_pipeline.core.modelling.litert import RUNTIME, LightModel
 from mnist_pipeline.core.modelling.models import load_model
 from mnist_pipeline.core.registry import Registry
 from mnist_pipeline.core.registry.decisions import now_iso
 from mnist_pipeline.core.support.errors import PipelineError
+from mnist_pipeline.serve import metrics
 
 LOG = logging.getLogger("mnist_pipeline.serve")
 RETRY_SECONDS = 30.0
@@ -39,12 +43,14 @@ class LoadedModel:
     """A verified, loaded model and what `GET /v1/model` says about it."""
 
     version: str
-    model: Any  # a Keras model
+    model: Any  # a LightModel, or a Keras model
     info: dict[str, Any]
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities [n, 10] of uint8 images [n, 28, 28]. `predict_on_batch` runs the whole
-        batch in one compiled call, without `predict`'s per-call dataset set-up (milliseconds)."""
+        """Class probabilities [n, 10] of uint8 images [n, 28, 28]. On Keras, `predict_on_batch` runs
+        the whole batch in one compiled call, without `predict`'s per-call dataset set-up (milliseconds)."""
+        if isinstance(self.model, LightModel):
+            return self.model.predict(images)
         return np.asarray(self.model.predict_on_batch(images))
 
 
@@ -58,13 +64,14 @@ class Refusal:
 
 def load_verified(registry: Registry, version: str) -> LoadedModel:
     """`version`'s model, checked against its registered SHA-256, loaded and warmed up."""
-    path = registry.model_path(version)  # raises RegistryError unless the file is the one registered
+    light = registry.light_model_path(version)  # raises RegistryError unless the files are the ones registered
     record = registry.read_version(version)
     model = LoadedModel(
         version,
-        load_model(path),
+        LightModel(light) if light else load_model(registry.model_path(version)),
         {
             "version": version,
+            "runtime": RUNTIME if light else "keras",
             "preset": record.get("preset"),
             "test_accuracy": record.get("test_accuracy"),
             "accuracy_interval_95": record.get("accuracy_interval_95"),
@@ -93,6 +100,7 @@ class ModelHolder:
         self.current: LoadedModel | None = None
         self.refused: Refusal | None = None
         self.problem: str | None = "the production model is not loaded yet"
+        self._runtime = ""  # what the model served runs on, for the metrics' labels
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="production-watcher", daemon=True)
 
@@ -132,9 +140,12 @@ class ModelHolder:
         except Exception as error:  # any failure refuses the model; the old one keeps serving
             reason = str(error) if isinstance(error, PipelineError) else f"{type(error).__name__}: {error}"
             self.refused = Refusal(version, reason, now_iso(), time.monotonic())
+            metrics.REFUSALS.inc()
             LOG.error("refused %s as production model (%s keeps serving): %s", version, before or "no model", reason)
             return
         self.current = loaded  # the swap: one reference; running batches keep the model they took
+        metrics.serving(version, loaded.info["runtime"], (before, self._runtime) if before else None)
+        self._runtime = loaded.info["runtime"]
         self.refused = None
         LOG.info("now serving %s (was %s)", version, before or "no model")
 

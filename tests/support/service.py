@@ -37,6 +37,16 @@ def bad_service_requests() -> list[tuple[str, str, dict, int, str]]:
             "not JSON",
         ),
         ("no images key", "/v1/predict", {"json": {"pictures": []}}, 422, 'expected a JSON object {"images"'),
+        (
+            "JSON nested 200,000 deep",
+            "/v1/predict",
+            {
+                "content": b'{"images": ' + b"[" * 200_000 + b"]" * 200_000 + b"}",
+                "headers": {"content-type": "application/json"},
+            },
+            400,
+            "nested 200001 levels deep",
+        ),
         ("wrong JSON shape", "/v1/predict", {"json": {"images": [[0] * 27] * 28}}, 422, "shape [28, 27]"),
         (
             "ragged JSON",

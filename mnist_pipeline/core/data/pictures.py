@@ -42,7 +42,7 @@ SIZE_TOLERANCE = 1  # a box within a pixel of 20 is MNIST-sized already: resampl
 MAX_PICTURE_PIXELS = 4096 * 4096
 
 NPY_MAGIC = b"\x93NUMPY"
-ACCEPTED_SHAPES = "[28, 28], [n, 28, 28], [n, 28, 28, 1] or [n, 784]"
+ACCEPTED_SHAPES = "[28, 28], [784], [n, 28, 28], [n, 28, 28, 1] or [n, 784]"
 
 
 class InputError(PermanentError):
@@ -92,6 +92,8 @@ def as_images(array: np.ndarray, path: Path | str) -> np.ndarray:
     shape = list(array.shape)
     if array.shape == IMAGE_SHAPE:
         array = array[np.newaxis]
+    elif array.shape == (IMAGE_SHAPE[0] * IMAGE_SHAPE[1],):  # one image, flattened
+        array = array.reshape(1, *IMAGE_SHAPE)
     elif array.ndim == 4 and array.shape[1:] == (*IMAGE_SHAPE, 1):
         array = array[..., 0]
     elif array.ndim == 2 and array.shape[1] == IMAGE_SHAPE[0] * IMAGE_SHAPE[1]:

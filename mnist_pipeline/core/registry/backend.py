@@ -99,6 +99,11 @@ class Backend(Protocol):
         """A local path of one of the version's files; raises FileNotFoundError if it has none."""
         ...
 
+    def add_files(self, version: str, files: dict[str, Path]) -> None:
+        """Add new files to a published version, in the order given, each create-only: the version's
+        existing files never change (a version converted after it was registered gains its light model)."""
+        ...
+
     def read_pointer(self) -> Pointer: ...
 
     def write_pointer(self, version: str | None, reason: str, record: DecisionRecord, token: object) -> Pointer:

@@ -15,6 +15,7 @@ process died, and the policy completes it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from contextlib import AbstractContextManager
@@ -70,6 +71,21 @@ class LocalBackend:
 
     def version_file(self, version: str, name: str) -> Path:
         return self.versions_dir / version / name
+
+    def add_files(self, version: str, files: dict[str, Path]) -> None:
+        """Copy each file in under a temporary name, fsync it and link it into place (a link fails,
+        rather than replaces, where the name is taken)."""
+        folder = self.versions_dir / version
+        for name, source in files.items():
+            partial = folder / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+            try:
+                shutil.copyfile(source, partial)
+                with open(partial, "rb") as f:
+                    os.fsync(f.fileno())
+                os.link(partial, folder / name)
+            finally:
+                partial.unlink(missing_ok=True)
+            fsync_dir(folder)
 
     def read_pointer(self) -> Pointer:
         try:

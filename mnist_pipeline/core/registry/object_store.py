@@ -135,6 +135,16 @@ class ObjectStoreBackend:
             self.store.download(url, path)
         return path
 
+    def add_files(self, version: str, files: dict[str, Path]) -> None:
+        """Create each object (create-only) and keep a copy in the mirror, whose version folder was
+        marked whole before these existed: `version_file` fetches what a mirror lacks."""
+        for name, source in files.items():
+            url = f"{self.url}/versions/{version}/{name}"
+            self.store.create(url, source.read_bytes())
+            target = self._mirrored(url)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+
     # The pointer and the decisions ---------------------------------------------------------------
 
     def read_pointer(self) -> Pointer:

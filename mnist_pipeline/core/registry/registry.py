@@ -23,12 +23,14 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mnist_pipeline.core.data.mnist import read_bundle
 from mnist_pipeline.core.data.splits import SplitFiles
 from mnist_pipeline.core.evaluation.gate import GateSettings, Scored, Verdict, gate
 from mnist_pipeline.core.evaluation.scoring import (
@@ -38,17 +40,23 @@ from mnist_pipeline.core.evaluation.scoring import (
     read_predictions,
 )
 from mnist_pipeline.core.modelling.export import export_saved_model
+from mnist_pipeline.core.modelling.light import convert_verified
+from mnist_pipeline.core.modelling.litert import LIGHT_MODEL_FILE
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
 from mnist_pipeline.core.modelling.training import TrainedModel
 from mnist_pipeline.core.registry.backend import REPAIR_COMMAND, VERSION_PATTERN, Backend, Pointer, RegistryError
 from mnist_pipeline.core.registry.decisions import DecisionRecord, now_iso
 from mnist_pipeline.core.registry.report import render_model_card
 from mnist_pipeline.core.storage import store
+from mnist_pipeline.core.storage.paths import bundled_mnist_dir
 from mnist_pipeline.core.support.faults import crash_point, inject_fault
 from mnist_pipeline.core.support.files import sha256_file, write_json_atomic
 
 USER_VERSION_PATTERN = re.compile(r"^[vV]?(\d{1,9})$")
 SAVED_MODEL_DIR = "saved_model"
+# A version registered before light models keeps its record beside version.json (never rewritten):
+# `convert` adds model.tflite, then this file, create-only.
+LIGHT_RECORD_FILE = "light_model.json"
 MAX_SWAPS = 20  # production moved this often while one operation tried: something is wrong
 
 
@@ -165,6 +173,36 @@ class Registry:
                 f"Model file {path} is missing or is not the one registered as {version} (SHA-256 "
                 f"{expected}); it will not be served. Restore the version folder from a backup, or "
                 "promote another version with `mnist-pipeline registry promote N`."
+            )
+        return path
+
+    def light_record(self, version: str) -> dict[str, Any] | None:
+        """What version.json (or, for a version converted after it was registered, its
+        light_model.json) says of the version's light model; None for a version never converted."""
+        record = self.read_version(version).get("light_model")
+        if record is None:
+            try:
+                path = self.backend.version_file(version, LIGHT_RECORD_FILE)
+            except FileNotFoundError:  # the store has no such object
+                return None
+            if not path.is_file():  # the folder has no such file
+                return None
+            record = _read_json(path)
+        return dict(record)
+
+    def light_model_path(self, version: str) -> Path | None:
+        """The version's light model (`model.tflite`), after checking that it and the `.keras` model it
+        was verified against are the files registered (a damaged version is not served at all); None
+        when it has none (registered before light models, or its conversion failed or disagreed)."""
+        self.model_path(version)
+        record = self.light_record(version)
+        if record is None or not record.get("file"):
+            return None
+        path = self.backend.version_file(version, str(record["file"]))
+        if not path.is_file() or sha256_file(path) != record.get("sha256"):
+            raise RegistryError(
+                f"Light model {path} is missing or is not the one registered for {version} (SHA-256 "
+                f"{record.get('sha256')}); it will not be used. Restore the version folder from a backup."
             )
         return path
 
@@ -318,6 +356,27 @@ class Registry:
             f"Production in {self.location} moved {MAX_SWAPS} times while this operation tried to change it; try again."
         )
 
+    def convert(self, version: str) -> dict[str, Any]:
+        """Give a version registered before light models its light model, verified on the test split
+        it was tested on (found under `splits_dir`), else on MNIST's test images; returns its record.
+        The version's own files are never changed: the light model and its record are added beside."""
+        with self.backend.transaction():
+            self.require(version)
+            if (known := self.light_record(version)) is not None:
+                return known
+            model = self.model_path(version)
+            try:
+                images = self._split_of(version).load("test")[0]
+            except RegistryError:
+                images = read_bundle(bundled_mnist_dir())["test"][0]
+            with tempfile.TemporaryDirectory() as scratch:
+                folder = Path(scratch)
+                record = {**convert_verified(model, folder, images), "converted": now_iso()}
+                (folder / LIGHT_RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+                added = [LIGHT_MODEL_FILE] if record["file"] else []
+                self.backend.add_files(version, {name: folder / name for name in [*added, LIGHT_RECORD_FILE]})
+        return record
+
     # Checking and repairing ----------------------------------------------------------------------
 
     def check(self) -> list[str]:
@@ -328,7 +387,7 @@ class Registry:
         ]
         for version in self.versions():
             try:
-                self.model_path(version)
+                self.light_model_path(version)  # checks model.keras first
             except RegistryError as error:
                 problems.append(str(error))
         try:
@@ -509,16 +568,20 @@ class Registry:
             "history.json": Path(trained.history_path),
             **{Path(p).name: Path(p) for p in evaluation.plot_paths},
         }
-        texts = {
-            "params.json": json.dumps(params, indent=2, sort_keys=True) + "\n",
-            "model_card.md": render_model_card(record, params, metrics, decision),
-        }
+        with tempfile.TemporaryDirectory() as scratch:
+            record["light_model"] = convert_verified(trained.model_path, Path(scratch), candidate.data.load("test")[0])
+            if record["light_model"]["file"]:
+                files[LIGHT_MODEL_FILE] = Path(scratch) / LIGHT_MODEL_FILE
+            texts = {
+                "params.json": json.dumps(params, indent=2, sort_keys=True) + "\n",
+                "model_card.md": render_model_card(record, params, metrics, decision),
+            }
 
-        def assemble(folder: Path, version: str) -> None:
-            write_version(folder, version, files, texts, record, decision, trained.model_path)
-            crash_point("register:staged")  # complete, not yet published
+            def assemble(folder: Path, version: str) -> None:
+                write_version(folder, version, files, texts, record, decision, trained.model_path)
+                crash_point("register:staged")  # complete, not yet published
 
-        return self.backend.publish(assemble, candidate.flow_run_id)
+            return self.backend.publish(assemble, candidate.flow_run_id)
 
     def _stored_decision(self, version: str) -> DecisionRecord:
         """The gate's decision made when `version` was added, as stored in its version.json."""

@@ -147,6 +147,20 @@ def _training_data(params: dict[str, Any]) -> str:
     )
 
 
+def _light_model(record: dict[str, Any]) -> str:
+    """The model card's words on the version's light model (`predict` and the service run it)."""
+    light = record.get("light_model")
+    if light is None:
+        return "no light model (registered before them; `mnist-pipeline registry convert` adds one)."
+    if not light.get("file"):
+        return f"**no light model**: {light['problem']}; Keras serves this version."
+    return (
+        f"`{light['file']}` (LiteRT, run without TensorFlow by `predict` and the service; on "
+        f"{light['verified_on_images']} test images the same top class as Keras and probabilities within "
+        f"{light['max_probability_difference']:.1g})."
+    )
+
+
 def render_model_card(
     record: dict[str, Any], params: dict[str, Any], metrics: dict[str, Any], decision: DecisionRecord
 ) -> str:
@@ -166,7 +180,7 @@ def render_model_card(
 - **Files**: `model.keras` (Keras), `saved_model/` (TensorFlow Serving: signature `serving_default` takes
   `image`, uint8 [n, 28, 28], returns `output_0`, probabilities [n, 10]); plots `training_curves.png`
   and `confusion_matrix.png`; `predictions.npz` (each test image's label and predicted class, which the
-  gate compares with a later candidate's).
+  gate compares with a later candidate's); {_light_model(record)}
 
 Limitations: trained on centred, size-normalised handwritten digits; accuracy on other kinds of
 images (photos, other scripts, unnormalised crops) is unknown.

@@ -1,0 +1,53 @@
+"""Running a version's light model (`model.tflite`) with LiteRT, without TensorFlow.
+
+Importing `ai_edge_litert` takes about a tenth of a second and no TensorFlow; the same CNN runs about
+as fast as under Keras for big batches and several times faster for the small ones a service sees
+(bench/serve_results.md). The model takes raw uint8 images [n, 28, 28], as the `.keras` file does
+(its first layer scales them), and returns the probabilities [n, 10].
+
+An interpreter is not thread-safe and holds its tensors' buffers: one lock per model serialises the
+calls (the service makes one model call at a time anyway). The input tensor is resized to each
+batch's size: that costs microseconds, where padding a small batch to a fixed size costs the whole
+batch's compute.
+
+Nothing here imports TensorFlow; `tests/test_light_runtime.py` checks it in a fresh process.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+LIGHT_MODEL_FILE = "model.tflite"
+RUNTIME = "litert"
+# One thread a call: on this 2-core machine a second thread made every batch size slower (the other
+# core serves HTTP), and the service's parallelism is its micro-batches and processes.
+THREADS = 1
+
+
+class LightModel:
+    """A LiteRT model of raw uint8 images [n, 28, 28] -> probabilities [n, 10]."""
+
+    def __init__(self, path: str | Path):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = Path(path)
+        self._interpreter = Interpreter(model_path=str(self.path), num_threads=THREADS)
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self._size = -1
+        self._lock = threading.Lock()
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities [n, 10] (float32) of uint8 images [n, 28, 28]."""
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        with self._lock:
+            if len(images) != self._size:
+                self._interpreter.resize_tensor_input(self._input, images.shape, strict=False)
+                self._interpreter.allocate_tensors()
+                self._size = len(images)
+            self._interpreter.set_tensor(self._input, images)
+            self._interpreter.invoke()
+            return np.array(self._interpreter.get_tensor(self._output))  # a copy: the buffer is reused

@@ -1,0 +1,75 @@
+"""Several service processes on one port: `mnist-pipeline serve --workers N`.
+
+One interpreter serves about one core's worth of requests (its event loop lays out each picture and
+writes each answer under the GIL), so on a machine with more cores, more processes serve more. The
+parent binds the socket, forks N workers that each build their own app (model, batcher, production
+watcher) and accept on the shared socket, and waits. SIGINT or SIGTERM is passed on to every worker,
+which finishes its requests and stops; a worker that dies stops the others (the service exits,
+rather than run on with less capacity than asked for).
+
+Each worker follows production on its own, reading the pointer every `poll_seconds`: after a promote
+or rollback, two workers may answer with different versions for at most one poll interval plus the
+new model's load time, and every answer names the version that computed it. Metrics are one view
+through prometheus_client's multiprocess mode (metrics.py): the CLI sets PROMETHEUS_MULTIPROC_DIR
+before anything imports the client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+
+from mnist_pipeline.serve.metrics import MULTIPROCESS_DIR
+
+
+def run_workers(config: uvicorn.Config, build_app: Callable[[], Any], workers: int) -> int:
+    """Serve `config`'s address from `workers` forked processes; returns the exit code."""
+    sock = config.bind_socket()  # uvicorn exits (SystemExit) if it cannot, having logged why
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: its own app, serving the shared socket
+            code = 0
+            try:
+                config.app = build_app()
+                uvicorn.Server(config).run(sockets=[sock])
+            except BaseException:  # noqa: BLE001 - a worker must never return into the parent's code
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+    sock.close()
+
+    def stop(signum: int, frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):  # already gone
+                os.kill(child, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    code, running = 0, set(children)
+    while running:
+        pid, status = os.wait()
+        running.discard(pid)
+        _mark_dead(pid)
+        if os.waitstatus_to_exitcode(status) not in (0, -signal.SIGTERM, -signal.SIGINT):
+            code = 1
+            print(
+                f"service worker {pid} died ({os.waitstatus_to_exitcode(status)}); stopping the others", file=sys.stderr
+            )
+            stop(0, None)
+    return code
+
+
+def _mark_dead(pid: int) -> None:
+    """Drop a dead worker's live gauges from the multiprocess metrics."""
+    if os.environ.get(MULTIPROCESS_DIR):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
