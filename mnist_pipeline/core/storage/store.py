@@ -169,6 +169,10 @@ class ObjectStore:
     def exists(self, url: str) -> bool:
         return bool(self._call(self.fs.exists, f"look for {url}", self._path(url)))
 
+    def size(self, url: str) -> int:
+        """The object's size in bytes."""
+        return int(self._call(self.fs.size, f"look at {url}", self._path(url)))
+
     def find(self, url: str) -> list[str]:
         """The URLs of every object below `url`."""
         scheme = self.url.split("://", 1)[0]
