@@ -131,3 +131,9 @@ def test_a_store_queue_is_shared_between_machines(s3_env, tmp_path, monkeypatch)
     [seen] = other.pending()
     other.decide(seen, "accept", "ada", via="test")
     assert seen == first and open_queue(url).files.names("reviewed") == [f"reviewed/4/{first.sha256[:16]}.png"]
+    # a training on a third machine reads the reviewed pictures through its mirror, kept equal to the store
+    monkeypatch.setenv(store.CACHE_ENV_VAR, str(tmp_path / "machine-c"))
+    stale = store.local_path(other.reviewed_location) / "4" / "removed-from-the-store.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    assert scan(store.mirror_tree(other.reviewed_location)).pictures == ((f"4/{first.sha256[:16]}.png", 4),)

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from mnist_pipeline.cli import options
-from mnist_pipeline.core.data.review import CorrectionQueue, open_queue
+from mnist_pipeline.core.data.review import CorrectionQueue, open_queue, queue_location
 
 
 def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
@@ -57,18 +56,8 @@ def _decision(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=_decide)
 
 
-def corrections_location(corrections_dir: str | None, artifacts_dir: str | None) -> str:
-    """--corrections-dir (a folder or a store URL), else corrections/ of the artifacts folder or store."""
-    from mnist_pipeline.core.storage.paths import ArtifactPaths
-
-    if corrections_dir:
-        return corrections_dir if "://" in corrections_dir else str(Path(corrections_dir).expanduser().resolve())
-    paths = ArtifactPaths.resolve(artifacts_dir)
-    return paths.ref(paths.root / "corrections")
-
-
 def _queue(args: argparse.Namespace) -> CorrectionQueue:
-    return open_queue(corrections_location(args.corrections_dir, args.artifacts_dir))
+    return open_queue(queue_location(args.corrections_dir, args.artifacts_dir))
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -105,7 +105,7 @@ def _quiet_logs() -> None:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from mnist_pipeline.cli.corrections import corrections_location
+    from mnist_pipeline.core.data.review import queue_location
     from mnist_pipeline.core.storage.paths import ArtifactPaths
     from mnist_pipeline.serve.app import ServeSettings, create_app
     from mnist_pipeline.serve.guard import is_loopback, read_token
@@ -122,7 +122,7 @@ def serve(args: argparse.Namespace) -> int:
     paths = ArtifactPaths.resolve(args.artifacts_dir)
     settings = ServeSettings(
         registry=paths.ref(paths.registry),
-        corrections=corrections_location(args.corrections_dir, args.artifacts_dir),
+        corrections=queue_location(args.corrections_dir, args.artifacts_dir),
         corrections_max_bytes=args.corrections_max_mb * 1_000_000,
         corrections_token=token,
         corrections_per_minute=args.corrections_per_minute,

@@ -311,6 +311,16 @@ class CorrectionQueue:
         return sorted(self.files.read_log(), key=lambda entry: entry["time"])
 
 
+def queue_location(corrections_dir: str | None, artifacts_dir: str | None) -> str:
+    """`corrections_dir` (a folder or a store URL), else `corrections/` of the artifacts folder or store."""
+    from mnist_pipeline.core.storage.paths import ArtifactPaths
+
+    if corrections_dir:
+        return corrections_dir if store.is_url(corrections_dir) else str(Path(corrections_dir).expanduser().resolve())
+    paths = ArtifactPaths.resolve(artifacts_dir)
+    return paths.ref(paths.root / "corrections")
+
+
 def open_queue(location: str | os.PathLike[str]) -> CorrectionQueue:
     """The queue in a folder, or under a store URL (team mode)."""
     text = str(location)
