@@ -25,7 +25,7 @@ from prefect.input import RunInput
 from prefect.logging import get_run_logger
 from prefect.states import Completed, Failed
 
-from mnist_pipeline.core.data.review import Correction, CorrectionQueue, open_queue, queue_location
+from mnist_pipeline.core.data.review import Action, Correction, CorrectionQueue, open_queue, queue_location
 
 Choice = Literal[
     "leave pending",
@@ -43,6 +43,11 @@ Choice = Literal[
     "relabel as 9",
 ]
 Rest = Literal["leave pending", "accept", "reject"]
+DECISIONS: dict[str, tuple[Action, int | None]] = {
+    "accept": ("accept", None),
+    "reject": ("reject", None),
+    **{f"relabel as {label}": ("relabel", label) for label in range(10)},
+}
 SHOWN_SIZE = 112  # pixels a 28x28 picture is shown at (4x, nearest neighbour: every pixel visible)
 
 
@@ -99,7 +104,7 @@ def review_form(pending: list[Correction], page: str) -> type[RunInput]:
             ),
         )
     form: type[RunInput] = pydantic.create_model("ReviewCorrections", __base__=RunInput, **fields)
-    form._description = page  # type: ignore[assignment]  # Prefect shows it above the form
+    form._description = page  # Prefect shows it above the form
     return form
 
 
@@ -113,7 +118,7 @@ def carry_out(queue: CorrectionQueue, pending: list[Correction], answer: dict[st
         choice = answer["rest"] if choice == "leave pending" else choice
         if choice == "leave pending":
             continue
-        action, label = ("relabel", int(choice[-1])) if choice.startswith("relabel") else (choice, None)
+        action, label = DECISIONS[choice]
         queue.decide(correction, action, answer["reviewer"], answer["reason"], label=label, via=via)
         counts[action] += 1
     left = len(pending) - sum(counts.values())
@@ -154,5 +159,5 @@ def _data_uri(png: bytes) -> str:
     from PIL import Image
 
     shown = io.BytesIO()
-    Image.open(io.BytesIO(png)).resize((SHOWN_SIZE, SHOWN_SIZE), Image.NEAREST).save(shown, format="PNG")
+    Image.open(io.BytesIO(png)).resize((SHOWN_SIZE, SHOWN_SIZE), Image.Resampling.NEAREST).save(shown, format="PNG")
     return "data:image/png;base64," + base64.b64encode(shown.getvalue()).decode("ascii")

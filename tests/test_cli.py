@@ -38,6 +38,7 @@ COMMANDS = {
     "serve",
     "team up",
     *(f"registry {action}" for action in ("list", "show", "promote", "rollback", "check", "repair")),
+    *(f"corrections {action}" for action in ("list", "accept", "reject", "relabel")),
 }
 # What a command needs besides options, to parse at all.
 REQUIRED = {
@@ -45,6 +46,9 @@ REQUIRED = {
     "registry show": ["1"],
     "registry promote": ["1", "--reason", "test"],
     "registry rollback": ["--reason", "test"],
+    "corrections accept": ["5c0e"],
+    "corrections reject": ["5c0e"],
+    "corrections relabel": ["5c0e", "1"],
 }
 
 

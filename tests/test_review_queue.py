@@ -137,3 +137,11 @@ def test_a_store_queue_is_shared_between_machines(s3_env, tmp_path, monkeypatch)
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"old")
     assert scan(store.mirror_tree(other.reviewed_location)).pictures == ((f"4/{first.sha256[:16]}.png", 4),)
+
+
+def test_every_choice_of_the_review_form_is_a_decision_or_leaves_it_pending():
+    from typing import get_args
+
+    from mnist_pipeline.flows.review_flow import DECISIONS, Choice, Rest
+
+    assert set(get_args(Choice)) == set(DECISIONS) | {"leave pending"} and set(get_args(Rest)) <= set(get_args(Choice))
