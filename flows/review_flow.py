@@ -49,6 +49,7 @@ DECISIONS: dict[str, tuple[Action, int | None]] = {
     **{f"relabel as {label}": ("relabel", label) for label in range(10)},
 }
 SHOWN_SIZE = 112  # pixels a 28x28 picture is shown at (4x, nearest neighbour: every pixel visible)
+POLL_SECONDS = 3  # how often the paused run asks the server whether it was resumed
 
 
 @flow(name="mnist-review-corrections", log_prints=True)
@@ -76,13 +77,12 @@ def review_corrections(
         answer = pause_flow_run(
             wait_for_input=review_form(pending, page),
             timeout=timeout_seconds,
-            poll_interval=min(10, max(1, timeout_seconds // 10)),
+            poll_interval=max(1, min(POLL_SECONDS, timeout_seconds // 2)),
         )
-    except FlowPauseTimeout:
-        return Failed(
-            name="Not reviewed",
-            message=f"nobody reviewed within {timeout_seconds} s: all {len(pending)} corrections stay pending",
-        )
+    except FlowPauseTimeout:  # the server words the end state itself: "The flow was not reviewed and never resumed."
+        why = f"nobody reviewed within {timeout_seconds} s: all {len(pending)} corrections stay pending"
+        get_run_logger().warning(why)
+        return Failed(name="Not reviewed", message=why)
     return carry_out(queue, pending, answer.model_dump())
 
 
