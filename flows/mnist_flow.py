@@ -204,8 +204,11 @@ def make_plan(params: PipelineParameters) -> Plan:
 
 
 def data_folders(params: PipelineParameters | DataParameters) -> tuple[Path, Path | None]:
-    """(the MNIST bundle's folder, the extra pictures' folder or None), resolved."""
+    """(the MNIST bundle's folder, the extra pictures' folder or None), resolved; extra pictures in a
+    store (team mode: reviewed corrections) are mirrored here first."""
     bundle_dir = Path(params.bundle_dir).expanduser().resolve() if params.bundle_dir else bundled_mnist_dir()
+    if params.extra_data and store.is_url(params.extra_data):
+        return bundle_dir, store.mirror_tree(params.extra_data)
     return bundle_dir, Path(params.extra_data).expanduser().resolve() if params.extra_data else None
 
 

@@ -40,6 +40,7 @@ COMMANDS = {
         f"registry {action}"
         for action in ("list", "show", "promote", "rollback", "check", "repair", "convert", "sync-mlflow")
     ),
+    *(f"corrections {action}" for action in ("list", "accept", "reject", "relabel")),
 }
 # What a command needs besides options, to parse at all.
 REQUIRED = {
@@ -47,6 +48,9 @@ REQUIRED = {
     "registry show": ["1"],
     "registry promote": ["1", "--reason", "test"],
     "registry rollback": ["--reason", "test"],
+    "corrections accept": ["5c0e"],
+    "corrections reject": ["5c0e"],
+    "corrections relabel": ["5c0e", "1"],
 }
 
 

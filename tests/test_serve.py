@@ -17,15 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from mnist_pipeline.cli.predict import predict_files
 from mnist_pipeline.core.data.pictures import read_picture
+from mnist_pipeline.core.data.review import open_queue
 from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.support.files import write_json_atomic
 from mnist_pipeline.serve.app import MAX_IMAGES_PER_REQUEST, STATIC, ServeSettings, create_app
 from mnist_pipeline.serve.batching import MicroBatcher, ServiceBusy
+from mnist_pipeline.serve.guard import RateLimiter
 from support.commands import imported_packages
 from support.pictures import hand_made_zero, png_bytes, write_png
 from support.polling import wait_until
@@ -190,25 +193,29 @@ def test_follows_production_and_refuses_a_damaged_new_model(service, two_version
     assert service.get("/readyz").json() == {"ready": True, "version": "v0001"}
 
 
-def test_a_correction_is_stored_as_the_laid_out_png_under_its_label(service, two_versions):
+def test_a_correction_waits_for_review_as_the_laid_out_png_with_what_the_model_read(service, two_versions):
     drawing = np.zeros((280, 280), np.uint8)
     drawing[60:220, 130:150] = 255  # a "1", ten times MNIST's size
     response = service.post("/v1/corrections", files={"file": ("drawing.png", png_bytes(drawing))}, data={"label": "7"})
     assert response.status_code == 201, response.text
-    stored = two_versions / "corrections" / response.json()["stored"]
-    assert stored.parent == two_versions / "corrections" / "7"
-    assert re.fullmatch(r"\d{8}T\d{12}Z-[0-9a-f]{12}\.png", stored.name)
-    image = np.asarray(Image.open(stored))
+    assert response.json()["status"] == "pending review" and response.json()["new"] is True
+    queue = open_queue(two_versions / "corrections")
+    [correction] = queue.pending()
+    assert correction.id == response.json()["id"] and correction.label == 7 and correction.client == "testclient"
+    assert correction.model_version == "v0001" and len(correction.model_top) == 3
+    assert not (two_versions / "corrections" / "reviewed").exists()  # nothing trains before a person accepts it
+    image = np.asarray(Image.open(io.BytesIO(queue.picture(correction))))
     assert np.array_equal(image, read_picture(io.BytesIO(png_bytes(drawing))))  # what the model was shown
-    assert np.abs(read_picture(stored).astype(int) - image).max() <= 1  # an MNIST-like digit, read as it is
 
 
-def test_the_corrections_folder_is_capped(two_versions):
+def test_the_pending_corrections_are_capped(two_versions):
     client = start(two_versions, corrections_max_bytes=600)
     try:
-        drawing = png_bytes(hand_made_zero())
         answers = [
-            client.post("/v1/corrections", files={"file": ("d.png", drawing)}, data={"label": "0"}) for _ in range(4)
+            client.post(
+                "/v1/corrections", files={"file": ("d.png", png_bytes(hand_made_zero(12.0 + i)))}, data={"label": "0"}
+            )
+            for i in range(4)
         ]
         statuses = [answer.status_code for answer in answers]
         assert 201 in statuses and statuses[-1] == 507 and "cap" in answers[-1].json()["detail"]
@@ -216,6 +223,60 @@ def test_the_corrections_folder_is_capped(two_versions):
         assert 0 < stored <= 600
     finally:
         client.__exit__(None, None, None)
+
+
+def test_corrections_need_the_token_when_one_is_set(two_versions):
+    client = start(two_versions, corrections_token="s3cret")
+    drawing = {"file": ("d.png", png_bytes(hand_made_zero()))}
+    try:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            answer = client.post("/v1/corrections", files=drawing, data={"label": "0"}, headers=headers)
+            assert answer.status_code == 401 and "Authorization: Bearer" in answer.json()["detail"], headers
+            assert answer.headers["www-authenticate"] == "Bearer"
+        assert not (two_versions / "corrections").exists()  # nothing stored
+        answer = client.post(
+            "/v1/corrections", files=drawing, data={"label": "0"}, headers={"Authorization": "Bearer s3cret"}
+        )
+        assert answer.status_code == 201, answer.text
+        assert (
+            client.post("/v1/predict", json={"images": hand_made_zero().tolist()}).status_code == 200
+        )  # predict asks none
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_300_corrections_from_one_client_are_limited_and_none_trains(two_versions):
+    client = start(two_versions, corrections_per_minute=20)
+    try:
+        answers = [
+            client.post(
+                "/v1/corrections",
+                files={"file": ("d.png", png_bytes(np.roll(hand_made_zero(), i % 28, axis=i // 28 % 2)))},
+                data={"label": str(i % 10)},
+            )
+            for i in range(300)
+        ]
+    finally:
+        client.__exit__(None, None, None)
+    statuses = [answer.status_code for answer in answers]
+    assert statuses[:20] == [201] * 20 and 20 <= statuses.count(201) <= 25 and statuses.count(429) >= 275
+    refused = answers[statuses.index(429)]
+    assert int(refused.headers["retry-after"]) >= 1 and "at most 20 a minute" in refused.json()["detail"]
+    assert not (two_versions / "corrections" / "reviewed").exists()
+    assert len(open_queue(two_versions / "corrections").pending()) == statuses.count(201)
+
+
+def test_the_rate_limit_is_per_client_and_refills():
+    now = [0.0]
+    limiter = RateLimiter(per_minute=6, clock=lambda: now[0])
+    for _ in range(6):
+        limiter.check("a")
+    with pytest.raises(HTTPException) as refused:
+        limiter.check("a")
+    assert refused.value.status_code == 429 and refused.value.headers == {"Retry-After": "10"}
+    limiter.check("b")  # another client has its own bucket
+    now[0] = 10.0
+    limiter.check("a")  # one refilled after 60/6 s
 
 
 def test_the_page_is_served_and_loads_nothing_from_elsewhere(service):

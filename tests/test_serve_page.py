@@ -1,9 +1,10 @@
 """The drawing page in a real browser: Debian's chromium, headless, driven by Playwright. A digit drawn
-by pointer events on the canvas is classified; "that's wrong, it is a ..." stores it under its label.
+by pointer events on the canvas is classified; "that's wrong, it is a ..." queues it for review under its label.
 """
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mnist_pipeline.core.data.review import open_queue
 from support.servers import serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_chromium]
@@ -63,11 +65,16 @@ def test_draw_a_digit_see_the_answer_and_store_a_correction(mlp_artifacts, tmp_p
             assert shown[0] == 7, f"read a drawn 7 as {shown}"
 
             page.locator('#labels button[data-label="3"]').click()  # "that's wrong, it is a 3"
-            expect(page.locator("#status")).to_contain_text("stored as a 3", timeout=60_000)
+            expect(page.locator("#status")).to_contain_text("kept as a 3 for review", timeout=60_000)
         finally:
             browser.close()
 
-    [stored] = (mlp_artifacts / "corrections").rglob("*.png")
-    assert stored.parent.name == "3"
-    image = np.asarray(Image.open(stored))
+    queue = open_queue(mlp_artifacts / "corrections")
+    [pending] = queue.pending()  # waiting for a person's review, not in training data
+    assert (
+        pending.label == 3
+        and pending.model_top[0][0] == 7
+        and not (mlp_artifacts / "corrections" / "reviewed").exists()
+    )
+    image = np.asarray(Image.open(io.BytesIO(queue.picture(pending))))
     assert image.shape == (28, 28) and image.max() == 255 and image[0].max() == 0  # a digit, white on black

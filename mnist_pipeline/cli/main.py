@@ -5,6 +5,7 @@
     mnist-pipeline predict FILE... [--json]        classify pictures, .npy arrays or IDX files
     mnist-pipeline registry list|show|promote|rollback|check|repair|sync-mlflow
     mnist-pipeline serve [--port 8000]             the production model over HTTP, and a page to draw digits on
+    mnist-pipeline corrections list|accept|reject|relabel   review the corrections the service received
     mnist-pipeline team up [--folder DIR]          the team setup on this machine, for a try (Ctrl-C stops it)
 
 One module per command (cli/run.py, sweep.py, predict.py, registry.py, serve.py, team.py), each adding
@@ -32,14 +33,14 @@ import os
 import sys
 import threading
 
-from mnist_pipeline.cli import predict, registry, run, serve, sweep, team
+from mnist_pipeline.cli import corrections, predict, registry, run, serve, sweep, team
 from mnist_pipeline.cli.options import EXIT_FAILED, EXIT_NOT_PROMOTED, EXIT_OK
 from mnist_pipeline.core.support.errors import PipelineError
 from mnist_pipeline.core.support.quiet_tensorflow import release_stderr
 
 __all__ = ["EXIT_NOT_PROMOTED", "build_parser", "entry_point", "main"]
 
-COMMANDS = (run, sweep, predict, registry, serve, team)  # in the order --help lists them
+COMMANDS = (run, sweep, predict, registry, serve, corrections, team)  # in the order --help lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

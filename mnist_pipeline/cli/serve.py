@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 from mnist_pipeline.cli import options
 from mnist_pipeline.core.support.errors import PipelineError
+from mnist_pipeline.core.support.settings import CORRECTIONS_TOKEN
 
 DESCRIPTION = (
     "Serve the registry's production model over HTTP: POST /v1/predict (pictures or 28x28 arrays), "
@@ -25,7 +26,18 @@ DESCRIPTION = (
 )
 
 LIMITS: list[tuple[str, Callable[[str], float], float, str]] = [  # option, its type, default, help
-    ("--corrections-max-mb", options.whole_number(1, 1_000_000), 100, "size cap of the corrections folder, in MB"),
+    (
+        "--corrections-max-mb",
+        options.whole_number(1, 1_000_000),
+        100,
+        "size cap of the corrections waiting for review, in MB",
+    ),
+    (
+        "--corrections-per-minute",
+        options.whole_number(1, 100_000),
+        30,
+        "corrections one client address may send a minute",
+    ),
     ("--max-upload-mb", options.whole_number(1, 1000), 10, "largest request body, in MB"),
     (
         "--max-batch",
@@ -59,8 +71,19 @@ def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
     options.artifacts_dir(parser, "whose registry/ is served")
     parser.add_argument(
         "--corrections-dir",
-        help="where the page's corrections go, as "
-        "<label>/<time>-<id>.png (default: corrections/ in the artifacts folder)",
+        help="the review queue the page's corrections go to, a folder or a store URL; training reads its "
+        "reviewed/ (default: corrections/ in the artifacts folder or store)",
+    )
+    parser.add_argument(
+        "--corrections-token-file",
+        metavar="FILE",
+        help=f"a file whose first line is the token POST /v1/corrections requires (or ${CORRECTIONS_TOKEN}); "
+        "required when --host is not loopback",
+    )
+    options.switch(
+        parser,
+        "allow-anonymous-corrections",
+        "listen beyond loopback without a corrections token: anyone who reaches the service may queue corrections",
     )
     for flag, kind, default, text in LIMITS:
         parser.add_argument(flag, type=kind, default=default, help=f"{text} (default: %(default)s)")
@@ -102,16 +125,28 @@ def serve(args: argparse.Namespace) -> int:
             return serve(args)
     import uvicorn
 
+    from mnist_pipeline.core.data.review import queue_location
     from mnist_pipeline.core.storage.paths import ArtifactPaths
     from mnist_pipeline.serve.app import ServeSettings, create_app
+    from mnist_pipeline.serve.guard import is_loopback, read_token
     from mnist_pipeline.serve.workers import run_workers
 
+    token = read_token(args.corrections_token_file)
+    if token is None and not is_loopback(args.host) and not args.allow_anonymous_corrections:
+        print(
+            f"error: --host {args.host} lets other machines reach the service, and then POST /v1/corrections "
+            f"needs a token: put one in a file given by --corrections-token-file, or in "
+            f"${CORRECTIONS_TOKEN}; or say --allow-anonymous-corrections",
+            file=sys.stderr,
+        )
+        return options.EXIT_USAGE
     paths = ArtifactPaths.resolve(args.artifacts_dir)
-    corrections = Path(args.corrections_dir).expanduser().resolve() if args.corrections_dir else None
     settings = ServeSettings(
         registry=paths.ref(paths.registry),
-        corrections=corrections or paths.root / "corrections",
+        corrections=queue_location(args.corrections_dir, args.artifacts_dir),
         corrections_max_bytes=args.corrections_max_mb * 1_000_000,
+        corrections_token=token,
+        corrections_per_minute=args.corrections_per_minute,
         max_upload_bytes=args.max_upload_mb * 1_000_000,
         max_batch=args.max_batch,
         batch_window_seconds=args.batch_window_ms / 1000,
@@ -121,7 +156,10 @@ def serve(args: argparse.Namespace) -> int:
     )
     _quiet_logs()
     logging.getLogger("mnist_pipeline.serve").info(
-        "serving the production model of %s; corrections go to %s", settings.registry, settings.corrections
+        "serving the production model of %s; corrections wait for review in %s%s",
+        settings.registry,
+        settings.corrections,
+        "" if token else " (no token asked)",
     )
     config = uvicorn.Config(
         "mnist_pipeline.serve.app:create_app",  # replaced by the app itself below (per worker)

@@ -5,7 +5,7 @@ checks the order):
 
     support     errors, atomic files, fault injection, settings, statistics, a quiet TensorFlow import
     storage     the artifact store (a folder or an S3-compatible URL) and where a run writes
-    data        MNIST's files, the cached split, extra pictures, reading users' pictures
+    data        MNIST's files, the cached split, extra pictures, reading users' pictures, the review queue
     modelling   presets, parameters, training, prediction, the SavedModel export, the light (LiteRT) model
     evaluation  scoring on the test split, plots, the promotion gate
     registry    versions, the production pointer and the decision log, over a folder or a store

@@ -2,7 +2,8 @@
 
     POST /v1/predict       pictures (multipart `file` fields, or one picture as the body) or JSON
                            {"images": [...]} of 28x28 pixel arrays -> classes, probabilities, version
-    POST /v1/corrections   multipart `file` (a drawing) + `label` (0-9) -> stored for training
+    POST /v1/corrections   multipart `file` (a drawing) + `label` (0-9) -> queued for a person's review
+                           (a token when one is set, a per-client rate limit: serve/guard.py)
     GET  /v1/model         the model served: version, accuracy, interval, since; a refused new model
     GET  /healthz          the process answers;  GET /readyz: a verified model is loaded
     GET  /                 the page (static/), to draw digits on;  GET /docs: the OpenAPI page,
@@ -45,6 +46,7 @@ from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.serve import metrics, v2
 from mnist_pipeline.serve.batching import MicroBatcher, ServiceBusy
 from mnist_pipeline.serve.corrections import CorrectionsFull, CorrectionStore
+from mnist_pipeline.serve.guard import RateLimiter, TokenGuard
 from mnist_pipeline.serve.holder import ModelHolder
 from mnist_pipeline.serve.payloads import PayloadError, parse_json
 
@@ -61,8 +63,10 @@ MAX_JSON_DEPTH = 6  # {"images": [n, 28, 28, 1]}: an object and four levels of l
 @dataclass(frozen=True)
 class ServeSettings:
     registry: str  # a folder, or a URL in an artifact store
-    corrections: Path
+    corrections: Path | str  # the review queue: a folder, or a URL in an artifact store
     corrections_max_bytes: int = 100_000_000
+    corrections_token: str | None = None  # required for POST /v1/corrections when set
+    corrections_per_minute: int = 30  # per client address
     max_upload_bytes: int = 10_000_000
     max_batch: int = 64  # images a model call; 1 turns micro-batching off
     batch_window_seconds: float = 0.002
@@ -154,7 +158,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
     batcher = MicroBatcher(
         lambda images: _predict(holder, images), settings.max_batch, settings.batch_window_seconds, settings.max_pending
     )
-    corrections = CorrectionStore(settings.corrections, settings.corrections_max_bytes)
+    corrections = CorrectionStore(str(settings.corrections), settings.corrections_max_bytes)
+    guard, limiter = TokenGuard(settings.corrections_token), RateLimiter(settings.corrections_per_minute)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -285,19 +290,32 @@ def create_app(settings: ServeSettings) -> FastAPI:
         "/v1/corrections",
         status_code=201,
         openapi_extra=CORRECTION_BODY,
-        summary="Store a drawing the model got wrong, with its right label, for training",
+        summary="Queue a drawing the model got wrong, with its right label, for a person's review",
+        responses={401: {"description": "no token, or a wrong one"}, 429: {"description": "too many, see Retry-After"}},
     )
     async def correct(request: Request) -> dict[str, Any]:
+        guard.check(request)
+        client = request.client.host if request.client else "unknown"
+        limiter.check(client)
         form = await _form(request, settings.max_upload_bytes)
         label = str(form.get("label", ""))
         if label not in DIGITS:
             raise HTTPException(422, f"label {label[:20]!r} is not a digit 0-9: send the digit the drawing shows")
-        [image] = await _pictures(form.getlist("file")[:1], invert=False)
+        images = await _pictures(form.getlist("file")[:1], invert=False)
+        version, top = None, []
+        if holder.current is not None:  # what the model read, for the reviewer
+            try:
+                version, probabilities = await batcher.predict(images)
+                top = top_classes(probabilities, TOP_K)[0]
+            except ServiceBusy:
+                pass  # queued without it rather than refused
         try:
-            path = await run_in_threadpool(corrections.save, image, int(label))
+            correction, new = await run_in_threadpool(
+                lambda: corrections.save(images[0], int(label), client=client, model_version=version, model_top=top)
+            )
         except CorrectionsFull as error:
             raise HTTPException(507, str(error)) from None
-        return {"label": int(label), "stored": str(path.relative_to(corrections.root))}
+        return {"label": int(label), "id": correction.id, "status": "pending review", "new": new}
 
     return app
 

@@ -1,58 +1,62 @@
-"""Corrections sent from the page: a digit the model got wrong, stored with its right label in the
-extra-data layout that continuous training reads, `<root>/<label>/<time>-<id>.png`.
+"""Corrections sent from the page: a digit the model got wrong, with the label its sender claims.
 
-What is stored is the 28x28 image the model classified (the drawing laid out as MNIST's digits,
-white on black), so training later reads exactly what was shown to the model. The folder is capped
-at `max_bytes`: past it, corrections are refused rather than filling the disk. Every name is made
-here, from the checked label, the time and a random id: nothing a request sends becomes a path.
+They go into the review queue (`core/data/review.py`) as pending, never straight into training data:
+a person accepts, relabels or rejects each one first (the Prefect review flow, or
+`mnist-pipeline corrections`). What is stored is the 28x28 image the model classified (the drawing
+laid out as MNIST's digits, white on black), with what the model read and which version read it.
+The pending pictures are capped at `max_bytes`: past it, corrections are refused rather than filling
+the disk. Every name is made by the queue from hashes: nothing a request sends becomes a path.
 """
 
 from __future__ import annotations
 
 import io
 import threading
-import uuid
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Iterable
 
 import numpy as np
 
-from mnist_pipeline.core.data.mnist import NUM_CLASSES
+from mnist_pipeline.core.data.review import Correction, open_queue
 from mnist_pipeline.core.support.errors import PipelineError
-from mnist_pipeline.core.support.files import write_bytes_atomic
 
 
 class CorrectionsFull(PipelineError):
-    """The corrections folder has reached its size cap."""
+    """The pending corrections have reached their size cap."""
 
 
 class CorrectionStore:
-    def __init__(self, root: Path, max_bytes: int):
-        self.root = Path(root)
+    def __init__(self, location: str, max_bytes: int):
+        self.queue = open_queue(location)
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self.used = sum(
-            path.stat().st_size for label in range(NUM_CLASSES) for path in (self.root / str(label)).glob("*.png")
-        )
+        self.used = self.queue.pending_bytes()
 
-    def save(self, image: np.ndarray, label: int) -> Path:
-        """Store uint8 [28, 28] `image` as a correction labelled `label` (0-9); its path."""
+    def save(
+        self,
+        image: np.ndarray,
+        label: int,
+        *,
+        client: str | None = None,
+        model_version: str | None = None,
+        model_top: Iterable[tuple[int, float]] = (),
+    ) -> tuple[Correction, bool]:
+        """Queue uint8 [28, 28] `image` as a correction labelled `label` (0-9) for review:
+        (the pending correction, whether it is new)."""
         from PIL import Image
 
-        if label not in range(NUM_CLASSES):
-            raise ValueError(f"label {label!r} is not a digit 0-9")
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="PNG")  # uint8 [28, 28]: grayscale
         png = buffer.getvalue()
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        path = self.root / str(label) / f"{stamp}-{uuid.uuid4().hex[:12]}.png"
         with self._lock:
             if self.used + len(png) > self.max_bytes:
                 raise CorrectionsFull(
-                    f"the corrections folder {self.root} holds {self.used / 1e6:.1f} MB, its cap is "
-                    f"{self.max_bytes / 1e6:.1f} MB: train on the corrections and move them away, or restart "
-                    "the service with a larger --corrections-max-mb"
+                    f"the corrections waiting for review in {self.queue.location} hold {self.used / 1e6:.1f} MB, "
+                    f"their cap is {self.max_bytes / 1e6:.1f} MB: review them (`mnist-pipeline corrections list`), "
+                    "or restart the service with a larger --corrections-max-mb"
                 )
-            write_bytes_atomic(path, png)
-            self.used += len(png)
-        return path
+            correction, new = self.queue.submit(
+                png, label, client=client, model_version=model_version, model_top=model_top
+            )
+            if new:
+                self.used += len(png)
+        return correction, new

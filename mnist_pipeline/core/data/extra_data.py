@@ -3,7 +3,8 @@
 A folder with one sub-folder per class, `0/` to `9/`, of PNG or JPEG pictures of any size, each
 prepared exactly as `mnist-pipeline predict` prepares pictures (`core/data/pictures.py`): a light digit on
 a dark background, laid out as MNIST's digits are. The corrections that the serving page stores
-land in this layout.
+land in this layout once a person accepted them: `<corrections>/reviewed/` (core/data/review.py);
+the review queue itself is refused, so nothing unreviewed trains.
 
 What is skipped and what fails:
 - skipped (counted in the log): hidden entries (names starting with "."), and files in a class
@@ -22,6 +23,7 @@ import numpy as np
 
 from mnist_pipeline.core.support.errors import PermanentError
 from mnist_pipeline.core.support.files import sha256_file
+from mnist_pipeline.core.data import review
 from mnist_pipeline.core.data.mnist import NUM_CLASSES
 from mnist_pipeline.core.data.pictures import InputError, Wording, read_picture
 
@@ -66,6 +68,9 @@ def scan(root: Path) -> ExtraPictures:
     if not root.is_dir():
         raise ExtraDataError(f"extra data folder {root} does not exist or is not a folder. Give a folder "
                              f"with one sub-folder per class ({', '.join(sorted(CLASS_FOLDERS))}) of PNG or JPEG pictures.")
+    if (root / review.PENDING).is_dir() or (root / review.REVIEWED).is_dir():
+        raise ExtraDataError(f"{root} is a review queue of corrections, not an extra-data folder: training reads only "
+                             f"the pictures a person reviewed; give {root / review.REVIEWED}")
     pictures, skipped, problems = [], [], []
     for entry in sorted(root.iterdir()):
         if entry.name.startswith("."):

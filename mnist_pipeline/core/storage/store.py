@@ -106,6 +106,18 @@ def fetch_tree(ref: str) -> Path:
     return path
 
 
+def mirror_tree(ref: str) -> Path:
+    """A folder's local copy kept equal to the store: `fetch_tree`, and mirrored files no longer in the
+    store removed. For folders whose files come and go (the reviewed corrections a training reads)."""
+    path = fetch_tree(ref)
+    if is_url(ref):
+        listed = {local_path(url) for url in ObjectStore.for_url(ref).find(ref)}
+        for stale in [file for file in path.rglob("*") if file.is_file() and file not in listed]:
+            stale.unlink()
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def publish(path: str | os.PathLike[str]) -> str:
     """Upload a mirrored file, or a folder's every file, and return its reference; a local path is
     returned as it is."""
@@ -168,6 +180,10 @@ class ObjectStore:
 
     def exists(self, url: str) -> bool:
         return bool(self._call(self.fs.exists, f"look for {url}", self._path(url)))
+
+    def size(self, url: str) -> int:
+        """The object's size in bytes."""
+        return int(self._call(self.fs.size, f"look at {url}", self._path(url)))
 
     def find(self, url: str) -> list[str]:
         """The URLs of every object below `url`."""

@@ -11,6 +11,8 @@ Users' settings:
     MNIST_REPO_URL        team deployments: the repository the workers clone (default: the checkout's
                           `origin`, or the checkout itself)
     MNIST_REPO_COMMIT     team deployments: the commit they check out (default: the checkout's HEAD)
+    MNIST_CORRECTIONS_TOKEN  the token `serve` requires for POST /v1/corrections (or
+                          `--corrections-token-file`; required when listening beyond loopback)
 
 Test and demo aids (off by default; see core/support/faults.py):
 
@@ -31,6 +33,7 @@ CACHE_DIR = "MNIST_CACHE_DIR"
 RESULTS_BLOCK = "MNIST_RESULTS_BLOCK"
 REPO_URL = "MNIST_REPO_URL"
 REPO_COMMIT = "MNIST_REPO_COMMIT"
+CORRECTIONS_TOKEN = "MNIST_CORRECTIONS_TOKEN"
 TEST_FAIL_ONCE = "MNIST_TEST_FAIL_ONCE"
 TEST_CRASH_AT = "MNIST_TEST_CRASH_AT"
 TEST_FAIL_TRAINING_IN = "MNIST_TEST_FAIL_TRAINING_IN"
@@ -41,6 +44,7 @@ ALL = (
     RESULTS_BLOCK,
     REPO_URL,
     REPO_COMMIT,
+    CORRECTIONS_TOKEN,
     TEST_FAIL_ONCE,
     TEST_CRASH_AT,
     TEST_FAIL_TRAINING_IN,

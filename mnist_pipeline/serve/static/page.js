@@ -123,14 +123,25 @@ async function correct(label) {
   const form = new FormData();
   form.append("file", lastDrawing, "drawing.png");
   form.append("label", String(label));
-  const response = await send("/v1/corrections", { method: "POST", body: form });
+  let response = await sendCorrection(form);
+  if (response && response.status === 401) {  // a service reachable beyond loopback asks for its token
+    const token = window.prompt("This service needs its corrections token to store a correction:");
+    if (!token) return;
+    sessionStorage.setItem("correctionsToken", token);
+    response = await sendCorrection(form);
+  }
   if (!response) return;
   if (!response.ok) {
     say(await errorText(response), true);
     return;
   }
   const body = await response.json();
-  say(`Thank you: stored as a ${body.label} (${body.stored}) for the next training.`);
+  say(`Thank you: kept as a ${body.label} for review (${body.id}); once a person accepts it, the next training uses it.`);
+}
+
+function sendCorrection(form) {
+  const token = sessionStorage.getItem("correctionsToken");
+  return send("/v1/corrections", { method: "POST", body: form, headers: token ? { Authorization: `Bearer ${token}` } : {} });
 }
 
 let shownVersion = null;
