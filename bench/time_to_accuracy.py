@@ -165,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         started, started_at, loads = time.monotonic(), datetime.now(UTC), os.getloadavg()
         results = []
-        for seed in args.seeds:
-            for preset in args.presets:
+        for preset in args.presets:
+            for seed in args.seeds:
                 print(f"training {preset}, seed {seed}", file=sys.stderr, flush=True)
                 results.append(run_in_own_process(preset, seed, manifest, args.epochs))
                 print(json.dumps({k: v for k, v in results[-1].items() if k != "per_epoch"}), file=sys.stderr)
