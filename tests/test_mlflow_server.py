@@ -1,23 +1,29 @@
 """The MLflow view against a real `mlflow server` (started once for the module, stopped by its pid):
 the registry's versions and `production` alias after each kind of change, a real run of the flow with
 its parameters, curves, test results and model loadable as `models:/NAME@production`, a cached rerun
-that refers instead of copying, MLflow going away mid-run, and a sweep's nested runs."""
+that refers instead of copying, MLflow going away mid-run, a failed and a crashed flow run ending their
+MLflow runs FAILED, and a sweep's nested runs."""
 
 from __future__ import annotations
 
 import json
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mnist_pipeline.core.registry import open_registry
+from mnist_pipeline.core.storage import store
+from mnist_pipeline.core.support.errors import ChecksumMismatchError
 from mnist_pipeline.core.tracking.model_sync import SHA_TAG, VERSION_TAG, sync_registry
 from mnist_pipeline.core.tracking.run_log import FLOW_RUN_TAG
 from mnist_pipeline.core.tracking.target import PRODUCTION_ALIAS, MlflowTarget
 from support.commands import run_cli
-from support.mlflow_server import Relay, mlflow_server
+from support.data import bundle_copy, flip_byte
+from support.mlflow_server import Relay, machine_mirror, mlflow_server, register_then_sync
 from support.training import copy_run, register
 
 pytestmark = pytest.mark.slow
@@ -118,9 +124,35 @@ def test_registry_change_while_mlflow_is_away_is_a_warning_and_sync_repairs_it(t
     assert f"MLflow at {relay.url} not updated" in promoted.stderr and "sync-mlflow" in promoted.stderr
     assert client.get_registered_model(target.model_name).aliases[PRODUCTION_ALIAS] in (1, "1")
 
-    synced = run_cli("registry", "sync-mlflow", *cli_args(target, two_versions))
-    assert synced.returncode == 0, synced.stderr
+    # the repair (`registry sync-mlflow` runs it; the command itself is run in the real-runs test below)
+    assert f"moved {target.model_name}@production to v0002" in sync_registry(registry, target, client).lines()
     assert_in_step(registry, client, target.model_name)
+
+
+def test_two_machines_registering_at_once_leave_the_alias_on_the_stores_production(
+    target, s3_env, tiny_strong, tiny_weak, synthetic_split, tmp_path, monkeypatch
+):
+    """Team mode: two machines (threads, each with a mirror of its own) register into one registry in an
+    S3-compatible store at the same moment, twice each, and each syncs MLflow right after, as tracked runs do:
+    compare-and-swap conflicts in the store, and syncs adding the same version at once."""
+    url = s3_env.store_url(f"registry-{uuid.uuid4().hex[:8]}")
+    runs = [
+        copy_run(run, tmp_path / f"run-{n}") for n, run in enumerate([tiny_strong, tiny_weak, tiny_weak, tiny_strong])
+    ]
+    monkeypatch.setattr(store, "cache_root", machine_mirror)
+    start = threading.Barrier(2, timeout=120)
+    with ThreadPoolExecutor(2) as machines:
+        futures = [
+            machines.submit(
+                register_then_sync, url, tmp_path / f"machine-{n}", runs[n::2], synthetic_split, target, start
+            )
+            for n in (0, 1)
+        ]
+        decisions = [said for future in futures for said in future.result(timeout=300)]
+    registry = open_registry(url)
+    assert sorted(said.split()[0] for said in decisions) == registry.versions() == ["v0001", "v0002", "v0003", "v0004"]
+    assert registry.check() == []
+    assert_in_step(registry, target.check(), target.model_name)
 
 
 def run_flow(**parameters):
@@ -222,6 +254,43 @@ def test_real_runs_are_logged_cached_ones_refer_and_an_outage_is_repaired(
     synced = run_cli("registry", "sync-mlflow", "--mlflow-experiment", target.experiment, *cli_args(target, artifacts))
     assert synced.returncode == 0, synced.stderr
     assert_in_step(registry, client, target.model_name)
+
+
+def test_a_failed_or_crashed_flow_run_ends_its_mlflow_run_failed(target, prefect_server, tmp_path, monkeypatch):
+    from prefect.runtime import flow_run
+
+    from mnist_pipeline.flows import mnist_flow
+
+    client = target.check()
+    bundle = bundle_copy(tmp_path / "bundle")
+    labels = bundle / "t10k-labels-idx1-ubyte.gz"
+    flip_byte(labels, -10)
+    parameters = dict(
+        preset="mlp", epochs=1, bundle_dir=str(bundle), artifacts_dir=str(tmp_path / "artifacts"),
+        mlflow_uri=target.uri, mlflow_experiment=target.experiment, mlflow_model=target.model_name,
+    )  # fmt: skip
+
+    # failed: the split stage finds the damaged bundle (after the MLflow run started), no retry helps
+    state, error = run_flow(**parameters)
+    assert state.is_failed() and isinstance(error, ChecksumMismatchError), error
+    failed = mlflow_run_of(client, target.experiment, state.state_details.flow_run_id)
+    assert failed.info.status == "FAILED"
+    assert str(labels) in failed.data.tags["mnist.failure"]
+
+    # crashed: Ctrl-C in the middle of the run (Prefect marks it Crashed and runs the on_crashed hooks)
+    interrupted = []
+
+    def ctrl_c(tag: str) -> None:
+        interrupted.append(flow_run.get_id())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mnist_flow, "tag_run", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run_flow(**parameters)
+    [flow_run_id] = interrupted
+    crashed = mlflow_run_of(client, target.experiment, flow_run_id)
+    assert crashed.info.status == "FAILED"
+    assert crashed.data.tags["mnist.failure"] == "Execution was aborted by an interrupt signal."
 
 
 def test_sweep_is_a_parent_run_with_a_nested_run_per_candidate(target, prefect_server, tiny_strong, tmp_path):

@@ -8,5 +8,6 @@ wait_until`; tests/ is on sys.path through pytest's rootdir conftest):
 - `pictures`: digits as PNG files, photographs and bytes;
 - `service`: requests the HTTP service must refuse, and its answers against `predict`;
 - `servers`: free ports and the processes a test starts (the service, a local Prefect, the team stack);
-- `prefect_state`: task runs, logs and artifacts of a flow run, once they have settled.
+- `prefect_state`: task runs, logs and artifacts of a flow run, once they have settled;
+- `mlflow_server`: a real MLflow server, a relay to cut it off, a team machine registering and syncing.
 """

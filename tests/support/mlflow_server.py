@@ -1,6 +1,7 @@
 """A real MLflow tracking server for the tests (SQLite backend, a local artifacts folder, started as a
-process of its own and stopped by its id), and a TCP relay in front of it that a test can cut: MLflow
-going away mid-run, as the client sees it, without restarting the server."""
+process of its own and stopped by its id), a TCP relay in front of it that a test can cut (MLflow
+going away mid-run, as the client sees it, without restarting the server), and one machine of a team
+registering into a shared registry and mirroring it to MLflow, as a tracked run does."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from mnist_pipeline.core.support import settings
 from support.polling import wait_until
 from support.servers import free_port, stop_process
+from support.training import register
 
 MLFLOW = Path(sys.executable).parent / "mlflow"
 
@@ -109,3 +112,31 @@ class Relay:
                 connection.close()
             except OSError:
                 pass
+
+
+_machine = threading.local()
+
+
+def machine_mirror() -> Path:
+    """The mirror of the store that the machine this thread plays keeps (`register_then_sync`); patched over
+    `store.cache_root`, it gives each thread a mirror of its own, as each machine of a team has."""
+    mirror = getattr(_machine, "mirror", None)
+    return mirror if mirror is not None else settings.cache_root()
+
+
+def register_then_sync(registry_url: str, mirror: Path, runs: list, split, target, start) -> list[str]:
+    """One machine of a team (a thread with the mirror `mirror`, see `machine_mirror`): for each run, wait at
+    the barrier `start` for the other machines, register it, then sync MLflow as a tracked run does after
+    registering. Returns the decisions, e.g. ["v0002 promoted", ...]."""
+    from mnist_pipeline.core.registry import open_registry
+    from mnist_pipeline.core.tracking.model_sync import sync_registry
+
+    _machine.mirror = mirror
+    registry, client = open_registry(registry_url), target.client()
+    said = []
+    for number, run in enumerate(runs, start=1):
+        start.wait()
+        decision = register(registry, run, split, flow_run_id=f"{mirror.name}-{number}")
+        sync_registry(registry, target, client)
+        said.append(f"{decision.candidate} {decision.verdict}")
+    return said

@@ -67,7 +67,7 @@ def sync_registry(registry: Registry, target: MlflowTarget, client: Any) -> Sync
     _ensure_registered_model(client, name)
     mirrored = _mirrored_versions(client, name)
     statuses, reasons = registry.statuses(), _last_reasons(registry)
-    for version in registry.versions():
+    for version in statuses:  # oldest first; one registered since (another machine's) is left to its own sync
         record = registry.read_version(version)
         tags = {
             VERSION_TAG: version,
@@ -109,7 +109,10 @@ def _ensure_registered_model(client: Any, name: str) -> None:
 
 def _mirrored_versions(client: Any, name: str) -> dict[str, Any]:
     """{project version: its MLflow model version}. Two processes adding the same version at once can
-    both create one: the lower-numbered is kept, and the other deleted."""
+    both create one: the lower-numbered is kept (whoever sees the higher sees it too), and the other
+    deleted, by whichever sync gets there first."""
+    from mlflow.exceptions import MlflowException
+
     by_version: dict[str, list[Any]] = {}
     for found in client.search_model_versions(f"name = '{name}'"):
         if VERSION_TAG in found.tags:
@@ -118,7 +121,11 @@ def _mirrored_versions(client: Any, name: str) -> dict[str, Any]:
     for version, found in by_version.items():
         kept, *extra = sorted(found, key=lambda model_version: int(model_version.version))
         for duplicate in extra:
-            client.delete_model_version(name, duplicate.version)
+            try:
+                client.delete_model_version(name, duplicate.version)
+            except MlflowException as error:
+                if error.error_code != "RESOURCE_DOES_NOT_EXIST":  # else another sync deleted it meanwhile
+                    raise
         mirrored[version] = kept
     return mirrored
 
