@@ -69,9 +69,9 @@ def _shifted(layers: Any, fraction: float) -> list[Any]:
 
 
 def _cnn(layers: Any, config: TrainingConfig) -> list[Any]:
-    """Two small conv blocks, trained on digits shifted by up to 2 pixels."""
+    """Two small conv blocks, trained on digits shifted by up to 1.7 pixels."""
     return [
-        *_shifted(layers, 0.08),
+        *_shifted(layers, 0.06),
         layers.Conv2D(24, 3, activation="relu"),
         layers.MaxPooling2D(),
         layers.Conv2D(48, 3, activation="relu"),
