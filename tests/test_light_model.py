@@ -105,3 +105,27 @@ def test_registry_convert_gives_older_versions_their_light_model(registry_kind, 
     assert registry.light_model_path("v0001") is not None and registry.check() == []
     assert registry.backend.version_file("v0001", "version.json").read_bytes() == version_json
     assert registry.convert("v0001") == registry.light_record("v0001")  # converted once only
+
+
+@pytest.mark.slow  # two trainings and two SavedModel exports
+@pytest.mark.parametrize("preset", ["cnn", "cnn-best"])
+def test_the_augmented_presets_register_serve_and_export_like_the_others(preset, synthetic_split, tmp_path):
+    """Trained with random shifts (and rotations), saved without them: the version's light model and
+    its SavedModel export give Keras' answers, the same answers every time."""
+    import tensorflow as tf
+
+    from mnist_pipeline.core.registry.registry import SAVED_MODEL_DIR
+    from support.training import train_and_evaluate
+
+    run = train_and_evaluate(synthetic_split, tmp_path / "run", preset, seed=4, epochs=1, batch_size=64)
+    registry = open_registry(tmp_path / "registry")
+    register(registry, run, synthetic_split, threshold=0.01)
+    images, _ = synthetic_split.load("test")
+    keras = predict_probabilities(load_model(registry.model_path("v0001")), images)
+    assert registry.light_record("v0001")["top_class_disagreements"] == 0
+    light = LightModel(registry.light_model_path("v0001"))
+    assert np.abs(light.predict(images) - keras).max() <= 1e-5
+    serving = tf.saved_model.load(str(registry.version_dir("v0001") / SAVED_MODEL_DIR)).signatures["serving_default"]
+    exported = [serving(image=tf.constant(images))["output_0"].numpy() for _ in range(2)]
+    assert np.array_equal(exported[0], exported[1])
+    np.testing.assert_allclose(exported[0], keras, atol=1e-5)
