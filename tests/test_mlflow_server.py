@@ -1,8 +1,9 @@
 """The MLflow view against a real `mlflow server` (started once for the module, stopped by its pid):
 the registry's versions and `production` alias after each kind of change, a real run of the flow with
-its parameters, curves, test results and model loadable as `models:/NAME@production`, a cached rerun
-that refers instead of copying, MLflow going away mid-run, a failed and a crashed flow run ending their
-MLflow runs FAILED, and a sweep's nested runs."""
+its parameters, curves, test results and model loadable as `models:/NAME@production` (with Keras, and
+with pyfunc on its light model without TensorFlow), a cached rerun that refers instead of copying,
+MLflow going away mid-run, a failed and a crashed flow run ending their MLflow runs FAILED, and a
+sweep's nested runs."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from mnist_pipeline.core.support.errors import ChecksumMismatchError
 from mnist_pipeline.core.tracking.model_sync import SHA_TAG, VERSION_TAG, sync_registry
 from mnist_pipeline.core.tracking.run_log import FLOW_RUN_TAG
 from mnist_pipeline.core.tracking.target import PRODUCTION_ALIAS, MlflowTarget
-from support.commands import run_cli
+from support.commands import imported_packages, run_cli
 from support.data import bundle_copy, flip_byte
 from support.mlflow_server import Relay, machine_mirror, mlflow_server, register_then_sync
 from support.training import copy_run, register
@@ -170,6 +171,14 @@ def mlflow_run_of(client, experiment: str, flow_run_id) -> object:
     return run
 
 
+PYFUNC_PREDICT = """
+import mlflow.pyfunc, numpy as np
+mlflow.set_tracking_uri("{0}")
+model = mlflow.pyfunc.load_model("models:/{1}@production")
+np.save("{2}/pyfunc.npy", model.predict(np.load("{2}/images.npy")))
+"""
+
+
 def test_real_runs_are_logged_cached_ones_refer_and_an_outage_is_repaired(
     target, prefect_server, tmp_path, monkeypatch
 ):
@@ -178,6 +187,7 @@ def test_real_runs_are_logged_cached_ones_refer_and_an_outage_is_repaired(
 
     from mnist_pipeline.cli.predict import classify
     from mnist_pipeline.core.data.splits import check_split
+    from mnist_pipeline.core.modelling.models import load_model, predict_probabilities
     from mnist_pipeline.core.tracking.run_log import RunLog
 
     artifacts = tmp_path / "artifacts"
@@ -227,7 +237,21 @@ def test_real_runs_are_logged_cached_ones_refer_and_an_outage_is_repaired(
     mlflow.set_tracking_uri(target.uri)
     loaded = mlflow.keras.load_model(f"models:/{target.model_name}@production")
     assert len(images) == 10_000
-    assert np.array_equal(loaded.predict(images, batch_size=1000, verbose=0), classify(registry, "v0001", images))
+    keras_model = load_model(registry.model_path("v0001"))
+    assert np.array_equal(
+        loaded.predict(images, batch_size=1000, verbose=0), predict_probabilities(keras_model, images)
+    )
+    expected = classify(registry, "v0001", images)  # `predict`'s: the light model's, since the version has one
+
+    # pyfunc runs the version's light model, in a process that imports neither TensorFlow nor this project
+    assert registry.light_model_path("v0001") is not None
+    np.save(tmp_path / "images.npy", images)
+    imported = imported_packages("-c", PYFUNC_PREDICT.format(target.uri, target.model_name, tmp_path))
+    assert "mlflow" in imported and "ai_edge_litert" in imported
+    assert not {"tensorflow", "keras", "mnist_pipeline"} & imported
+    probabilities = np.load(tmp_path / "pyfunc.npy")
+    assert np.array_equal(probabilities.argmax(axis=1), expected.argmax(axis=1))
+    assert np.abs(probabilities - expected).max() <= 1e-5
 
     # the same inputs again: training and evaluation come from the cache; MLflow gets a reference, no copy
     state, summary = run_flow(**parameters)

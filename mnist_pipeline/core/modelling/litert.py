@@ -10,7 +10,10 @@ calls (the service makes one model call at a time anyway). The input tensor is r
 batch's size: that costs microseconds, where padding a small batch to a fixed size costs the whole
 batch's compute.
 
-Nothing here imports TensorFlow; `tests/test_light_runtime.py` checks it in a fresh process.
+Nothing here imports TensorFlow; `tests/test_light_runtime.py` checks it in a fresh process. Nor
+anything of this project: a version mirrored to MLflow carries a copy of this file as its pyfunc
+loader (`_load_pyfunc`, see `core/tracking/model_sync.py`), so that a team loads it with
+`mlflow.pyfunc.load_model` where only numpy and `ai-edge-litert` are installed.
 """
 
 from __future__ import annotations
@@ -51,3 +54,23 @@ class LightModel:
             self._interpreter.set_tensor(self._input, images)
             self._interpreter.invoke()
             return np.array(self._interpreter.get_tensor(self._output))  # a copy: the buffer is reused
+
+
+class _Pyfunc:
+    """MLflow's pyfunc face of a light model. MLflow checks the input against the model's signature
+    first, and then hands a named tensor as {name: array}."""
+
+    def __init__(self, model: LightModel):
+        self.model = model
+
+    def predict(self, data: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+        if isinstance(data, dict):
+            if len(data) != 1:
+                raise ValueError(f"one array of images [n, 28, 28] expected, got {len(data)}: {sorted(data)}")
+            [data] = data.values()
+        return self.model.predict(data)
+
+
+def _load_pyfunc(path: str) -> _Pyfunc:
+    """MLflow's pyfunc entry point (the flavour's `loader_module`): the light model at `path`."""
+    return _Pyfunc(LightModel(path))

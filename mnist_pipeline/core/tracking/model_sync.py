@@ -34,6 +34,8 @@ DECISION_TAG = "mnist.decision"
 REASON_TAG = "mnist.decision_reason"
 SYNC_RUN_TAG = "mnist.registry_sync"  # on a run made to hold a version no tracked run registered
 MODEL_ARTIFACT = "model"
+LIGHT_FOLDER = "litert"  # in an MLflow model folder: the light model, the pyfunc flavour's data
+LIGHT_LOADER = "mnist_litert"  # the pyfunc loader module, a copy of core/modelling/litert.py
 MAX_ROUNDS = 20  # production moved this often during one sync: stop (the movers sync it)
 
 
@@ -147,7 +149,8 @@ def _add_version(
     registry: Registry, target: MlflowTarget, client: Any, version: str, tags: dict[str, str], flow_run_id: str | None
 ) -> Any:
     """Log `version`'s model (its registered `.keras` file, byte for byte) as a Keras model in the MLflow
-    run of the flow run that registered it (else in a run made for it) and make it a model version."""
+    run of the flow run that registered it (else in a run made for it) and make it a model version.
+    A version with a light model gets it as its pyfunc flavour (`_light_pyfunc`)."""
     experiment = experiment_id(client, target.experiment)
     run_id = (flow_run_id and find_run(client, experiment, FLOW_RUN_TAG, flow_run_id)) or find_run(
         client, experiment, SYNC_RUN_TAG, version
@@ -157,7 +160,10 @@ def _add_version(
         holder.end()
         run_id = holder.run_id
     with tempfile.TemporaryDirectory(prefix="mnist-mlflow-") as folder:
-        _save_keras_flavor(registry.model_path(version), Path(folder) / MODEL_ARTIFACT)
+        saved = Path(folder) / MODEL_ARTIFACT
+        _save_keras_flavor(registry.model_path(version), saved, light := registry.light_model_path(version))
+        if light is not None:
+            _light_pyfunc(light, saved)
         client.log_artifacts(run_id, str(Path(folder) / MODEL_ARTIFACT), MODEL_ARTIFACT)
     client.create_model_version(
         target.model_name, f"runs:/{run_id}/{MODEL_ARTIFACT}", run_id, tags=tags, description=f"Registry {version}"
@@ -165,10 +171,12 @@ def _add_version(
     return _mirrored_versions(client, target.model_name)[version]
 
 
-def _save_keras_flavor(model_path: Path, destination: Path) -> None:
+def _save_keras_flavor(model_path: Path, destination: Path, light: Path | None) -> None:
     """An MLflow Keras model folder holding the `.keras` file at `model_path` unchanged (so its SHA-256
     is the registry's), with its input and output signature and pinned requirements (MLflow would
-    otherwise load the model in a subprocess to infer them)."""
+    otherwise load the model in a subprocess to infer them; LiteRT's too when there is a `light` model)."""
+    import importlib.metadata
+
     import keras
     import mlflow.keras
     import numpy as np
@@ -187,10 +195,39 @@ def _save_keras_flavor(model_path: Path, destination: Path) -> None:
         model,
         str(destination),
         signature=signature,
-        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
+        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
+        + ([f"ai-edge-litert=={importlib.metadata.version('ai-edge-litert')}"] if light else []),
     )
     [saved] = (destination / "data").glob("*.keras")
     shutil.copyfile(model_path, saved)
+
+
+def _light_pyfunc(light: Path, destination: Path) -> None:
+    """Make the light model the pyfunc flavour of the MLflow model folder `destination` (MLflow's Keras
+    flavour made Keras' own): `mlflow.pyfunc.load_model` then runs it on LiteRT, without TensorFlow, and
+    `mlflow.keras.load_model` still loads the `.keras` file. The loader is a copy of `litert.py`, which
+    imports nothing of this project, in the model's `code/`: loading needs numpy and `ai-edge-litert`,
+    not this package."""
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    from mnist_pipeline.core.modelling import litert
+
+    (destination / LIGHT_FOLDER).mkdir()
+    shutil.copyfile(light, destination / LIGHT_FOLDER / light.name)
+    (destination / "code").mkdir()
+    shutil.copyfile(litert.__file__, destination / "code" / f"{LIGHT_LOADER}.py")
+    model = Model.load(destination / "MLmodel")
+    environment = model.flavors.pop(mlflow.pyfunc.FLAVOR_NAME)[mlflow.pyfunc.ENV]  # the model's, kept
+    mlflow.pyfunc.add_to_model(
+        model,
+        loader_module=LIGHT_LOADER,
+        data=f"{LIGHT_FOLDER}/{light.name}",
+        code="code",
+        conda_env=environment.get("conda"),
+        python_env=environment.get("virtualenv"),
+    )
+    model.save(destination / "MLmodel")
 
 
 def _align_alias(registry: Registry, client: Any, name: str, mirrored: dict[str, Any]) -> tuple[str | None, bool]:
