@@ -123,14 +123,14 @@ PRESETS: dict[str, Preset] = {
         TrainingConfig(
             "cnn", epochs=10, batch_size=128, learning_rate=2e-3, patience=3, seed=42, width=128, dropout=0.3
         ),
-        "small convolutional network, the default: about 99.4% in 1-2 minutes",
+        "small convolutional network, the default: about 99.3-99.4% in about 2 minutes",
     ),
     "cnn-best": Preset(
         _cnn_best,
         TrainingConfig(
             "cnn-best", epochs=15, batch_size=128, learning_rate=2e-3, patience=5, seed=42, width=256, dropout=0.3
         ),
-        "the most accurate: batch-normalized network, shifted and rotated digits; about 99.6% in 10-15 minutes",
+        "the most accurate: batch-normalized network, shifted and rotated digits; about 99.6% in about 15-20 minutes",
         warmup_epochs=1.0,
     ),
     "mlp": Preset(
