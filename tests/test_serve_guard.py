@@ -5,6 +5,8 @@ reaches training data. (The token and rate limit in detail, in process: test_ser
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -44,10 +46,12 @@ def test_with_a_token_file_a_correction_needs_it(two_versions, tmp_path):
         assert pending.id == first and pending.client == "127.0.0.1"
 
         # 300 more from the same client: the bucket holds 20 (one spent above), then one each 3 s
+        started = time.monotonic()
         with httpx.Client(headers={"Authorization": "Bearer abc123"}) as authorized:
             codes = [authorized.post(f"{url}/v1/corrections", files=drawing, data={"label": "1"}) for _ in range(300)]
+        refilled = (time.monotonic() - started) / 3  # a busy machine takes longer, and the bucket refills
     statuses = [answer.status_code for answer in codes]
-    assert set(statuses) == {201, 429} and statuses.count(201) <= 21, statuses.count(201)
+    assert set(statuses) == {201, 429} and statuses.count(201) <= 20 + refilled, (statuses.count(201), refilled)
     assert all(int(answer.headers["Retry-After"]) >= 1 for answer in codes if answer.status_code == 429)
     reviewed = two_versions / "corrections" / "reviewed"
     # the change check fingerprints reviewed/ only: with nothing there, it sees no change
