@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -247,6 +248,7 @@ def test_corrections_need_the_token_when_one_is_set(two_versions):
 
 def test_300_corrections_from_one_client_are_limited_and_none_trains(two_versions):
     client = start(two_versions, corrections_per_minute=20)
+    started = time.monotonic()
     try:
         answers = [
             client.post(
@@ -258,8 +260,10 @@ def test_300_corrections_from_one_client_are_limited_and_none_trains(two_version
         ]
     finally:
         client.__exit__(None, None, None)
+    refilled = (time.monotonic() - started) / 3  # one more each 3 s: a busy machine rightly accepts more
     statuses = [answer.status_code for answer in answers]
-    assert statuses[:20] == [201] * 20 and 20 <= statuses.count(201) <= 25 and statuses.count(429) >= 275
+    assert statuses[:20] == [201] * 20 and 20 <= statuses.count(201) <= 20 + refilled, (statuses.count(201), refilled)
+    assert statuses.count(429) == 300 - statuses.count(201)
     refused = answers[statuses.index(429)]
     assert int(refused.headers["retry-after"]) >= 1 and "at most 20 a minute" in refused.json()["detail"]
     assert not (two_versions / "corrections" / "reviewed").exists()
