@@ -16,19 +16,10 @@ from pathlib import Path
 
 from mnist_pipeline.core.support import settings
 from support.polling import wait_until
-from support.servers import free_port, stop_process
+from support.servers import answers_ok, free_port, stop_process
 from support.training import register
 
 MLFLOW = Path(sys.executable).parent / "mlflow"
-
-
-def answers(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{url}/health", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @contextmanager
@@ -57,7 +48,9 @@ def mlflow_server(folder: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         exited, _ = wait_until(
-            lambda: (process.poll(), answers(url)), lambda state: state[0] is not None or state[1], timeout=180
+            lambda: (process.poll(), answers_ok(f"{url}/health")),
+            lambda state: state[0] is not None or state[1],
+            timeout=180,
         )
         assert exited is None, f"mlflow server exited with {exited}:\n{log.read_text()[-3000:]}"
         yield url

@@ -25,11 +25,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def service_ready(url: str) -> bool:
+def answers_ok(url: str) -> bool:
+    """Whether a GET of `url` answers 200 now (False while the server is not up)."""
     import httpx
 
     try:
-        return httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+        return httpx.get(url, timeout=10).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -58,7 +59,9 @@ def serving(artifacts: Path, *options: str, log: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         exited, _ = wait_until(
-            lambda: (process.poll(), service_ready(url)), lambda state: state[0] is not None or state[1], timeout=240
+            lambda: (process.poll(), answers_ok(f"{url}/readyz")),
+            lambda state: state[0] is not None or state[1],
+            timeout=240,
         )
         assert exited is None, f"the service exited with {exited}:\n{log.read_text()[-3000:]}"
         yield url
