@@ -161,6 +161,31 @@ def test_entry_point_is_installed():
     assert ENTRY_POINT.is_file(), "run `pip install -e .` to install the mnist-pipeline command"
 
 
+STUCK_EXIT = """
+import subprocess, sys, threading
+from mnist_pipeline.cli import main as cli
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+print(child.pid, flush=True)
+threading._register_atexit(threading.Event().wait)  # never ends, as a Prefect service's drain whose loop died
+cli.EXIT_DEADLINE_SECONDS = 1
+cli.main = lambda argv=None: 3  # the command's work, done: its exit code
+cli.entry_point()
+"""
+
+
+def test_a_clean_up_stuck_at_exit_is_given_up_after_the_deadline_and_the_processes_started_are_stopped():
+    result = subprocess.run([sys.executable, "-c", STUCK_EXIT], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3, result.stderr[-3000:]  # the command's own exit code
+    assert "warning: the run is done (exit code 3), but Prefect's clean-up at exit did not end within 1 s" in (
+        result.stderr
+    )
+    assert "Thread 0x" in result.stderr  # where each thread was (faulthandler's dump)
+    child = int(result.stdout.split()[0])
+    assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text(), (
+        "the process the command started outlived it"
+    )
+
+
 # Switches --------------------------------------------------------------------------------------------
 
 

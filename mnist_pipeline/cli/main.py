@@ -29,9 +29,12 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
+import faulthandler
 import os
 import sys
 import threading
+import time
 
 from mnist_pipeline.cli import corrections, predict, registry, run, serve, sweep, team
 from mnist_pipeline.cli.options import EXIT_FAILED, EXIT_NOT_PROMOTED, EXIT_OK
@@ -40,6 +43,7 @@ from mnist_pipeline.core.support.quiet_tensorflow import release_stderr
 
 __all__ = ["EXIT_NOT_PROMOTED", "build_parser", "entry_point", "main"]
 
+EXIT_DEADLINE_SECONDS = 60.0  # for Prefect's clean-up at exit (the last logs sent, its temporary server stopped)
 COMMANDS = (run, sweep, predict, registry, serve, corrections, team)  # in the order --help lists them
 
 
@@ -94,6 +98,7 @@ def entry_point(argv: list[str] | None = None) -> None:
     sys.stderr.flush()
     shutdown_threads = getattr(threading, "_shutdown", None)
     run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    _exit_within(EXIT_DEADLINE_SECONDS, code)
     if shutdown_threads is None or run_exit_handlers is None:
         release_stderr()
         sys.exit(code)
@@ -101,6 +106,39 @@ def entry_point(argv: list[str] | None = None) -> None:
     run_exit_handlers()
     release_stderr()  # a TensorFlow import still running in the background may be filtering stderr
     os._exit(code)
+
+
+def _exit_within(seconds: float, code: int) -> None:
+    """Arm a watchdog: if the interpreter's exit steps have not ended `seconds` from now, say so (with
+    every thread's stack, for a bug report), stop the processes this one started and exit with `code`.
+
+    The work is done and written by then; only Prefect's clean-up is left, and it can wait forever:
+    its services drain their queues at exit without a timeout, and a service whose event-loop thread
+    died never drains (seen once under heavy load: a run printed its summary, then hung for 20 minutes
+    with its temporary Prefect server still running).
+    """
+
+    def give_up() -> None:
+        time.sleep(seconds)
+        import psutil
+
+        print(
+            f"warning: the run is done (exit code {code}), but Prefect's clean-up at exit did not end within "
+            f"{seconds:g} s; stopping it and the processes it started. Where each thread was:",
+            file=sys.stderr,
+            flush=True,
+        )
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        children = psutil.Process().children(recursive=True)  # e.g. Prefect's temporary server
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.terminate()
+        for child in psutil.wait_procs(children, timeout=5)[1]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        os._exit(code)
+
+    threading.Thread(target=give_up, name="exit-deadline", daemon=True).start()
 
 
 if __name__ == "__main__":
