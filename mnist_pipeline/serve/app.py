@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -177,8 +178,45 @@ def create_app(settings: ServeSettings) -> FastAPI:
         redoc_url=None,
     )
     app.add_middleware(_Measured)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.post(
+        "/v1/predict",
+        response_model=PredictResponse,
+        response_model_by_alias=True,
+        openapi_extra=PREDICT_BODY,
+        summary="Classify digits: pictures or 28x28 pixel arrays",
+        responses={
+            413: {"description": "body too large"},
+            415: {"description": "not a picture or JSON"},
+            422: {"description": "a picture or array that cannot be classified"},
+            503: {"description": "no model loaded yet, or too many requests waiting"},
+        },
+    )
+    async def predict(request: Request, invert: bool = False) -> Response:
+        """`invert=true` for dark digits on a light background."""
+        if holder.current is None:
+            raise HTTPException(503, f"not ready: {_not_ready(holder)}")
+        images = await _request_images(request, settings.max_upload_bytes, invert)
+        try:
+            version, probabilities = await batcher.predict(images)
+        except ServiceBusy as error:
+            raise HTTPException(503, str(error), headers={"Retry-After": "1"}) from None
+        answer = {
+            "version": version,
+            "predictions": [
+                {
+                    "index": i,
+                    "class": int(np.argmax(row)),
+                    "top": [{"class": c, "probability": round(p, 6)} for c, p in top],
+                    "probabilities": [round(float(p), 6) for p in row],
+                }
+                for i, (row, top) in enumerate(zip(probabilities, top_classes(probabilities, TOP_K), strict=True))
+            ],
+        }
+        # encoded here, as PredictResponse lays it out: FastAPI's validation of the answer against the
+        # model (kept for the OpenAPI page) took a tenth of a request's time
+        return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
+
     v2.add_routes(
         app,
         holder,
@@ -252,41 +290,6 @@ def create_app(settings: ServeSettings) -> FastAPI:
         }
 
     @app.post(
-        "/v1/predict",
-        response_model=PredictResponse,
-        response_model_by_alias=True,
-        openapi_extra=PREDICT_BODY,
-        summary="Classify digits: pictures or 28x28 pixel arrays",
-        responses={
-            413: {"description": "body too large"},
-            415: {"description": "not a picture or JSON"},
-            422: {"description": "a picture or array that cannot be classified"},
-            503: {"description": "no model loaded yet, or too many requests waiting"},
-        },
-    )
-    async def predict(request: Request, invert: bool = False) -> dict[str, Any]:
-        """`invert=true` for dark digits on a light background."""
-        if holder.current is None:
-            raise HTTPException(503, f"not ready: {_not_ready(holder)}")
-        images = await _request_images(request, settings.max_upload_bytes, invert)
-        try:
-            version, probabilities = await batcher.predict(images)
-        except ServiceBusy as error:
-            raise HTTPException(503, str(error), headers={"Retry-After": "1"}) from None
-        return {
-            "version": version,
-            "predictions": [
-                {
-                    "index": i,
-                    "class": int(np.argmax(row)),
-                    "probabilities": [round(float(p), 6) for p in row],
-                    "top": [{"class": c, "probability": round(p, 6)} for c, p in top],
-                }
-                for i, (row, top) in enumerate(zip(probabilities, top_classes(probabilities, TOP_K), strict=True))
-            ],
-        }
-
-    @app.post(
         "/v1/corrections",
         status_code=201,
         openapi_extra=CORRECTION_BODY,
@@ -317,6 +320,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
             raise HTTPException(507, str(error)) from None
         return {"label": int(label), "id": correction.id, "status": "pending review", "new": new}
 
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
     return app
 
 

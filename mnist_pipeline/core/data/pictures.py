@@ -145,13 +145,14 @@ def read_picture(source: Path | BinaryIO, invert: bool = False, name: Path | str
         ) from error
     if invert:
         gray = 255.0 - gray
-    if np.median(gray) > 127:  # mostly light: the background is light, so the digit is dark
+    background = _median(gray)
+    if background > 127:  # mostly light: the background is light, so the digit is dark
         fix = f"leave out {wording.invert_option}" if invert else f"pass {wording.invert_option}"
         raise InputError(
             f"{label}: the picture {'is, once inverted,' if invert else 'is'} a dark digit on a light background; "
             f"the model reads light digits on a dark background (as MNIST's): {fix}"
         )
-    return mnist_layout(gray, label)
+    return mnist_layout(gray, label, background)
 
 
 def _check_size(size: tuple[int, int], name: Path | str) -> None:
@@ -179,10 +180,21 @@ def _grayscale(image: PIL.Image.Image, background: int) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.float64)
 
 
-def mnist_layout(gray: np.ndarray, path: Path | str = "image") -> np.ndarray:
+def _median(values: np.ndarray) -> float:
+    """`np.median(values)`, without the generality that made it a fifth of a picture's layout time in
+    the service (two calls of ~0.1 ms each for a 28x28 picture)."""
+    flat = values.ravel()
+    half = flat.size // 2
+    if flat.size % 2:
+        return float(np.partition(flat, half)[half])
+    low, high = np.partition(flat, (half - 1, half))[half - 1 : half + 1]
+    return (float(low) + float(high)) / 2
+
+
+def mnist_layout(gray: np.ndarray, path: Path | str = "image", background: float | None = None) -> np.ndarray:
     """Lay out a white-on-black digit as MNIST does: 28x28 uint8, digit fitted in 20x20, centred.
 
-    The background (the median pixel: most of a digit picture is background) becomes black and the
+    The background (the median pixel, unless given: most of a digit picture is background) becomes black and the
     brightest pixel white; the digit's bounding box is the pixels above INK_LEVEL of that. A box
     already 19-21 pixels on its long side is not resampled, and a digit off centre by half a pixel
     or less is not moved: every MNIST test image comes through unchanged (but for a grey level when
@@ -190,7 +202,7 @@ def mnist_layout(gray: np.ndarray, path: Path | str = "image") -> np.ndarray:
     """
     from PIL import Image
 
-    gray = np.clip(gray - np.median(gray), 0, None)
+    gray = np.clip(gray - (_median(gray) if background is None else background), 0, None)
     peak = gray.max()
     if peak < MIN_CONTRAST:
         raise InputError(f"{path}: no digit found: the picture is blank (all pixels about the same)")
