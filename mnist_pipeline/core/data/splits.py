@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from filelock import FileLock
 
 from mnist_pipeline.core.data import extra_data, mnist
 from mnist_pipeline.core.storage import store
@@ -118,6 +117,8 @@ def ensure_split(recipe: SplitRecipe, bundle_dir: Path, splits_root: Path, tfds_
     """
     final_dir = recipe.split_dir(splits_root)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock  # here: it imports asyncio (70 ms), which reading a registry never needs
+
     with FileLock(final_dir.parent / ".lock"):
         if is_intact(final_dir):
             log.info("split %s is already on disk: reusing it", final_dir)

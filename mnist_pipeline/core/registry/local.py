@@ -15,13 +15,12 @@ process died, and the policy completes it.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import uuid
 from contextlib import AbstractContextManager
 from pathlib import Path
-
-from filelock import FileLock
 
 from mnist_pipeline.core.registry.backend import VERSION_PATTERN, Assemble, LogEntry, Pointer
 from mnist_pipeline.core.registry.decisions import DecisionRecord, now_iso
@@ -38,10 +37,17 @@ class LocalBackend:
         self.versions_dir = self.root / "versions"
         self.production_file = self.root / "production.json"
         self.decision_log = self.root / "decisions.jsonl"
-        self.lock = FileLock(self.root / ".lock")
         self.location = str(self.root)
         self.pointer_location = str(self.production_file)
         self.log_location = str(self.decision_log)
+
+    @functools.cached_property
+    def lock(self) -> AbstractContextManager[object]:
+        """The registry's file lock, made on first use: filelock imports asyncio (70 ms), which reading
+        the registry (`predict`) never needs."""
+        from filelock import FileLock
+
+        return FileLock(self.root / ".lock")
 
     def transaction(self) -> AbstractContextManager[object]:
         return self.lock
