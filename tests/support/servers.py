@@ -93,7 +93,9 @@ def local_prefect(home: Path, prefect_file: Path | None = None) -> Iterator:
         yield local
     finally:
         groups = [process.pid for process in local.processes.values()]
-        local.stop()
+        # A worker stops at SIGTERM only once its flow runs end: a run a test left paused (or a crashed
+        # one it still follows) kept each teardown waiting the whole 30 s before the SIGKILL.
+        local.stop(timeout=5)
     for group in groups:
         try:
             os.killpg(group, 0)
