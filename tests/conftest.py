@@ -33,21 +33,24 @@ from support.training import QUIET_LOG, register, train_and_evaluate  # noqa: E4
 # Order: the longest files first -----------------------------------------------------------------------
 
 # The files that take a minute or more (a whole run's `--durations`), longest first. scripts/test.sh runs
-# the suite on two workers, a file at a time each (`-n 2 --dist loadfile --no-loadscope-reorder`: a
+# the suite on three workers, a file at a time each (`-n 3 --dist loadfile --no-loadscope-reorder`: a
 # file's module fixtures, such as a Prefect server or the team stack, are made once): starting the long
-# ones first lets the two workers end together. In-file order is kept; the other files follow as
+# ones first lets the workers end together. In-file order is kept; the other files follow as
 # collected. Without xdist the order changes nothing: each test sets up what it asserts on.
 LONGEST_FILES = (
     "test_team_mode.py",
     "test_pipeline.py",
-    "test_packaging.py",
-    "test_run_command.py",
     "test_server.py",
-    "test_concurrency.py",
+    "test_continuous_training.py",
     "test_team_stack.py",
     "test_sweep_mnist.py",
-    "test_continuous_training.py",
     "test_crash.py",
+    "test_cli_mnist.py",
+    "test_run_command.py",
+    "test_packaging.py",
+    "test_mlflow_server.py",
+    "test_concurrency.py",
+    "test_light_model.py",
     "test_serve_http.py",
 )
 
