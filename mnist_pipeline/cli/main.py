@@ -123,8 +123,9 @@ def _exit_within(seconds: float, code: int) -> None:
         import psutil
 
         print(
-            f"warning: the run is done (exit code {code}), but Prefect's clean-up at exit did not end within "
-            f"{seconds:g} s; stopping it and the processes it started. Where each thread was:",
+            f"warning: the command is done (exit code {code}), but its clean-up at exit (Prefect's: the last "
+            f"logs, its temporary server) did not end within {seconds:g} s; stopping it and the processes it "
+            "started. Where each thread was:",
             file=sys.stderr,
             flush=True,
         )

@@ -194,11 +194,11 @@ def _median(values: np.ndarray) -> float:
 def mnist_layout(gray: np.ndarray, path: Path | str = "image", background: float | None = None) -> np.ndarray:
     """Lay out a white-on-black digit as MNIST does: 28x28 uint8, digit fitted in 20x20, centred.
 
-    The background (the median pixel, unless given: most of a digit picture is background) becomes black and the
-    brightest pixel white; the digit's bounding box is the pixels above INK_LEVEL of that. A box
-    already 19-21 pixels on its long side is not resampled, and a digit off centre by half a pixel
-    or less is not moved: every MNIST test image comes through unchanged (but for a grey level when
-    its brightest pixel is 254).
+    The background (`background`, else the median pixel: most of a digit picture is background)
+    becomes black and the brightest pixel white; the digit's bounding box is the pixels above
+    INK_LEVEL of that. A box already 19-21 pixels on its long side is not resampled, and a digit off
+    centre by half a pixel or less is not moved: every MNIST test image comes through unchanged (but
+    for a grey level when its brightest pixel is 254).
     """
     from PIL import Image
 
