@@ -10,7 +10,7 @@ bash scripts/system-deps.sh
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 .venv/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
-# Three workers on CI's 2 cores (much of the slow tier waits on servers and processes: a fresh clone's
-# suite took 890 s with three, 1056 s with two; bench/ci_results.md), a test file at a time each, the
+# Three workers on CI's 2 cores (much of the slow tier waits on servers and processes, so three end
+# sooner than two: bench/ci_results.md), a test file at a time each, the
 # longest files first (tests/conftest.py). Options given here come after these and win, e.g. `-n 0`.
 exec .venv/bin/python -m pytest -n 3 --dist loadfile --no-loadscope-reorder "$@"
