@@ -28,7 +28,7 @@ from mnist_pipeline.core.registry import Registry, open_registry  # noqa: E402
 from mnist_pipeline.core.storage import store  # noqa: E402
 from mnist_pipeline.core.storage.paths import ArtifactPaths, bundled_mnist_dir  # noqa: E402
 from support.data import synthetic_split_files  # noqa: E402
-from support.training import QUIET_LOG, register, train_and_evaluate  # noqa: E402
+from support.training import QUIET_LOG, convert_once_per_model, register, train_and_evaluate  # noqa: E402
 
 # Order: the longest files first -----------------------------------------------------------------------
 
@@ -258,3 +258,28 @@ def registry(registry_kind, registry_location, request, two_versions) -> Registr
 @pytest.fixture
 def quiet_log():
     return QUIET_LOG
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _convert_each_model_once(tmp_path_factory, worker_id):
+    """Registrations in this process reuse the conversion of a model converted before in this run
+    (`convert_once_per_model`; the folder is shared by the run's workers: their temporary folders'
+    parent). Session-wide, so that the session's registries are made with it too."""
+    from mnist_pipeline.core.modelling import light
+
+    run_folder = tmp_path_factory.getbasetemp()
+    cache = (run_folder if worker_id == "master" else run_folder.parent) / "light-models"
+    cache.mkdir(exist_ok=True)
+    real_convert = light._convert
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(light, "_convert", convert_once_per_model(cache, real_convert))
+        yield real_convert
+
+
+@pytest.fixture(autouse=True)
+def _real_conversion_in_its_own_tests(request, _convert_each_model_once, monkeypatch):
+    """test_light_model.py tests conversion itself: every conversion there is a real one."""
+    if request.module.__name__ == "test_light_model":
+        from mnist_pipeline.core.modelling import light
+
+        monkeypatch.setattr(light, "_convert", _convert_each_model_once)

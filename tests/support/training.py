@@ -3,7 +3,9 @@ run would, copy a run, and check what a run wrote against Keras itself."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -123,3 +125,25 @@ def assert_serves_as_keras(version_dir: Path, images: np.ndarray) -> None:
     assert served.shape == (len(images), 10)
     np.testing.assert_allclose(served, expected, atol=1e-6)
     assert np.array_equal(served.argmax(1), expected.argmax(1))
+
+
+def convert_once_per_model(cache: Path, convert):
+    """`light._convert`, remembering its result in `cache` by the model's architecture and weights: the
+    tests register the same few tiny models hundreds of times, and a LiteRT conversion costs seconds.
+    A model seen before gets the very bytes the converter wrote for it; the verification against Keras
+    still runs at every registration."""
+
+    def converted(keras_model, target: Path) -> None:
+        digest = hashlib.sha256(keras_model.to_json().encode())
+        for weights in keras_model.get_weights():
+            digest.update(np.ascontiguousarray(weights).tobytes())
+        cached = cache / f"{digest.hexdigest()}.tflite"
+        if cached.exists():
+            shutil.copyfile(cached, target)
+            return
+        convert(keras_model, target)
+        partial = cache / f"{cached.name}.{os.getpid()}.partial"
+        shutil.copyfile(target, partial)
+        os.replace(partial, cached)  # other workers see the whole file or none
+
+    return converted
