@@ -3,6 +3,7 @@ test accuracy of the model it saves, for several seeds, side by side in one run:
 
     python bench/time_to_accuracy.py                      # cnn and cnn-best, seeds 42, 7 and 1234
     python bench/time_to_accuracy.py --presets cnn mlp --seeds 42
+    python bench/time_to_accuracy.py --presets cnn-before cnn   # the default cnn against its old recipe
 
 Each training runs in a fresh process of its own, one after the other (they would share the 2 cores
 otherwise), through the train stage's own function (`core.modelling.training.fit`: the preset, its
@@ -10,8 +11,9 @@ input pipeline, schedule and early stopping, the seed); only the epochs are time
 is recomputed from the saved `model.keras` on MNIST's 10,000 test images, with its 95% Wilson
 interval. The split is the default run's (bundled MNIST, seed 42, 10% validation), built once into a
 temporary folder unless --manifest names one. Results: bench/time_to_accuracy_results.md and .json
-(or --output-dir); the ratio column is each training's time over the default cnn's with the same
-seed in the same run (machines of one kind differ by up to ~1.6x from day to day).
+(or --output-dir); the ratio columns are each training's time over the default cnn's, and over the
+old default's (`cnn-before`, a bench-only preset, when run), with the same seed in the same run
+(machines of one kind differ by up to ~1.6x from day to day).
 
     python bench/time_to_accuracy.py --one --preset cnn --manifest M --targets 0.99   # one training, one JSON line
 """
@@ -32,12 +34,38 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
+from mnist_pipeline.core.data.mnist import IMAGE_SHAPE, NUM_CLASSES  # noqa: E402
 from mnist_pipeline.core.data.splits import check_split, ensure_split, make_recipe  # noqa: E402
-from mnist_pipeline.core.modelling.models import PRESETS, training_config  # noqa: E402
+from mnist_pipeline.core.modelling.models import PRESETS, Preset, TrainingConfig, training_config  # noqa: E402
 from mnist_pipeline.core.storage.paths import bundled_mnist_dir  # noqa: E402
 from mnist_pipeline.core.support.stats import wilson_interval  # noqa: E402
 
 TARGETS = (0.990, 0.994, 0.996)  # validation accuracy
+
+
+def _cnn_before(layers, config):
+    return [
+        layers.Reshape((*IMAGE_SHAPE, 1)),
+        layers.Conv2D(24, 3, activation="relu"),
+        layers.MaxPooling2D(),
+        layers.Conv2D(48, 3, activation="relu"),
+        layers.MaxPooling2D(),
+        layers.Flatten(),
+        layers.Dense(config.width, activation="relu"),
+        layers.Dropout(config.dropout),
+        layers.Dense(NUM_CLASSES, activation="softmax"),
+    ]
+
+
+# The default cnn as it was before issue 23 (commit 36e46a4: no shifts, 24 and 48 filters, 6 epochs),
+# a bench-only preset: the issue's time limit for the cnn is twice this one's training time.
+PRESETS["cnn-before"] = Preset(
+    _cnn_before,
+    TrainingConfig(
+        "cnn-before", epochs=6, batch_size=128, learning_rate=2e-3, patience=2, seed=42, width=128, dropout=0.3
+    ),
+    "the default cnn before issue 23",
+)
 DEFAULT_PRESETS = ("cnn", "cnn-best")
 DEFAULT_SEEDS = (42, 7, 1234)
 LOG = logging.getLogger("time_to_accuracy")
@@ -114,6 +142,7 @@ def _seconds(value: float | None) -> str:
 
 def report(results: list[dict], started_at: datetime, loads: tuple[float, ...], wall_seconds: float) -> str:
     cnn_seconds = {r["seed"]: r["train_seconds"] for r in results if r["preset"] == "cnn"}
+    before_seconds = {r["seed"]: r["train_seconds"] for r in results if r["preset"] == "cnn-before"}
     lines = [
         "# Time to accuracy: each preset, several seeds, side by side in one run",
         "",
@@ -121,19 +150,23 @@ def report(results: list[dict], started_at: datetime, loads: tuple[float, ...], 
         f"{os.cpu_count()} CPU cores (load average {loads[0]:.2f} at the start), {wall_seconds / 60:.0f} minutes in all. "
         "Each training ran alone, in its own process, through the train stage's `fit`; only epochs are timed. "
         "Validation: 6,000 images held out of MNIST's train set; test: MNIST's 10,000 test images, scored "
-        "from the saved model. The ratio is training time over the default cnn's with the same seed.",
+        "from the saved model. The ratios are training time over the default cnn's, and over the cnn's before "
+        "issue 23 (`cnn-before`, when run), with the same seed.",
         "",
-        "| preset | seed | epochs run (best) | training s | ratio to cnn | s to 99.0% val | s to 99.4% val "
-        "| s to 99.6% val | test accuracy | 95% interval |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| preset | seed | epochs run (best) | training s | ratio to cnn | ratio to cnn-before | s to 99.0% val "
+        "| s to 99.4% val | s to 99.6% val | test accuracy | 95% interval |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
-        ratio = f"{r['train_seconds'] / cnn_seconds[r['seed']]:.2f}" if r["seed"] in cnn_seconds else ""
+        ratios = [
+            f"{r['train_seconds'] / seconds[r['seed']]:.2f}" if r["seed"] in seconds else ""
+            for seconds in (cnn_seconds, before_seconds)
+        ]
         reached = [_seconds(r["seconds_to_val"][f"{t:.3f}"]) for t in TARGETS]
         low, high = r["test_interval_95"]
         lines.append(
             f"| {r['preset']} | {r['seed']} | {r['epochs_run']} ({r['best_epoch']}) | {r['train_seconds']:.0f} "
-            f"| {ratio} | {' | '.join(reached)} | {100 * r['test_accuracy']:.2f}% | {100 * low:.2f}-{100 * high:.2f}% |"
+            f"| {' | '.join(ratios)} | {' | '.join(reached)} | {100 * r['test_accuracy']:.2f}% | {100 * low:.2f}-{100 * high:.2f}% |"
         )
     return "\n".join(lines) + "\n"
 
@@ -144,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--presets", nargs="+", choices=sorted(PRESETS), default=list(DEFAULT_PRESETS))
+    parser.add_argument(
+        "--presets", nargs="+", choices=sorted(PRESETS), default=list(DEFAULT_PRESETS), help="in this order"
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS))
     parser.add_argument("--epochs", type=int, help="override the presets' epochs (a quick smoke run)")
     parser.add_argument("--manifest", type=Path, help="manifest.json of a split (default: the default run's)")
