@@ -34,9 +34,15 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from mnist_pipeline.core.data.mnist import IMAGE_SHAPE, NUM_CLASSES  # noqa: E402
+from mnist_pipeline.core.data.mnist import IMAGE_SHAPE  # noqa: E402
 from mnist_pipeline.core.data.splits import check_split, ensure_split, make_recipe  # noqa: E402
-from mnist_pipeline.core.modelling.models import PRESETS, Preset, TrainingConfig, training_config  # noqa: E402
+from mnist_pipeline.core.modelling.models import (  # noqa: E402
+    PRESETS,
+    Preset,
+    TrainingConfig,
+    conv_pool_layers,
+    training_config,
+)
 from mnist_pipeline.core.storage.paths import bundled_mnist_dir  # noqa: E402
 from mnist_pipeline.core.support.stats import wilson_interval  # noqa: E402
 
@@ -44,17 +50,7 @@ TARGETS = (0.990, 0.994, 0.996)  # validation accuracy
 
 
 def _cnn_before(layers, config):
-    return [
-        layers.Reshape((*IMAGE_SHAPE, 1)),
-        layers.Conv2D(24, 3, activation="relu"),
-        layers.MaxPooling2D(),
-        layers.Conv2D(48, 3, activation="relu"),
-        layers.MaxPooling2D(),
-        layers.Flatten(),
-        layers.Dense(config.width, activation="relu"),
-        layers.Dropout(config.dropout),
-        layers.Dense(NUM_CLASSES, activation="softmax"),
-    ]
+    return [layers.Reshape((*IMAGE_SHAPE, 1)), *conv_pool_layers(layers, config, (24, 48))]
 
 
 # The default cnn as it was before issue 23 (commit 36e46a4: no shifts, 24 and 48 filters, 6 epochs),
