@@ -47,6 +47,7 @@ def test_predict_runs_the_light_model_without_tensorflow(two_versions, synthetic
     args = ["predict", str(tmp_path / "three.npy"), "--json", "--artifacts-dir", str(two_versions)]
     result = subprocess.run([sys.executable, "-c", program, *args], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr == ""  # nor LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
     output, loaded = result.stdout.rsplit("TENSORFLOW", 1)
     assert loaded.split() == ["False", "False"]
     keras = predict_probabilities(load_model(open_registry(two_versions / "registry").model_path("v0001")), images)

@@ -18,6 +18,8 @@ loader (`_load_pyfunc`, see `core/tracking/model_sync.py`), so that a team loads
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from pathlib import Path
 
@@ -40,6 +42,7 @@ class LightModel:
         self._interpreter = Interpreter(model_path=str(self.path), num_threads=THREADS)
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
+        _without_stderr(self._interpreter.allocate_tensors)
         self._size = -1
         self._lock = threading.Lock()
 
@@ -54,6 +57,27 @@ class LightModel:
             self._interpreter.set_tensor(self._input, images)
             self._interpreter.invoke()
             return np.array(self._interpreter.get_tensor(self._output))  # a copy: the buffer is reused
+
+
+def _without_stderr(call) -> None:
+    """Run `call` with the process's stderr (file descriptor 2) pointed at /dev/null.
+
+    The first allocation of an interpreter's tensors applies LiteRT's XNNPACK delegate, and its C++
+    runtime then writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." straight to the
+    file descriptor: nothing in the Python API turns that off. It would be the first line `predict`
+    prints. The call takes milliseconds; what another thread writes to stderr in that time is lost
+    (the service loads a model before it serves, and later ones while it logs little).
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        call()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class _Pyfunc:
