@@ -31,7 +31,7 @@ from mnist_pipeline.serve.app import MAX_IMAGES_PER_REQUEST, STATIC, ServeSettin
 from mnist_pipeline.serve.batching import MicroBatcher, ServiceBusy
 from mnist_pipeline.serve.guard import RateLimiter
 from support.commands import imported_packages
-from support.pictures import hand_made_zero, png_bytes, write_png
+from support.pictures import distinct_drawings, hand_made_zero, png_bytes, write_png
 from support.polling import wait_until
 from support.service import assert_same_answers, bad_service_requests
 
@@ -250,13 +250,9 @@ def test_300_corrections_from_one_client_are_limited_and_none_trains(two_version
     client = start(two_versions, corrections_per_minute=20)
     started = time.monotonic()
     try:
-        answers = [
-            client.post(
-                "/v1/corrections",
-                files={"file": ("d.png", png_bytes(np.roll(hand_made_zero(), i % 28, axis=i // 28 % 2)))},
-                data={"label": str(i % 10)},
-            )
-            for i in range(300)
+        answers = [  # 300 different corrections: a repeated one is accepted but not queued twice
+            client.post("/v1/corrections", files={"file": ("d.png", png_bytes(drawing))}, data={"label": str(i % 10)})
+            for i, drawing in enumerate(distinct_drawings(300))
         ]
     finally:
         client.__exit__(None, None, None)

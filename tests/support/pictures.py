@@ -1,8 +1,10 @@
-"""Pictures to classify: a hand-made zero, as a PNG file, as a photograph of it, as PNG bytes, and a
-huge PNG that is small on the wire."""
+"""Pictures to classify: a hand-made zero, many different ones, as a PNG file, as a photograph of it,
+as PNG bytes, and a huge PNG that is small on the wire."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,19 @@ def hand_made_zero(centre: float = 14.0) -> np.ndarray:
     y, x = np.mgrid[0:28, 0:28] - centre
     ring = np.clip(1.0 - np.abs(np.hypot(x / 6.5, y / 10.0) - 0.8) / 0.22, 0, 1)
     return (255 * ring / ring.max()).round().astype(np.uint8)
+
+
+def distinct_drawings(count: int) -> Iterator[np.ndarray]:
+    """`count` drawings of a zero, each with two dots of its own in the zero's hole: different pictures
+    even once laid out as MNIST's digits (which centres them: shifted copies of one drawing become the
+    same picture)."""
+    zero = hand_made_zero()
+    hole = [(y, x) for y in range(10, 19) for x in range(11, 18) if zero[y, x] == 0]
+    for dots in itertools.islice(itertools.combinations(hole, 2), count):
+        drawing = zero.copy()
+        for y, x in dots:
+            drawing[y, x] = 255
+        yield drawing
 
 
 def write_png(path: Path, image: np.ndarray, mode: str = "L") -> Path:
