@@ -68,8 +68,13 @@ def _without_stderr(call) -> None:
     prints. The call takes milliseconds; what another thread writes to stderr in that time is lost
     (the service loads a model before it serves, and later ones while it logs little).
     """
-    sys.stderr.flush()
-    saved = os.dup(2)
+    if sys.stderr is not None:
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all (a daemon's closed descriptor): nothing to keep quiet
+        call()
+        return
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
