@@ -21,16 +21,19 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.core.support.errors import PermanentError
-from mnist_pipeline.core.support.files import sha256_file
 from mnist_pipeline.core.data import review
 from mnist_pipeline.core.data.mnist import NUM_CLASSES
 from mnist_pipeline.core.data.pictures import InputError, Wording, read_picture
+from mnist_pipeline.core.support.errors import PermanentError
+from mnist_pipeline.core.support.files import sha256_file
 
 PICTURE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 CLASS_FOLDERS = {str(label) for label in range(NUM_CLASSES)}
-WORDING = Wording(readable="a picture", accepted="PNG or JPEG pictures of a light digit on a dark background",
-                  invert_option="a copy with its colours inverted")
+WORDING = Wording(
+    readable="a picture",
+    accepted="PNG or JPEG pictures of a light digit on a dark background",
+    invert_option="a copy with its colours inverted",
+)
 
 
 class ExtraDataError(PermanentError):
@@ -66,11 +69,15 @@ class ExtraPictures:
 def scan(root: Path) -> ExtraPictures:
     """The pictures under `root` by class folder; fails listing every entry that does not belong."""
     if not root.is_dir():
-        raise ExtraDataError(f"extra data folder {root} does not exist or is not a folder. Give a folder "
-                             f"with one sub-folder per class ({', '.join(sorted(CLASS_FOLDERS))}) of PNG or JPEG pictures.")
+        raise ExtraDataError(
+            f"extra data folder {root} does not exist or is not a folder. Give a folder "
+            f"with one sub-folder per class ({', '.join(sorted(CLASS_FOLDERS))}) of PNG or JPEG pictures."
+        )
     if (root / review.PENDING).is_dir() or (root / review.REVIEWED).is_dir():
-        raise ExtraDataError(f"{root} is a review queue of corrections, not an extra-data folder: training reads only "
-                             f"the pictures a person reviewed; give {root / review.REVIEWED}")
+        raise ExtraDataError(
+            f"{root} is a review queue of corrections, not an extra-data folder: training reads only "
+            f"the pictures a person reviewed; give {root / review.REVIEWED}"
+        )
     pictures, skipped, problems = [], [], []
     for entry in sorted(root.iterdir()):
         if entry.name.startswith("."):
@@ -92,5 +99,6 @@ def scan(root: Path) -> ExtraPictures:
 
 
 def _listing(root: Path, problems: list[str], what: str) -> str:
-    return (f"extra data in {root}: {len(problems)} item(s) {what}; fix or remove them and run again:\n  "
-            + "\n  ".join(problems))
+    return f"extra data in {root}: {len(problems)} item(s) {what}; fix or remove them and run again:\n  " + "\n  ".join(
+        problems
+    )

@@ -36,7 +36,7 @@ def read_idx(path: Path) -> np.ndarray:
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise IdxError(f"{path}: IDX header is cut short")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(IDX_DTYPES[raw[2]])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(raw) - header != expected:

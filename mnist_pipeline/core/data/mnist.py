@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.core.support.errors import BundleMissingError, BundleTruncatedError, ChecksumMismatchError
 from mnist_pipeline.core.data.idx import read_idx
+from mnist_pipeline.core.support.errors import BundleMissingError, BundleTruncatedError, ChecksumMismatchError
 from mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow
 
 DATASET = "mnist:3.0.1"
@@ -81,8 +81,10 @@ def canonical_order(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray,
     """The examples sorted by a hash of (image, label): an order that does not depend on where they
     were read from (the IDX files keep their own order, tfds shuffles examples as it prepares them),
     so both sources give the same split for the same seed."""
-    keys = [hashlib.blake2b(image.tobytes() + bytes([label]), digest_size=8).digest()
-            for image, label in zip(images, labels, strict=True)]
+    keys = [
+        hashlib.blake2b(image.tobytes() + bytes([label]), digest_size=8).digest()
+        for image, label in zip(images, labels, strict=True)
+    ]
     order = sorted(range(len(keys)), key=keys.__getitem__)
     return images[order], labels[order]
 

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
-from mnist_pipeline.core.support.errors import PermanentError
 from mnist_pipeline.core.data.idx import GZIP_MAGIC, IdxError, is_idx, read_idx
 from mnist_pipeline.core.data.mnist import IMAGE_SHAPE
+from mnist_pipeline.core.support.errors import PermanentError
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -50,7 +50,7 @@ class InputError(PermanentError):
 
 
 def file_kind(path: Path) -> str:
-    """"npy", "idx" (gzipped or not) or "picture" (anything else: Pillow decides), by content."""
+    """ "npy", "idx" (gzipped or not) or "picture" (anything else: Pillow decides), by content."""
     try:
         with path.open("rb") as f:
             head = f.read(8)
@@ -126,8 +126,9 @@ class Wording:
     invert_option: str = "--invert"
 
 
-def read_picture(source: Path | BinaryIO, invert: bool = False, name: Path | str | None = None,
-                 wording: Wording = Wording()) -> np.ndarray:
+def read_picture(
+    source: Path | BinaryIO, invert: bool = False, name: Path | str | None = None, wording: Wording = Wording()
+) -> np.ndarray:
     """A picture (a file, or an open binary stream such as an upload) laid out as an MNIST digit:
     uint8 [28, 28]. `name` names it in errors (default: the path)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -136,8 +137,8 @@ def read_picture(source: Path | BinaryIO, invert: bool = False, name: Path | str
     try:
         with Image.open(source) as image:
             _check_size(image.size, label)  # from the header: nothing is decoded yet
-            image.load()
-            gray = _grayscale(ImageOps.exif_transpose(image), background=255 if invert else 0)
+            ImageOps.exif_transpose(image, in_place=True)  # loads it; in place: no copy
+            gray = _grayscale(image, background=255 if invert else 0)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         detail = "no picture format Pillow knows" if isinstance(error, UnidentifiedImageError) else str(error)
         raise InputError(
@@ -177,7 +178,7 @@ def _grayscale(image: PIL.Image.Image, background: int) -> np.ndarray:
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (background, background, background, 255))
         image = Image.alpha_composite(canvas, rgba)
-    return np.asarray(image.convert("L"), dtype=np.float64)
+    return np.asarray(image if image.mode == "L" else image.convert("L"), dtype=np.float64)
 
 
 def _median(values: np.ndarray) -> float:
@@ -206,17 +207,26 @@ def mnist_layout(gray: np.ndarray, path: Path | str = "image", background: float
     peak = gray.max()
     if peak < MIN_CONTRAST:
         raise InputError(f"{path}: no digit found: the picture is blank (all pixels about the same)")
-    gray = gray * (255.0 / peak)
-    rows, cols = np.nonzero(gray > INK_LEVEL * 255)
-    size = max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
+    gray *= 255.0 / peak
+    ink = gray > INK_LEVEL * 255
+    (first_row, last_row), (first_col, last_col) = _span(ink, axis=1), _span(ink, axis=0)
+    size = max(last_row - first_row + 1, last_col - first_col + 1)
     scale = 1.0 if abs(size - DIGIT_BOX) <= SIZE_TOLERANCE else DIGIT_BOX / size
     margin = int(np.ceil(MARGIN / scale))  # keeps the faint edges of the strokes
-    top, left = max(0, rows.min() - margin), max(0, cols.min() - margin)
-    digit = gray[top:rows.max() + 1 + margin, left:cols.max() + 1 + margin]
+    top, left = max(0, first_row - margin), max(0, first_col - margin)
+    digit = gray[top : last_row + 1 + margin, left : last_col + 1 + margin]
     if scale != 1:
         new_size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))
-        digit = np.clip(np.asarray(Image.fromarray(digit.astype(np.float32)).resize(new_size, Image.Resampling.LANCZOS)), 0, 255)
+        digit = np.clip(
+            np.asarray(Image.fromarray(digit.astype(np.float32)).resize(new_size, Image.Resampling.LANCZOS)), 0, 255
+        )
     return _centre(digit, (top, left) if scale == 1 else (0, 0))
+
+
+def _span(marked: np.ndarray, axis: int) -> tuple[int, int]:
+    """The first and last row (axis 1) or column (axis 0) of `marked` with a True in it (it has one)."""
+    any_marked = np.asarray(marked.any(axis=axis))
+    return int(any_marked.argmax()), len(any_marked) - 1 - int(any_marked[::-1].argmax())
 
 
 def _whole_pixels(offset: float) -> int:
@@ -236,5 +246,5 @@ def _centre(digit: np.ndarray, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
     canvas = np.zeros((CANVAS, CANVAS), dtype=np.float64)
     rows = slice(max(0, top), min(CANVAS, top + digit.shape[0]))
     cols = slice(max(0, left), min(CANVAS, left + digit.shape[1]))
-    canvas[rows, cols] = digit[rows.start - top:rows.stop - top, cols.start - left:cols.stop - left]
+    canvas[rows, cols] = digit[rows.start - top : rows.stop - top, cols.start - left : cols.stop - left]
     return np.round(canvas).astype(np.uint8)

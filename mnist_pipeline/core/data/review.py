@@ -21,6 +21,7 @@ pending (decided again later, the destination is found already there), never los
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -182,10 +183,8 @@ class StoreFiles:
         return sum(self.store.size(self._url(name)) for name in self.names(folder))
 
     def delete(self, name: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.store.delete(self._url(name))
-        except FileNotFoundError:
-            pass
 
     def append_log(self, entry: dict[str, Any]) -> None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")

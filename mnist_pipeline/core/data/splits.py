@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from mnist_pipeline.core.data import extra_data, mnist
-from mnist_pipeline.core.storage import store
 from mnist_pipeline.core.data.extra_data import ExtraPictures
+from mnist_pipeline.core.storage import store
 from mnist_pipeline.core.support.errors import SplitValidationError
 from mnist_pipeline.core.support.files import fsync_dir, sha256_file, write_json_atomic
 
@@ -75,8 +75,9 @@ def source_checksums(source: str, bundle_dir: Path) -> tuple[tuple[str, str], ..
     return tuple(sorted((name, sha) for name, (_, sha) in mnist.registered_files().items()))
 
 
-def make_recipe(source: str, bundle_dir: Path, validation_fraction: float, seed: int,
-                extra: ExtraPictures | None = None) -> SplitRecipe:
+def make_recipe(
+    source: str, bundle_dir: Path, validation_fraction: float, seed: int, extra: ExtraPictures | None = None
+) -> SplitRecipe:
     """Hash the inputs of the split. Fails at once, naming the path, when a bundle file is missing."""
     return SplitRecipe(
         dataset=mnist.DATASET,
@@ -100,17 +101,19 @@ def is_intact(split_dir: Path) -> bool:
     """True when the split's manifest is readable and every file it lists has its recorded SHA-256."""
     try:
         manifest = json.loads((split_dir / MANIFEST).read_text())
-        return all(
-            sha256_file(split_dir / entry["file"]) == entry["sha256"]
-            for entry in manifest["splits"].values()
-        )
+        return all(sha256_file(split_dir / entry["file"]) == entry["sha256"] for entry in manifest["splits"].values())
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
-def ensure_split(recipe: SplitRecipe, bundle_dir: Path, splits_root: Path, tfds_data_dir: Path,
-                 log: Log = _LOG,
-                 extra_dir: Path | None = None) -> Path:
+def ensure_split(
+    recipe: SplitRecipe,
+    bundle_dir: Path,
+    splits_root: Path,
+    tfds_data_dir: Path,
+    log: Log = _LOG,
+    extra_dir: Path | None = None,
+) -> Path:
     """The manifest of `recipe`'s split under `splits_root`, built unless an intact copy is there.
 
     Concurrent callers wait on one lock: one builds the split, the others reuse it.
@@ -140,9 +143,14 @@ def split_available(recipe: SplitRecipe, splits_root: str) -> bool:
     return is_intact(store.fetch_tree(split_ref))
 
 
-def ensure_shared_split(recipe: SplitRecipe, bundle_dir: Path, splits_root: str, tfds_data_dir: Path,
-                        log: Log = _LOG,
-                        extra_dir: Path | None = None) -> str:
+def ensure_shared_split(
+    recipe: SplitRecipe,
+    bundle_dir: Path,
+    splits_root: str,
+    tfds_data_dir: Path,
+    log: Log = _LOG,
+    extra_dir: Path | None = None,
+) -> str:
     """`ensure_split` in the artifact store `splits_root` (a folder or a URL): the reference of the
     split's manifest. In a store, a split another machine built is downloaded, not built again; a
     split built here is uploaded, its manifest last and create-only, so when two machines build it
@@ -177,14 +185,22 @@ def describe_split(manifest_path: Path) -> str:
     manifest = json.loads(manifest_path.read_text())
     recipe, entries = manifest["recipe"], manifest["splits"]
     extra = len(recipe.get("extra_sha256", ()))
-    return (f"split {manifest_path.parent.name} ({recipe['source']}{f' + {extra} extra pictures' if extra else ''}, "
-            f"validation fraction {recipe['validation_fraction']}, seed {recipe['seed']}): "
-            + ", ".join(f"{entries[name]['count']} {name}" for name in SPLIT_NAMES) + " images")
+    return (
+        f"split {manifest_path.parent.name} ({recipe['source']}{f' + {extra} extra pictures' if extra else ''}, "
+        f"validation fraction {recipe['validation_fraction']}, seed {recipe['seed']}): "
+        + ", ".join(f"{entries[name]['count']} {name}" for name in SPLIT_NAMES)
+        + " images"
+    )
 
 
-def build_split(recipe: SplitRecipe, bundle_dir: Path, tfds_data_dir: Path, final_dir: Path,
-                extra_dir: Path | None = None, log: Log = _LOG,
-                ) -> None:
+def build_split(
+    recipe: SplitRecipe,
+    bundle_dir: Path,
+    tfds_data_dir: Path,
+    final_dir: Path,
+    extra_dir: Path | None = None,
+    log: Log = _LOG,
+) -> None:
     """Verify the source, read MNIST once, split train/validation by seeded index, add the extra
     pictures to train, and write the files into `final_dir` (the caller holds the splits lock)."""
     if recipe.source == "bundle":
@@ -202,8 +218,9 @@ def build_split(recipe: SplitRecipe, bundle_dir: Path, tfds_data_dir: Path, fina
     write_split(recipe, splits, final_dir)
 
 
-def _with_extra(train: tuple[np.ndarray, np.ndarray], recipe: SplitRecipe, extra_dir: Path | None,
-                log: Log) -> tuple[np.ndarray, np.ndarray]:
+def _with_extra(
+    train: tuple[np.ndarray, np.ndarray], recipe: SplitRecipe, extra_dir: Path | None, log: Log
+) -> tuple[np.ndarray, np.ndarray]:
     """The train split with the recipe's extra pictures appended (never validation or test: the test
     split stays MNIST's own, so accuracies stay comparable)."""
     if not recipe.extra_sha256:
@@ -213,10 +230,15 @@ def _with_extra(train: tuple[np.ndarray, np.ndarray], recipe: SplitRecipe, extra
     extra = extra_data.scan(extra_dir)
     if extra.fingerprint() != recipe.extra_sha256:
         raise extra_data.ExtraDataError(
-            f"extra data in {extra_dir} changed while the run was starting; run again to use what is there now")
+            f"extra data in {extra_dir} changed while the run was starting; run again to use what is there now"
+        )
     images, labels = extra.load()
-    log.info("added %d extra training pictures from %s%s", len(labels), extra_dir,
-             f" (skipped {len(extra.skipped)}: {', '.join(extra.skipped)})" if extra.skipped else "")
+    log.info(
+        "added %d extra training pictures from %s%s",
+        len(labels),
+        extra_dir,
+        f" (skipped {len(extra.skipped)}: {', '.join(extra.skipped)})" if extra.skipped else "",
+    )
     return np.concatenate([train[0], images]), np.concatenate([train[1], labels])
 
 
@@ -306,8 +328,11 @@ def check_split(manifest_path: Path) -> SplitFiles:
             raise _invalid(manifest_path, f"{path} has SHA-256 {actual}, the manifest records {entry['sha256']}")
         images, labels = files.load(name)
         if images.dtype != np.uint8 or images.shape[1:] != mnist.IMAGE_SHAPE:
-            raise _invalid(manifest_path, f"{name} images are {images.dtype} {images.shape}, "
-                           f"expected uint8 [n, {mnist.IMAGE_SHAPE[0]}, {mnist.IMAGE_SHAPE[1]}]")
+            raise _invalid(
+                manifest_path,
+                f"{name} images are {images.dtype} {images.shape}, "
+                f"expected uint8 [n, {mnist.IMAGE_SHAPE[0]}, {mnist.IMAGE_SHAPE[1]}]",
+            )
         if len(images) != len(labels):
             raise _invalid(manifest_path, f"{name} has {len(images)} images but {len(labels)} labels")
         if labels.size and (labels.min() < 0 or labels.max() >= mnist.NUM_CLASSES):
@@ -316,6 +341,9 @@ def check_split(manifest_path: Path) -> SplitFiles:
         if 0 in class_counts:
             raise _invalid(manifest_path, f"{name} has no example of class {class_counts.index(0)}")
         if len(labels) != entry["count"] or class_counts != entry["class_counts"]:
-            raise _invalid(manifest_path, f"{name} has {len(labels)} examples with class counts {class_counts}; "
-                           f"the manifest records {entry['count']} with {entry['class_counts']}")
+            raise _invalid(
+                manifest_path,
+                f"{name} has {len(labels)} examples with class counts {class_counts}; "
+                f"the manifest records {entry['count']} with {entry['class_counts']}",
+            )
     return files
