@@ -33,7 +33,7 @@ from mnist_pipeline.serve.guard import RateLimiter
 from support.commands import imported_packages
 from support.pictures import distinct_drawings, hand_made_zero, png_bytes, write_png
 from support.polling import wait_until
-from support.service import assert_same_answers, bad_service_requests
+from support.service import assert_same_answers, bad_service_requests, metric_samples
 
 
 def start(artifacts: Path, **settings) -> TestClient:
@@ -130,6 +130,28 @@ def test_invert_reads_dark_digits_on_light_backgrounds(service):
     inverted = service.post("/v1/predict?invert=true", content=dark_on_light, headers={"content-type": "image/png"})
     plain = service.post("/v1/predict", content=png_bytes(hand_made_zero()), headers={"content-type": "image/png"})
     assert inverted.json()["predictions"] == plain.json()["predictions"]
+
+
+def test_picture_bodies_are_counted_as_predict_requests_however_they_are_answered(unchanged_service):
+    """A small picture as the body is answered before FastAPI's routing when it can be (app.py's fast
+    path), and by the route otherwise: both count as /v1/predict, with their status."""
+
+    def counts() -> dict[str, float]:
+        samples = metric_samples(unchanged_service.get("/metrics").text)
+        return {
+            status: samples.get(("mnist_requests_total", (("endpoint", "/v1/predict"), ("status", status))), 0)
+            for status in ("200", "422")
+        }
+
+    png, digit = {"content-type": "image/png"}, png_bytes(hand_made_zero())
+    before = counts()
+    assert unchanged_service.post("/v1/predict", content=digit, headers=png).status_code == 200
+    assert unchanged_service.post("/v1/predict?invert=false", content=digit, headers=png).status_code == 200
+    assert (
+        unchanged_service.post("/v1/predict", content=png_bytes(255 - hand_made_zero()), headers=png).status_code == 422
+    )
+    after = counts()
+    assert (after["200"] - before["200"], after["422"] - before["422"]) == (2, 1)
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, about the 10000x10000 one

@@ -12,11 +12,11 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from support.commands import run_cli
 from support.servers import serving
+from support.service import metric_samples
 
 pytestmark = pytest.mark.slow
 
@@ -165,7 +165,7 @@ def test_metrics_parse_and_count_what_was_served(service, client, images):
     with httpx.Client(base_url=service[0]) as http:
         http.post("/v2/models/digits/infer", json={})
         text = http.get("/metrics").text
-    samples = _samples(text)
+    samples = metric_samples(text)
     infer_ok = (("endpoint", "/v2/models/{name}/infer"), ("status", "200"))
     assert samples[("mnist_requests_total", infer_ok)] >= 1
     assert samples[("mnist_requests_total", (("endpoint", "/v2/models/{name}/infer"), ("status", "404")))] >= 1
@@ -207,22 +207,14 @@ def test_two_workers_give_one_metrics_view_and_both_follow_production(two_versio
     digits = {"images": np.zeros((1, 784), np.uint8).tolist()}
     with serving(two_versions, "--workers", "2", log=tmp_path / "serve.log") as url, httpx.Client(base_url=url) as http:
         assert {http.post("/v1/predict", json=digits).json()["version"] for _ in range(20)} == {"v0001"}
-        samples = _samples(http.get("/metrics").text)
+        samples = metric_samples(http.get("/metrics").text)
         assert samples[("mnist_served_version_info", (("runtime", "litert"), ("version", "v0001")))] == 2
         assert samples[("mnist_requests_total", (("endpoint", "/v1/predict"), ("status", "200")))] == 20
 
         open_registry(two_versions / "registry").promote("v0002", "ana", "two workers follow", force=True)
         wait_until(
-            lambda: _samples(http.get("/metrics").text),
+            lambda: metric_samples(http.get("/metrics").text),
             lambda now: now.get(("mnist_served_version_info", (("runtime", "litert"), ("version", "v0002")))) == 2,
             timeout=30,
         )
         assert {http.post("/v1/predict", json=digits).json()["version"] for _ in range(20)} == {"v0002"}
-
-
-def _samples(text: str) -> dict[tuple[str, tuple], float]:
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }

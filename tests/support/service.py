@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from support.pictures import hand_made_zero, huge_png, png_bytes
 
@@ -110,3 +111,12 @@ def assert_same_answers(answer: dict, predicted: dict) -> None:
         assert mine["class"] == theirs["top"][0]["class"]
         assert [top["class"] for top in mine["top"]] == [top["class"] for top in theirs["top"][:3]]
         np.testing.assert_allclose(mine["probabilities"], [probabilities[c] for c in range(10)], atol=2e-6)
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
+    """Prometheus' text format parsed: {(sample name, sorted label pairs): value}."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
