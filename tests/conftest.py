@@ -261,14 +261,15 @@ def quiet_log():
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _convert_each_model_once(tmp_path_factory, worker_id):
+def _convert_each_model_once(tmp_path_factory):
     """Registrations in this process reuse the conversion of a model converted before in this run
     (`convert_once_per_model`; the folder is shared by the run's workers: their temporary folders'
     parent). Session-wide, so that the session's registries are made with it too."""
     from mnist_pipeline.core.modelling import light
 
     run_folder = tmp_path_factory.getbasetemp()
-    cache = (run_folder if worker_id == "master" else run_folder.parent) / "light-models"
+    in_a_worker = "PYTEST_XDIST_WORKER" in os.environ  # (xdist's `worker_id` fixture is absent without xdist)
+    cache = (run_folder.parent if in_a_worker else run_folder) / "light-models"
     cache.mkdir(exist_ok=True)
     real_convert = light._convert
     with pytest.MonkeyPatch.context() as patch:
