@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -42,6 +43,7 @@ PATHS = {  # what is measured: (which artifacts, service processes)
     "light (LiteRT), 1 process": ("light", 1),
     "light (LiteRT), --workers 2": ("light", 2),
     "Keras, 1 process": ("keras", 1),
+    "HTTP stack alone (no model), 2 processes": ("none", 2),
 }
 TARGET_RPS, TARGET_P99_MS, TARGET_PREDICT_S, TARGET_RSS_MB, TARGET_READY_S = 3000, 25, 0.5, 300, 2.0
 
@@ -55,6 +57,7 @@ class Round:
     failed: int
     ready_s: float
     rss_mb: float
+    hey_cores: float  # CPU time the load generator used, per second of the round
 
 
 def digit_png(folder: Path) -> Path:
@@ -83,12 +86,20 @@ def keras_copy(artifacts: Path, folder: Path) -> Path:
     return copy
 
 
-def serve(artifacts: Path, port: int, workers: int, log: Path) -> tuple[subprocess.Popen, float]:
-    """The service on `port`, and the seconds it took to answer /readyz with 200."""
+def serve(artifacts: Path | None, port: int, workers: int, log: Path) -> tuple[subprocess.Popen, float]:
+    """The service on `port` (without artifacts: bench/http_ceiling.py's app on the same uvicorn), and
+    the seconds it took to answer /readyz with 200."""
+    if artifacts is None:
+        command = [sys.executable, "-m", "uvicorn", "bench.http_ceiling:app", "--lifespan", "off", "--no-access-log"]
+        command += ["--http", "httptools", "--loop", "uvloop", "--port", str(port), "--workers", str(workers)]
+    else:
+        command = [str(COMMAND), "serve", "--artifacts-dir", str(artifacts), "--port", str(port)]
+        command += ["--workers", str(workers)]
     start = time.monotonic()
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            [str(COMMAND), "serve", "--artifacts-dir", str(artifacts), "--port", str(port), "--workers", str(workers)],
+            command,
+            cwd=PROJECT_ROOT,
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -155,23 +166,30 @@ def predict_wall(artifacts: Path, png: Path, repeats: int) -> list[float]:
     return walls
 
 
-def run_round(path: str, artifacts: Path, workers: int, png: Path, seconds: float, folder: Path) -> Round:
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # of the children waited for: each hey run
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_round(path: str, artifacts: Path | None, workers: int, png: Path, seconds: float, folder: Path) -> Round:
     port = free_port()
     process, ready = serve(artifacts, port, workers, folder / "service.log")
     try:
         hey(port, png, 2, 32)  # warm-up
+        cpu_before = children_cpu_seconds()
         rate, p50, p99, failed = hey(port, png, seconds, 32)
+        hey_cores = (children_cpu_seconds() - cpu_before) / seconds
         service = psutil.Process(process.pid)
         rss = max(p.memory_info().rss for p in [service, *service.children()]) / 1e6  # the largest process
     finally:
         os.killpg(process.pid, 15)
         process.wait(30)
-    return Round(path, rate, p50, p99, failed, ready, rss)
+    return Round(path, rate, p50, p99, failed, ready, rss, hey_cores)
 
 
 def report(rounds: list[Round], predicts: dict[str, list[float]], load_before: str, load_after: str, model: str) -> str:
     rows = [
-        f"| {r.path}, round {1 + i // len(PATHS)} | {r.per_second:.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.failed} | {r.ready_s:.2f} | {r.rss_mb:.0f} |"
+        f"| {r.path}, round {1 + i // len(PATHS)} | {r.per_second:.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.failed} | {r.ready_s:.2f} | {r.rss_mb:.0f} | {r.hey_cores:.2f} |"
         for i, r in enumerate(rounds)
     ]
     light = [r for r in rounds if r.path.startswith("light")]
@@ -181,10 +199,13 @@ def report(rounds: list[Round], predicts: dict[str, list[float]], load_before: s
         "",
         f"Made by `python -m bench.serve`: `hey` with 32 connections posting one MNIST test digit as a PNG to "
         f"`/v1/predict`, the paths alternating. Model: {model}. uvicorn with httptools and uvloop, micro-batching on "
-        "(--max-batch 64 --batch-window-ms 2). Resident memory: of the largest service process.",
+        "(--max-batch 64 --batch-window-ms 2). Resident memory: of the largest service process. hey's cores: the "
+        "CPU time `hey` itself used per second, on the same 2 cores. The HTTP stack alone: uvicorn, with the same "
+        "settings, answering a fixed answer of the same size without reading the picture (bench/http_ceiling.py): "
+        "the most a service on this stack answers here under the same load.",
         "",
-        "| path, round | requests/s | p50 ms | p99 ms | failed | ready after s | resident MB |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| path, round | requests/s | p50 ms | p99 ms | failed | ready after s | resident MB | hey's cores |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
         "| `mnist-pipeline predict digit.png` (a fresh process) | median s | min s |",
@@ -222,7 +243,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         png, keras = digit_png(folder), keras_copy(artifacts, folder)
-        where = {"light": artifacts, "keras": keras}
+        where = {"light": artifacts, "keras": keras, "none": None}
         rounds = [
             run_round(path, where[kind], workers, png, args.seconds, folder)
             for _ in range(args.rounds)
