@@ -28,6 +28,7 @@ from mnist_pipeline.core.registry import Registry, open_registry  # noqa: E402
 from mnist_pipeline.core.storage import store  # noqa: E402
 from mnist_pipeline.core.storage.paths import ArtifactPaths, bundled_mnist_dir  # noqa: E402
 from support.data import synthetic_split_files  # noqa: E402
+from support.shared import made_once_per_run  # noqa: E402
 from support.training import QUIET_LOG, convert_once_per_model, register, train_and_evaluate  # noqa: E402
 
 # Order: the longest files first -----------------------------------------------------------------------
@@ -81,17 +82,26 @@ def prefect_api_url(prefect_server) -> str:
 
 
 @pytest.fixture(scope="session")
-def session_artifacts(tmp_path_factory) -> ArtifactPaths:
-    return ArtifactPaths.resolve(tmp_path_factory.mktemp("artifacts"))
+def run_folder(tmp_path_factory) -> Path:
+    """A folder of this run that all its workers share: their temporary folders' parent. What a session
+    fixture makes there with `made_once_per_run` is made once for all workers, and only read: copy it
+    before changing it."""
+    in_a_worker = "PYTEST_XDIST_WORKER" in os.environ  # (xdist's `worker_id` fixture is absent without xdist)
+    basetemp = tmp_path_factory.getbasetemp()
+    return basetemp.parent if in_a_worker else basetemp
 
 
 @pytest.fixture(scope="session")
-def split_manifest(session_artifacts) -> Path:
+def split_manifest(run_folder) -> Path:
     """The real MNIST split (tfds from the bundled files), built once, outside Prefect."""
     from mnist_pipeline.core.data.splits import ensure_split, make_recipe
 
-    recipe = make_recipe("bundle", bundled_mnist_dir(), 0.1, 42)
-    return ensure_split(recipe, bundled_mnist_dir(), session_artifacts.splits, session_artifacts.tfds_data)
+    def make(folder: Path) -> Path:
+        artifacts = ArtifactPaths.resolve(folder)
+        recipe = make_recipe("bundle", bundled_mnist_dir(), 0.1, 42)
+        return ensure_split(recipe, bundled_mnist_dir(), artifacts.splits, artifacts.tfds_data)
+
+    return made_once_per_run(run_folder, "mnist-split", make)
 
 
 @pytest.fixture(scope="session")
@@ -102,17 +112,21 @@ def split_files(split_manifest):
 
 
 @pytest.fixture(scope="session")
-def mlp_run(split_files, tmp_path_factory):
+def mlp_run(split_files, run_folder):
     """(TrainedModel, Evaluation) of a real mlp trained 2 epochs on the full train split."""
-    return train_and_evaluate(split_files, tmp_path_factory.mktemp("mlp"), "mlp", seed=7, epochs=2)
+    return made_once_per_run(
+        run_folder, "mlp", lambda folder: train_and_evaluate(split_files, folder, "mlp", seed=7, epochs=2)
+    )
 
 
 @pytest.fixture(scope="session")
-def weak_run(split_files, tmp_path_factory):
+def weak_run(split_files, run_folder):
     """(TrainedModel, Evaluation) of a real but weaker model: the tutorial's MLP, one epoch at a
     tenth of its learning rate."""
-    return train_and_evaluate(
-        split_files, tmp_path_factory.mktemp("weak"), "seed-mlp", seed=3, epochs=1, learning_rate=1e-4
+    return made_once_per_run(
+        run_folder,
+        "weak",
+        lambda folder: train_and_evaluate(split_files, folder, "seed-mlp", seed=3, epochs=1, learning_rate=1e-4),
     )
 
 
@@ -122,11 +136,14 @@ def trained_mlp(mlp_run):
 
 
 @pytest.fixture(scope="session")
-def mlp_registry_template(mlp_run, split_files, tmp_path_factory) -> Path:
+def mlp_registry_template(mlp_run, split_files, run_folder) -> Path:
     """An artifacts folder whose registry holds the real mlp as production model v0001 (copy it)."""
-    root = tmp_path_factory.mktemp("mlp-registry")
-    assert register(open_registry(root / "registry"), mlp_run, split_files, flow_run_id="run-1").promoted
-    return root
+
+    def make(root: Path) -> Path:
+        assert register(open_registry(root / "registry"), mlp_run, split_files, flow_run_id="run-1").promoted
+        return root
+
+    return made_once_per_run(run_folder, "mlp-registry", make)
 
 
 @pytest.fixture
@@ -139,45 +156,48 @@ def mlp_artifacts(mlp_registry_template, tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def synthetic_split(tmp_path_factory):
+def synthetic_split(run_folder):
     """A split of tiny synthetic digits, with the real split's files, manifest and checks."""
-    return synthetic_split_files(tmp_path_factory.mktemp("synthetic") / "splits")
+    return made_once_per_run(run_folder, "synthetic", lambda folder: synthetic_split_files(folder / "splits"))
 
 
 @pytest.fixture(scope="session")
-def tiny_strong(synthetic_split, tmp_path_factory):
+def tiny_strong(synthetic_split, run_folder):
     """(TrainedModel, Evaluation) of the tutorial's MLP trained 3 epochs on the synthetic split."""
-    return train_and_evaluate(
-        synthetic_split, tmp_path_factory.mktemp("tiny-strong"), "seed-mlp", seed=1, epochs=3, batch_size=32
+    return made_once_per_run(
+        run_folder,
+        "tiny-strong",
+        lambda folder: train_and_evaluate(synthetic_split, folder, "seed-mlp", seed=1, epochs=3, batch_size=32),
     )
 
 
 @pytest.fixture(scope="session")
-def tiny_weak(synthetic_split, tmp_path_factory):
+def tiny_weak(synthetic_split, run_folder):
     """(TrainedModel, Evaluation) of the same MLP after one epoch at a third of its learning rate: above
     the registration threshold (0.3), below the strong one."""
-    return train_and_evaluate(
-        synthetic_split,
-        tmp_path_factory.mktemp("tiny-weak"),
-        "seed-mlp",
-        seed=1,
-        epochs=1,
-        batch_size=32,
-        learning_rate=3e-4,
+    return made_once_per_run(
+        run_folder,
+        "tiny-weak",
+        lambda folder: train_and_evaluate(
+            synthetic_split, folder, "seed-mlp", seed=1, epochs=1, batch_size=32, learning_rate=3e-4
+        ),
     )
 
 
 @pytest.fixture(scope="session")
-def two_versions_template(tiny_strong, tiny_weak, synthetic_split, tmp_path_factory) -> Path:
+def two_versions_template(tiny_strong, tiny_weak, synthetic_split, run_folder) -> Path:
     """An artifacts folder whose registry holds v0001 (strong, production) and v0002 (weak, rejected:
     worse than production), and whose splits/ holds the split they were tested on."""
-    root = tmp_path_factory.mktemp("two-versions")
-    registry = open_registry(root / "registry")
-    first = register(registry, tiny_strong, synthetic_split, flow_run_id="run-1")
-    second = register(registry, tiny_weak, synthetic_split, flow_run_id="run-2")
-    assert first.promoted and not second.promoted and "worse than production v0001" in second.reason, second
-    shutil.copytree(Path(synthetic_split.manifest_path).parent, root / "splits" / "synthetic")
-    return root
+
+    def make(root: Path) -> Path:
+        registry = open_registry(root / "registry")
+        first = register(registry, tiny_strong, synthetic_split, flow_run_id="run-1")
+        second = register(registry, tiny_weak, synthetic_split, flow_run_id="run-2")
+        assert first.promoted and not second.promoted and "worse than production v0001" in second.reason, second
+        shutil.copytree(Path(synthetic_split.manifest_path).parent, root / "splits" / "synthetic")
+        return root
+
+    return made_once_per_run(run_folder, "two-versions", make)
 
 
 @pytest.fixture
@@ -261,15 +281,13 @@ def quiet_log():
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _convert_each_model_once(tmp_path_factory):
-    """Registrations in this process reuse the conversion of a model converted before in this run
-    (`convert_once_per_model`; the folder is shared by the run's workers: their temporary folders'
-    parent). Session-wide, so that the session's registries are made with it too."""
+def _convert_each_model_once(run_folder):
+    """Registrations in this process reuse the conversion of a model converted before in this run, by
+    any worker (`convert_once_per_model`). Session-wide, so that the session's registries are made
+    with it too."""
     from mnist_pipeline.core.modelling import light
 
-    run_folder = tmp_path_factory.getbasetemp()
-    in_a_worker = "PYTEST_XDIST_WORKER" in os.environ  # (xdist's `worker_id` fixture is absent without xdist)
-    cache = (run_folder.parent if in_a_worker else run_folder) / "light-models"
+    cache = run_folder / "light-models"
     cache.mkdir(exist_ok=True)
     real_convert = light._convert
     with pytest.MonkeyPatch.context() as patch:
