@@ -5,11 +5,13 @@
 
 The load comes from `hey` (Debian's package; not Python, so it does not share the service's
 interpreter): 32 connections posting one MNIST test digit as a PNG body, `--seconds` per round after
-a short warm-up, the two paths alternating for `--rounds` rounds. The Keras path is the same model
+a short warm-up, the paths alternating for `--rounds` rounds. The Keras path is the same model
 from a copy of the artifacts whose production version has its light model taken away (as a version
-registered before light models, or whose conversion was refused, is served). For each service
-process: time from start to ready, resident memory after the load. Beside them: `mnist-pipeline
-predict digit.png`, a fresh process per picture, on each path.
+registered before light models, or whose conversion was refused, is served). The HTTP stack alone
+(bench/http_ceiling.py: uvicorn with the same settings answering without a model) is the ceiling the
+service's figures are read against; `hey`'s own CPU time is written down too, as it shares the
+cores. For each service process: time from start to ready, resident memory after the load. Beside
+them: `mnist-pipeline predict digit.png`, a fresh process per picture, on each path.
 
 The machine's load average is written down with the figures: on a shared machine they are depressed.
 Writes bench/serve_results.md (or --out).
