@@ -343,7 +343,7 @@ def _predict(holder: ModelHolder, images: np.ndarray) -> tuple[str, np.ndarray]:
 class _PictureFastPath:
     """`POST /v1/predict` with one small picture as its body and no query, answered before FastAPI's
     exception layers, routing and parameter parsing, which took about a sixth of the service's time per
-    request under load (py-spy on bench/serve.py's run). It is the request most clients send.
+    request under load (py-spy on bench/serve.py's run). It is what the drawing page sends.
 
     Only answers of 200 are made here. Anything else - another request, a picture that cannot be read,
     no model loaded, a full queue - goes on to the routes with the body already read, and is answered
