@@ -13,7 +13,7 @@ from typing import Any
 ANSWER = (
     b'{"version":"v0001","predictions":[{"index":0,"class":7,"top":[{"class":7,"probability":0.999812},'
     b'{"class":2,"probability":0.000107},{"class":3,"probability":0.000034}],"probabilities":[0.000003,'
-    b'0.000012,0.000107,0.000034,0.000001,0.000004,0.000002,0.999812,0.000011,0.000014]}]}'
+    b"0.000012,0.000107,0.000034,0.000001,0.000004,0.000002,0.999812,0.000011,0.000014]}]}"
 )
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(ANSWER)).encode())]
 
