@@ -36,8 +36,10 @@ from support.training import QUIET_LOG, convert_once_per_model, register, train_
 # The files that take a minute or more (a whole run's `--durations`), longest first. scripts/test.sh runs
 # the suite on three workers, a file at a time each (`-n 3 --dist loadfile --no-loadscope-reorder`: a
 # file's module fixtures, such as a Prefect server or the team stack, are made once): starting the long
-# ones first lets the workers end together. In-file order is kept; the other files follow as
-# collected. Without xdist the order changes nothing: each test sets up what it asserts on.
+# ones first lets the workers end together. Then the files that need none of the fixtures made once for
+# all workers (MADE_ONCE), so that the other workers have tests to run while the first makes them; then
+# the rest. In-file order is kept, and otherwise the order of collection. Without xdist the order
+# changes nothing: each test sets up what it asserts on.
 LONGEST_FILES = (
     "test_team_mode.py",
     "test_pipeline.py",
@@ -56,9 +58,22 @@ LONGEST_FILES = (
 )
 
 
+MADE_ONCE = {
+    "synthetic_split",
+    "tiny_strong",
+    "tiny_weak",
+    "two_versions_template",
+    "split_manifest",
+    "mlp_run",
+    "weak_run",
+    "mlp_registry_template",
+}
+
+
 def pytest_collection_modifyitems(config, items):
     rank = {name: position for position, name in enumerate(LONGEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort
+    waiting = {item.path.name for item in items if MADE_ONCE & set(item.fixturenames)}
+    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), item.path.name in waiting))  # stable
 
 
 # Real servers and real MNIST (slow tier) -----------------------------------------------------------
