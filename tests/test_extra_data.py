@@ -67,6 +67,7 @@ def test_a_missing_folder_is_named():
         scan(Path("/nowhere"))
 
 
+@pytest.mark.slow  # two splits of the real MNIST
 def test_adding_or_removing_a_picture_changes_the_split_and_only_train_grows(extra, tmp_path):
     def recipe():
         return make_recipe("bundle", bundled_mnist_dir(), 0.1, 42, scan(extra))
