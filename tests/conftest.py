@@ -28,7 +28,7 @@ from mnist_pipeline.core.registry import Registry, open_registry  # noqa: E402
 from mnist_pipeline.core.storage import store  # noqa: E402
 from mnist_pipeline.core.storage.paths import ArtifactPaths, bundled_mnist_dir  # noqa: E402
 from support.data import synthetic_split_files  # noqa: E402
-from support.shared import made_once_per_run  # noqa: E402
+from support.shared import changed_since_made, made_once_per_run  # noqa: E402
 from support.training import QUIET_LOG, convert_once_per_model, register, train_and_evaluate  # noqa: E402
 
 # Order: the longest files first -----------------------------------------------------------------------
@@ -104,6 +104,15 @@ def run_folder(tmp_path_factory) -> Path:
     in_a_worker = "PYTEST_XDIST_WORKER" in os.environ  # (xdist's `worker_id` fixture is absent without xdist)
     basetemp = tmp_path_factory.getbasetemp()
     return basetemp.parent if in_a_worker else basetemp
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _made_once_stay_as_made(run_folder):
+    """Each worker, at its end, checks that the fixtures made once for all workers are as they were
+    made: a test that changed one would have changed what the other workers' tests read."""
+    yield
+    changed = changed_since_made(run_folder)
+    assert not changed, f"a test changed {changed} (made once, shared by the workers): copy it before changing it"
 
 
 @pytest.fixture(scope="session")
