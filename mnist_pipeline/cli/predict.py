@@ -106,7 +106,7 @@ def classify(registry: Registry, version: str, images: np.ndarray) -> np.ndarray
     (either checked against its registered SHA-256)."""
     light = registry.light_model_path(version)
     if light is not None:
-        return LightModel(light).predict(images)
+        return LightModel(light, quiet=True).predict(images)  # its first line is the answer
     return predict_probabilities(load_model(registry.model_path(version)), images)
 
 

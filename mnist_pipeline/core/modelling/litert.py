@@ -35,14 +35,19 @@ THREADS = 1
 class LightModel:
     """A LiteRT model of raw uint8 images [n, 28, 28] -> probabilities [n, 10]."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, quiet: bool = False):
+        """`quiet`: without LiteRT's line on stderr (`_without_stderr`); only for a process that has no
+        other thread writing to stderr while the model loads, such as `mnist-pipeline predict`."""
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = Path(path)
         self._interpreter = Interpreter(model_path=str(self.path), num_threads=THREADS)
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
-        _without_stderr(self._interpreter.allocate_tensors)
+        if quiet:
+            _without_stderr(self._interpreter.allocate_tensors)
+        else:
+            self._interpreter.allocate_tensors()
         self._size = -1
         self._lock = threading.Lock()
 
@@ -65,8 +70,9 @@ def _without_stderr(call) -> None:
     The first allocation of an interpreter's tensors applies LiteRT's XNNPACK delegate, and its C++
     runtime then writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." straight to the
     file descriptor: nothing in the Python API turns that off. It would be the first line `predict`
-    prints. The call takes milliseconds; what another thread writes to stderr in that time is lost
-    (the service loads a model before it serves, and later ones while it logs little).
+    prints. What another thread writes to stderr in those milliseconds is lost: the service, whose
+    model loads while uvicorn starts, lost uvicorn's "address already in use" that way, so the
+    service does not ask for it.
     """
     if sys.stderr is not None:
         sys.stderr.flush()
