@@ -4,13 +4,16 @@
 # `-m "not needs_postgres and not needs_chromium"` without the Debian services).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Bytecode caches on, where the machine's environment turns them off (PYTHONDONTWRITEBYTECODE): pytest
+# then keeps the test modules it rewrote, and the commands the tests start read the package compiled.
+unset PYTHONDONTWRITEBYTECODE
 bash scripts/setup.sh test
 bash scripts/system-deps.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 .venv/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
-# Three workers on CI's 2 cores (much of the slow tier waits on servers and processes, so three end
-# sooner than two: bench/ci_results.md), a test file at a time each, the
-# longest files first (tests/conftest.py). Options given here come after these and win, e.g. `-n 0`.
-exec .venv/bin/python -m pytest -n 3 --dist loadfile --no-loadscope-reorder "$@"
+# A worker per core, one more when the slow tier runs (tests/conftest.py: three on CI's 2 cores), a
+# test file at a time each, the longest files first. Options given here come after these and win,
+# e.g. `-n 0`.
+exec .venv/bin/python -m pytest -n auto --dist loadfile --no-loadscope-reorder "$@"

@@ -34,11 +34,12 @@ from support.training import QUIET_LOG, convert_once_per_model, register, train_
 # Order: the longest files first -----------------------------------------------------------------------
 
 # The files that take a minute or more (a whole run's `--durations`), longest first. scripts/test.sh runs
-# the suite on three workers, a file at a time each (`-n 3 --dist loadfile --no-loadscope-reorder`: a
+# the suite on several workers, a file at a time each (`--dist loadfile --no-loadscope-reorder`: a
 # file's module fixtures, such as a Prefect server or the team stack, are made once): starting the long
 # ones first lets the workers end together. Then the files that need none of the fixtures made once for
 # all workers (MADE_ONCE), so that the other workers have tests to run while the first makes them; then
-# the rest. In-file order is kept, and otherwise the order of collection. Without xdist the order
+# the rest. Within each of these, the fast tier's longest files (FAST_TIER_LONGEST) first, for the same
+# reason. In-file order is kept, and otherwise the order of collection. Without xdist the order
 # changes nothing: each test sets up what it asserts on.
 LONGEST_FILES = (
     "test_team_mode.py",
@@ -57,6 +58,7 @@ LONGEST_FILES = (
     "test_serve_http.py",
 )
 
+FAST_TIER_LONGEST = ("test_cli.py", "test_train.py", "test_serve.py", "test_gate.py", "test_sweep.py", "test_mlflow.py")
 
 MADE_ONCE = {
     "synthetic_split",
@@ -70,10 +72,26 @@ MADE_ONCE = {
 }
 
 
+@pytest.hookimpl(optionalhook=True)  # without xdist (`-p no:xdist`) the hook does not exist
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (scripts/test.sh): a worker per core for the fast tier alone, which keeps every worker
+    busy (another would only add its start-up: bench/ci_results.md), and one more when the slow tier
+    runs, much of which waits on servers and processes."""
+    cores = len(os.sched_getaffinity(0))
+    return cores if "not slow" in config.getoption("markexpr") else cores + 1
+
+
 def pytest_collection_modifyitems(config, items):
     rank = {name: position for position, name in enumerate(LONGEST_FILES)}
+    fast_rank = {name: position for position, name in enumerate(FAST_TIER_LONGEST)}
     waiting = {item.path.name for item in items if MADE_ONCE & set(item.fixturenames)}
-    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), item.path.name in waiting))  # stable
+    items.sort(  # stable
+        key=lambda item: (
+            rank.get(item.path.name, len(rank)),
+            item.path.name in waiting,
+            fast_rank.get(item.path.name, len(fast_rank)),
+        )
+    )
 
 
 # Real servers and real MNIST (slow tier) -----------------------------------------------------------

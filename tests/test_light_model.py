@@ -80,6 +80,7 @@ def test_a_light_model_that_disagrees_is_left_out_and_keras_serves(tmp_path, tin
     assert np.array_equal(classify(registry, "v0001", images[:4]), keras)
 
 
+@pytest.mark.slow  # the CLI in a fresh process importing TensorFlow; verified on MNIST's test images
 @pytest.mark.parametrize("registry_kind", BACKENDS, indirect=True)
 def test_registry_convert_gives_older_versions_their_light_model(registry_kind, registry_location, tmp_path):
     """On a registry written before light models; the versions' own files stay as they were."""

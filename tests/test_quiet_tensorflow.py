@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from mnist_pipeline.core.support.quiet_tensorflow import startup_noise_removed
 
 NO_GPU_STARTUP = """\
@@ -31,6 +33,7 @@ def test_a_cuda_failure_shows_where_a_driver_is_installed():
     assert startup_noise_removed(CUINIT_FAILURE) == CUINIT_FAILURE
 
 
+@pytest.mark.slow  # a fresh process importing TensorFlow
 def test_a_fresh_process_importing_tensorflow_prints_nothing_but_its_own_lines():
     program = (
         "import sys\nfrom mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow\n"
