@@ -14,6 +14,6 @@ bash scripts/system-deps.sh
 .venv/bin/mypy
 .venv/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 # A worker per core, one more when the slow tier runs (tests/conftest.py: three on CI's 2 cores), a
-# test file at a time each, the longest files first. Options given here come after these and win,
-# e.g. `-n 0`.
-exec .venv/bin/python -m pytest -n auto --dist loadfile --no-loadscope-reorder "$@"
+# test file at a time each, the longest files first; the 20 slowest tests listed at the end (where the
+# run's time went). Options given here come after these and win, e.g. `-n 0`.
+exec .venv/bin/python -m pytest -n auto --dist loadfile --no-loadscope-reorder --durations=20 "$@"
