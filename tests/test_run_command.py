@@ -100,7 +100,7 @@ def test_scripts_run_sh_sets_up_and_runs_the_default_pipeline_into_MNIST_ARTIFAC
     prefect_api_url, split_manifest, tmp_path
 ):
     """The promise of README's quick start, `bash scripts/run.sh`: the default preset (the cnn) trained,
-    tested and promoted. Two of its ten epochs, to keep CI short: what the full default reaches is
+    tested and promoted. Two of its nine epochs, to keep CI short: what the full default reaches is
     bench/time_to_accuracy.py's to measure. The artifacts folder comes from the environment; its
     split is the session's (the same recipe as the default), so only the cnn trains."""
     artifacts, cwd = tmp_path / "from-env", tmp_path / "cwd"
