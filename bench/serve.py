@@ -201,7 +201,7 @@ def report(rounds: list[Round], predicts: dict[str, list[float]], load_before: s
         "",
         f"Made by `python -m bench.serve`: `hey` with 32 connections posting one MNIST test digit as a PNG to "
         f"`/v1/predict`, the paths alternating. Model: {model}. uvicorn with httptools and uvloop, micro-batching on "
-        "(--max-batch 64 --batch-window-ms 2). Resident memory: of the largest service process. hey's cores: the "
+        "(--max-batch 64, no batch window: the defaults). Resident memory: of the largest service process. hey's cores: the "
         "CPU time `hey` itself used per second, on the same 2 cores. The HTTP stack alone: uvicorn, with the same "
         "settings, answering a fixed answer of the same size without reading the picture (bench/http_ceiling.py): "
         "the most a service on this stack answers here under the same load.",

@@ -45,7 +45,13 @@ LIMITS: list[tuple[str, Callable[[str], float], float, str]] = [  # option, its 
         64,
         "images per model call when requests are batched together; 1 turns micro-batching off",
     ),
-    ("--batch-window-ms", options.number(0, 10_000), 2.0, "how long a batch waits for more requests before it runs"),
+    (
+        "--batch-window-ms",
+        options.number(0, 10_000),
+        0.0,
+        "how long a batch waits for more requests before it runs; 0: it takes those that queued while the "
+        "model ran the last one",
+    ),
     ("--queue-size", options.whole_number(1, 100_000), 256, "requests admitted at once; more are answered 503 at once"),
     ("--poll-seconds", options.number(0.05, 3600), 2.0, "how often the production pointer is read"),
     (

@@ -70,7 +70,7 @@ class ServeSettings:
     corrections_per_minute: int = 30  # per client address
     max_upload_bytes: int = 10_000_000
     max_batch: int = 64  # images a model call; 1 turns micro-batching off
-    batch_window_seconds: float = 0.002
+    batch_window_seconds: float = 0.0  # 0: a batch is what queued while the model ran (batching.py)
     max_pending: int = 256  # requests admitted at once; more get 503
     poll_seconds: float = 2.0
     model_name: str = "mnist"  # the model's name in the Open Inference Protocol (/v2/models/{name})

@@ -17,34 +17,40 @@ before anything imports the client.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from mnist_pipeline.serve.metrics import MULTIPROCESS_DIR
+
+BALANCED = sys.platform == "linux"  # where SO_REUSEPORT spreads connections over the sockets bound with it
 
 
 def run_workers(config: uvicorn.Config, build_app: Callable[[], Any], workers: int) -> int:
     """Serve `config`'s address from `workers` forked processes; returns the exit code."""
-    sock = config.bind_socket()  # uvicorn exits (SystemExit) if it cannot, having logged why
+    # bound, not listening, the parent's socket holds the address until the workers have bound theirs
+    sock = _bind_balanced(config) if BALANCED else config.bind_socket()  # SystemExit if not, having logged why
     children: list[int] = []
     for _ in range(workers):
         pid = os.fork()
-        if pid == 0:  # a worker: its own app, serving the shared socket
+        if pid == 0:  # a worker: its own app, listening on its own socket (or the shared one)
             code = 0
             try:
                 config.app = build_app()
-                uvicorn.Server(config).run(sockets=[sock])
+                listener = _reuse_port_socket(config.host, sock.getsockname()[1]) if BALANCED else sock
+                uvicorn.Server(config).run(sockets=[listener])
             except BaseException:  # noqa: BLE001 - a worker must never return into the parent's code
                 code = 1
             finally:
                 os._exit(code)
         children.append(pid)
-    sock.close()
 
     def stop(signum: int, frame: object) -> None:
         for child in children:
@@ -64,7 +70,30 @@ def run_workers(config: uvicorn.Config, build_app: Callable[[], Any], workers: i
                 f"service worker {pid} died ({os.waitstatus_to_exitcode(status)}); stopping the others", file=sys.stderr
             )
             stop(0, None)
+    sock.close()
     return code
+
+
+def _bind_balanced(config: uvicorn.Config) -> socket.socket:
+    """`config.bind_socket()` with SO_REUSEPORT set, which uvicorn does not set: exits as uvicorn does
+    (the error logged) when the address cannot be bound, and logs where it serves."""
+    logger = logging.getLogger("uvicorn.error")
+    try:
+        sock = _reuse_port_socket(config.host, config.port)
+    except OSError as error:
+        logger.error(error)
+        sys.exit(STARTUP_FAILURE)
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    logger.info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)", host, sock.getsockname()[1])
+    return sock
+
+
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
 
 
 def _mark_dead(pid: int) -> None:
