@@ -71,7 +71,9 @@ class PipelineParameters(BaseModel):
         default=None,
         ge=0,
         lt=1,
-        description="dropout rate, for the presets with a dropout layer: cnn, mlp (default: the preset's)",
+        description="dropout rate, for the presets with a dropout layer: "
+        + ", ".join(name for name, preset in PRESETS.items() if preset.defaults.dropout is not None)
+        + " (default: the preset's)",
     )
     seed: Annotated[int, NOT_BOOL] = Field(
         default=42, ge=0, le=2**31 - 1, description="seed of the validation split and of training"
