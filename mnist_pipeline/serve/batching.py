@@ -9,8 +9,8 @@ model call a request.
 `window_seconds` > 0 makes a batch of fewer than `max_batch` images wait that long for more before it
 runs. The service's default is 0, as Triton's dynamic batcher's: the requests that arrived while the
 model ran make the next batch, and under load batches fill by themselves. A window only added its
-length to every request's time: under `hey`'s 32 connections, one process answered about 1,350
-requests/s with a 2 ms window and about 2,450 without (bench/serve_results.md has the current figures).
+length to every request's time: under `hey`'s 32 connections one process answered about half as many
+requests with a 2 ms window as without (bench/serve_results.md).
 
 At most `max_pending` requests are admitted at once (queued or in the running batch); one more gets
 `ServiceBusy` straight away, which the app answers with 503, instead of waiting in an ever longer
