@@ -2,8 +2,12 @@
 
 One interpreter serves about one core's worth of requests (its event loop lays out each picture and
 writes each answer under the GIL), so on a machine with more cores, more processes serve more. The
-parent binds the socket, forks N workers that each build their own app (model, batcher, production
-watcher) and accept on the shared socket, and waits. SIGINT or SIGTERM is passed on to every worker,
+parent binds the address, forks N workers that each build their own app (model, batcher, production
+watcher) and listen on it, and waits. On Linux each worker listens on a socket of its own, bound with
+SO_REUSEPORT, and the kernel spreads new connections over them: with one socket shared by every
+worker, the worker woken first accepted whole bursts, and under `hey`'s 32 connections one worker was
+seen holding nearly all of them while the other idled (bench/serve_results.md). Elsewhere the workers
+share the parent's socket. SIGINT or SIGTERM is passed on to every worker,
 which finishes its requests and stops; a worker that dies stops the others (the service exits,
 rather than run on with less capacity than asked for).
 
