@@ -39,6 +39,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from bench.machine import cpu_description
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 COMMAND = Path(sys.executable).parent / "mnist-pipeline"
 PATHS = {  # what is measured: (which artifacts, service processes)
@@ -219,7 +221,7 @@ def report(rounds: list[Round], predicts: dict[str, list[float]], load_before: s
         f"<= {TARGET_RSS_MB} MB resident and ready <= {TARGET_READY_S} s (light: {max(r.rss_mb for r in light):.0f} MB, "
         f"{max(r.ready_s for r in light):.2f} s).",
         "",
-        f"Machine: {os.cpu_count()} CPU cores ({platform.machine()}), shared with other work: load average "
+        f"Machine: {cpu_description()}, shared with other work: load average "
         f"{load_before} before the run, {load_after} after. Python {platform.python_version()}, ai-edge-litert "
         f"{version('ai-edge-litert')}, TensorFlow {version('tensorflow')}, uvicorn {version('uvicorn')}, "
         f"httptools {version('httptools')}, uvloop {version('uvloop')}, hey (Debian).",

@@ -34,6 +34,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
+from bench.machine import cpu_description  # noqa: E402
 from mnist_pipeline.core.data.mnist import IMAGE_SHAPE  # noqa: E402
 from mnist_pipeline.core.data.splits import check_split, ensure_split, make_recipe  # noqa: E402
 from mnist_pipeline.core.modelling.models import (  # noqa: E402
@@ -143,7 +144,7 @@ def report(results: list[dict], started_at: datetime, loads: tuple[float, ...], 
         "# Time to accuracy: each preset, several seeds, side by side in one run",
         "",
         f"Written by `python bench/time_to_accuracy.py` on {started_at:%Y-%m-%d %H:%M} UTC, "
-        f"{os.cpu_count()} CPU cores (load average {loads[0]:.2f} at the start), {wall_seconds / 60:.0f} minutes in all. "
+        f"{cpu_description()} (load average {loads[0]:.2f} at the start), {wall_seconds / 60:.0f} minutes in all. "
         "Each training ran alone, in its own process, through the train stage's `fit`; only epochs are timed. "
         "Validation: 6,000 images held out of MNIST's train set; test: MNIST's 10,000 test images, scored "
         "from the saved model. The ratios are training time over the default cnn's, and over the cnn's before "
