@@ -7,8 +7,11 @@ cd "$(dirname "$0")/.."
 # Bytecode caches on, where the machine's environment turns them off (PYTHONDONTWRITEBYTECODE): pytest
 # then keeps the test modules it rewrote, and the commands the tests start read the package compiled.
 unset PYTHONDONTWRITEBYTECODE
+# The Debian packages install while uv installs the Python ones: apt and uv wait on different downloads.
+bash scripts/system-deps.sh &
+system_deps=$!
 bash scripts/setup.sh test
-bash scripts/system-deps.sh
+wait "$system_deps"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
