@@ -1,5 +1,5 @@
 """What the figures were measured on: the same bench gives different figures on different CPUs of the
-same core count (an AMD EPYC without AVX-512 trains the cnns about 1.7x slower than a Xeon with it)."""
+same core count (an AMD EPYC without AVX-512 trains the cnns 1.5-1.9x slower than a Xeon with it)."""
 
 from __future__ import annotations
 
