@@ -17,6 +17,8 @@ refuse the same pictures.
 
 from __future__ import annotations
 
+import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -25,6 +27,7 @@ import numpy as np
 
 from mnist_pipeline.core.data.idx import GZIP_MAGIC, IdxError, is_idx, read_idx
 from mnist_pipeline.core.data.mnist import IMAGE_SHAPE
+from mnist_pipeline.core.data.png import plain_gray_png
 from mnist_pipeline.core.support.errors import PermanentError
 
 if TYPE_CHECKING:
@@ -127,23 +130,19 @@ class Wording:
 
 
 def read_picture(
-    source: Path | BinaryIO, invert: bool = False, name: Path | str | None = None, wording: Wording = Wording()
+    source: Path | BinaryIO | bytes,
+    invert: bool = False,
+    name: Path | str | None = None,
+    wording: Wording = Wording(),
 ) -> np.ndarray:
-    """A picture (a file, or an open binary stream such as an upload) laid out as an MNIST digit:
-    uint8 [28, 28]. `name` names it in errors (default: the path)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
+    """A picture (a file, an open binary stream, or its bytes, such as an upload) laid out as an MNIST
+    digit: uint8 [28, 28]. `name` names it in errors (default: the path)."""
     label = str(source) if name is None else name
-    try:
-        with Image.open(source) as image:
-            _check_size(image.size, label)  # from the header: nothing is decoded yet
-            ImageOps.exif_transpose(image, in_place=True)  # loads it; in place: no copy
-            gray = _grayscale(image, background=255 if invert else 0)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
-        detail = "no picture format Pillow knows" if isinstance(error, UnidentifiedImageError) else str(error)
-        raise InputError(
-            f"{label}: not {wording.readable} that can be read ({detail}). Give {wording.accepted}."
-        ) from error
+    plain = plain_gray_png(source, MAX_PICTURE_PIXELS) if isinstance(source, bytes) else None
+    if plain is not None:
+        gray = plain.astype(np.float64)
+    else:
+        gray = _decoded(io.BytesIO(source) if isinstance(source, bytes) else source, invert, label, wording)
     if invert:
         gray = 255.0 - gray
     background = _median(gray)
@@ -154,6 +153,22 @@ def read_picture(
             f"the model reads light digits on a dark background (as MNIST's): {fix}"
         )
     return mnist_layout(gray, label, background)
+
+
+def _decoded(source: Path | BinaryIO, invert: bool, label: Path | str, wording: Wording) -> np.ndarray:
+    """The picture's grey levels as float [h, w], read by Pillow."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(source) as image:
+            _check_size(image.size, label)  # from the header: nothing is decoded yet
+            ImageOps.exif_transpose(image, in_place=True)  # loads it; in place: no copy
+            return _grayscale(image, background=255 if invert else 0)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        detail = "no picture format Pillow knows" if isinstance(error, UnidentifiedImageError) else str(error)
+        raise InputError(
+            f"{label}: not {wording.readable} that can be read ({detail}). Give {wording.accepted}."
+        ) from error
 
 
 def _check_size(size: tuple[int, int], name: Path | str) -> None:
@@ -201,9 +216,7 @@ def mnist_layout(gray: np.ndarray, path: Path | str = "image", background: float
     centre by half a pixel or less is not moved: every MNIST test image comes through unchanged (but
     for a grey level when its brightest pixel is 254).
     """
-    from PIL import Image
-
-    gray = np.clip(gray - (_median(gray) if background is None else background), 0, None)
+    gray = np.maximum(gray - (_median(gray) if background is None else background), 0)
     peak = gray.max()
     if peak < MIN_CONTRAST:
         raise InputError(f"{path}: no digit found: the picture is blank (all pixels about the same)")
@@ -212,10 +225,12 @@ def mnist_layout(gray: np.ndarray, path: Path | str = "image", background: float
     (first_row, last_row), (first_col, last_col) = _span(ink, axis=1), _span(ink, axis=0)
     size = max(last_row - first_row + 1, last_col - first_col + 1)
     scale = 1.0 if abs(size - DIGIT_BOX) <= SIZE_TOLERANCE else DIGIT_BOX / size
-    margin = int(np.ceil(MARGIN / scale))  # keeps the faint edges of the strokes
+    margin = math.ceil(MARGIN / scale)  # keeps the faint edges of the strokes
     top, left = max(0, first_row - margin), max(0, first_col - margin)
     digit = gray[top : last_row + 1 + margin, left : last_col + 1 + margin]
     if scale != 1:
+        from PIL import Image
+
         new_size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))
         digit = np.clip(
             np.asarray(Image.fromarray(digit.astype(np.float32)).resize(new_size, Image.Resampling.LANCZOS)), 0, 255
@@ -225,14 +240,15 @@ def mnist_layout(gray: np.ndarray, path: Path | str = "image", background: float
 
 def _span(marked: np.ndarray, axis: int) -> tuple[int, int]:
     """The first and last row (axis 1) or column (axis 0) of `marked` with a True in it (it has one)."""
-    any_marked = np.asarray(marked.any(axis=axis))
-    return int(any_marked.argmax()), len(any_marked) - 1 - int(any_marked[::-1].argmax())
+    where = np.asarray(marked.any(axis=axis)).nonzero()[0]
+    return int(where[0]), int(where[-1])
 
 
 def _whole_pixels(offset: float) -> int:
     """The nearest whole pixel, half a pixel rounding towards 0 (an MNIST digit centred to the half
     pixel stays where it is)."""
-    return int(np.sign(offset) * np.ceil(abs(offset) - 0.5))
+    whole = math.ceil(abs(offset) - 0.5)
+    return whole if offset > 0 else -whole
 
 
 def _centre(digit: np.ndarray, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
@@ -247,4 +263,4 @@ def _centre(digit: np.ndarray, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
     rows = slice(max(0, top), min(CANVAS, top + digit.shape[0]))
     cols = slice(max(0, left), min(CANVAS, left + digit.shape[1]))
     canvas[rows, cols] = digit[rows.start - top : rows.stop - top, cols.start - left : cols.stop - left]
-    return np.round(canvas).astype(np.uint8)
+    return np.rint(canvas).astype(np.uint8)
