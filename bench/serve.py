@@ -3,14 +3,16 @@
     python -m bench.serve --artifacts-dir DIR     # DIR's registry has the model to serve (train a cnn first:
                                                   # mnist-pipeline run --preset cnn --artifacts-dir DIR)
 
-The load comes from `hey` (Debian's package; not Python, so it does not share the service's
-interpreter): 32 connections posting one MNIST test digit as a PNG body, `--seconds` per round after
-a short warm-up, the paths alternating for `--rounds` rounds. The Keras path is the same model
+The load comes from `wrk` (or `--generator hey`; both Debian packages, not Python, so they do not
+share the service's interpreter): 32 connections posting one MNIST test digit as a PNG body,
+`--seconds` per round after a short warm-up, the paths alternating for `--rounds` rounds. wrk is the
+default because it takes less of the two cores the service runs on: against the same service, `hey`
+used about three times the CPU per request (bench/serve_results.md). The Keras path is the same model
 from a copy of the artifacts whose production version has its light model taken away (as a version
 registered before light models, or whose conversion was refused, is served). The HTTP stack alone
 (bench/http_ceiling.py: uvicorn with the same settings answering without a model) is the ceiling the
-service's figures are read against; `hey`'s own CPU time is written down too, as it shares the
-cores. For each service process: time from start to ready, resident memory after the load. Beside
+service's figures are read against; the load generator's own CPU time is written down too, as it
+shares the cores. For each service process: time from start to ready, resident memory after the load. Beside
 them: `mnist-pipeline predict digit.png`, a fresh process per picture, on each path.
 
 The machine's load average is written down with the figures: on a shared machine they are depressed.
@@ -61,7 +63,15 @@ class Round:
     failed: int
     ready_s: float
     rss_mb: float
-    hey_cores: float  # CPU time the load generator used, per second of the round
+    generator_cores: float  # CPU time the load generator used, per second of the round
+
+
+@dataclass(frozen=True)
+class Load:
+    per_second: float
+    p50_ms: float
+    p99_ms: float
+    failed: int  # answers other than 200, and requests that got no answer
 
 
 def digit_png(folder: Path) -> Path:
@@ -121,8 +131,8 @@ def serve(artifacts: Path | None, port: int, workers: int, log: Path) -> tuple[s
     raise RuntimeError(f"the service did not get ready: {log.read_text()[-2000:]}")
 
 
-def hey(port: int, png: Path, seconds: float, connections: int) -> tuple[float, float, float, int]:
-    """(requests/s, p50 ms, p99 ms, failed requests) of `hey` posting `png`."""
+def hey(port: int, png: Path, seconds: float, connections: int) -> Load:
+    """`hey` posting `png`."""
     result = subprocess.run(
         [
             "hey",
@@ -150,7 +160,36 @@ def hey(port: int, png: Path, seconds: float, connections: int) -> tuple[float, 
     failed = sum(n for code, n in codes.items() if code != 200)
     if "Error distribution:" in out:  # requests that got no answer at all
         failed += sum(int(n) for n in re.findall(r"^\s+\[(\d+)\]\s", out.split("Error distribution:")[1], re.M))
-    return rate, p50, p99, failed
+    return Load(rate, p50, p99, failed)
+
+
+WRK_SCRIPT = """local f = assert(io.open({path}, "rb"))
+wrk.method, wrk.body, wrk.headers["Content-Type"] = "POST", f:read("*all"), "image/png"
+f:close()
+"""
+WRK_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def wrk(port: int, png: Path, seconds: float, connections: int) -> Load:
+    """`wrk` (two threads, one per core) posting `png`."""
+    script = png.with_suffix(".lua")
+    script.write_text(WRK_SCRIPT.format(path=json.dumps(str(png))))  # a JSON string is a Lua string too
+    url = f"http://127.0.0.1:{port}/v1/predict"
+    command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds:g}s", "--latency", "-s", str(script), url]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+    def latency_ms(percent: int) -> float:
+        value, unit = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s|m)$", out, re.M).groups()  # type: ignore[union-attr]
+        return float(value) * WRK_UNITS_MS[unit]
+
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    not_ok = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    failed = (int(not_ok.group(1)) if not_ok else 0) + (sum(map(int, errors.groups())) if errors else 0)
+    return Load(rate, latency_ms(50), latency_ms(99), failed)
+
+
+GENERATORS = {"wrk": wrk, "hey": hey}
 
 
 def free_port() -> int:
@@ -175,25 +214,30 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_round(path: str, artifacts: Path | None, workers: int, png: Path, seconds: float, folder: Path) -> Round:
+def run_round(
+    path: str, artifacts: Path | None, workers: int, png: Path, seconds: float, folder: Path, generator: str
+) -> Round:
     port = free_port()
     process, ready = serve(artifacts, port, workers, folder / "service.log")
+    load = GENERATORS[generator]
     try:
-        hey(port, png, 2, 32)  # warm-up
+        load(port, png, 2, 32)  # warm-up
         cpu_before = children_cpu_seconds()
-        rate, p50, p99, failed = hey(port, png, seconds, 32)
-        hey_cores = (children_cpu_seconds() - cpu_before) / seconds
+        result = load(port, png, seconds, 32)
+        generator_cores = (children_cpu_seconds() - cpu_before) / seconds
         service = psutil.Process(process.pid)
         rss = max(p.memory_info().rss for p in [service, *service.children()]) / 1e6  # the largest process
     finally:
         os.killpg(process.pid, 15)
         process.wait(30)
-    return Round(path, rate, p50, p99, failed, ready, rss, hey_cores)
+    return Round(path, result.per_second, result.p50_ms, result.p99_ms, result.failed, ready, rss, generator_cores)
 
 
-def report(rounds: list[Round], predicts: dict[str, list[float]], load_before: str, load_after: str, model: str) -> str:
+def report(
+    rounds: list[Round], predicts: dict[str, list[float]], load_before: str, load_after: str, model: str, generator: str
+) -> str:
     rows = [
-        f"| {r.path}, round {1 + i // len(PATHS)} | {r.per_second:.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.failed} | {r.ready_s:.2f} | {r.rss_mb:.0f} | {r.hey_cores:.2f} |"
+        f"| {r.path}, round {1 + i // len(PATHS)} | {r.per_second:.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.failed} | {r.ready_s:.2f} | {r.rss_mb:.0f} | {r.generator_cores:.2f} |"
         for i, r in enumerate(rounds)
     ]
     light = [r for r in rounds if r.path.startswith("light")]
@@ -201,14 +245,14 @@ def report(rounds: list[Round], predicts: dict[str, list[float]], load_before: s
     lines = [
         "# `mnist-pipeline serve` benchmark: the light model (LiteRT) beside Keras",
         "",
-        f"Made by `python -m bench.serve`: `hey` with 32 connections posting one MNIST test digit as a PNG to "
+        f"Made by `python -m bench.serve`: `{generator}` with 32 connections posting one MNIST test digit as a PNG to "
         f"`/v1/predict`, the paths alternating. Model: {model}. uvicorn with httptools and uvloop, micro-batching on "
-        "(--max-batch 64, no batch window: the defaults). Resident memory: of the largest service process. hey's cores: the "
-        "CPU time `hey` itself used per second, on the same 2 cores. The HTTP stack alone: uvicorn, with the same "
+        f"(--max-batch 64, no batch window: the defaults). Resident memory: of the largest service process. {generator}'s "
+        f"cores: the CPU time `{generator}` itself used per second, on the same 2 cores. The HTTP stack alone: uvicorn, with the same "
         "settings, answering a fixed answer of the same size without reading the picture (bench/http_ceiling.py): "
         "the most a service on this stack answers here under the same load.",
         "",
-        "| path, round | requests/s | p50 ms | p99 ms | failed | ready after s | resident MB | hey's cores |",
+        f"| path, round | requests/s | p50 ms | p99 ms | failed | ready after s | resident MB | {generator}'s cores |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
@@ -224,7 +268,7 @@ def report(rounds: list[Round], predicts: dict[str, list[float]], load_before: s
         f"Machine: {cpu_description()}, shared with other work: load average "
         f"{load_before} before the run, {load_after} after. Python {platform.python_version()}, ai-edge-litert "
         f"{version('ai-edge-litert')}, TensorFlow {version('tensorflow')}, uvicorn {version('uvicorn')}, "
-        f"httptools {version('httptools')}, uvloop {version('uvloop')}, hey (Debian).",
+        f"httptools {version('httptools')}, uvloop {version('uvloop')}, {generator} (Debian).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -235,10 +279,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--predict-repeats", type=int, default=5)
+    parser.add_argument("--generator", choices=sorted(GENERATORS), default="wrk", help="the load generator")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "serve_results.md")
     args = parser.parse_args()
-    if shutil.which("hey") is None:
-        sys.exit("hey is not installed: apt-get install -y hey")
+    if shutil.which(args.generator) is None:
+        sys.exit(f"{args.generator} is not installed: apt-get install -y {args.generator}")
     load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
     artifacts = args.artifacts_dir.resolve()
     registry = json.loads((artifacts / "registry" / "production.json").read_text())["version"]
@@ -249,7 +294,7 @@ def main() -> None:
         png, keras = digit_png(folder), keras_copy(artifacts, folder)
         where = {"light": artifacts, "keras": keras, "none": None}
         rounds = [
-            run_round(path, where[kind], workers, png, args.seconds, folder)
+            run_round(path, where[kind], workers, png, args.seconds, folder, args.generator)
             for _ in range(args.rounds)
             for path, (kind, workers) in PATHS.items()
         ]
@@ -258,7 +303,7 @@ def main() -> None:
             for label, kind in (("light (LiteRT)", "light"), ("Keras", "keras"))
         }
     load_after = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    args.out.write_text(report(rounds, predicts, load_before, load_after, model))
+    args.out.write_text(report(rounds, predicts, load_before, load_after, model, args.generator))
     print(args.out.read_text())
 
 
