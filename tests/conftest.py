@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -79,6 +80,17 @@ def pytest_xdist_auto_num_workers(config):
     runs, much of which waits on servers and processes."""
     cores = len(os.sched_getaffinity(0))
     return cores if "not slow" in config.getoption("markexpr") else cores + 1
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """An xdist worker ends here, its results and its fixtures' teardowns done: a worker that has loaded
+    TensorFlow and Prefect took seconds more to tear its interpreter down, and the run waited for the
+    slowest (bench/ci_results.md)."""
+    if hasattr(config, "workerinput"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def pytest_collection_modifyitems(config, items):
