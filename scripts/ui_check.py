@@ -1,6 +1,6 @@
 """See what users see in the Prefect UI: screenshots of real runs, their report and the Run form.
 
-    .venv/bin/python scripts/ui_check.py [--out artifacts/ui-check] [--port 4310]
+    .venv/bin/python -m scripts.ui_check [--out artifacts/ui-check] [--port 4310]   # from the checkout
 
 Starts a Prefect server and a worker on 127.0.0.1 (private PREFECT_HOME and artifacts folder under a
 temporary directory), deploys prefect.yaml, runs the on-demand deployment twice (an `mlp` that is
