@@ -91,7 +91,9 @@ class LocalPrefect:
             raise RuntimeError(f"`prefect {' '.join(args)}` failed:\n{result.stdout}\n{result.stderr}")
         return result.stdout
 
-    def start_server(self, timeout: float = 120) -> None:
+    def start_server(self, timeout: float = 300) -> None:
+        """Start `prefect server start` and wait until it answers, failing at once if it exits. A new
+        Prefect home's first start creates the database, a minute or more on a busy 2-core machine."""
         server = self._spawn("server", "server", "start", "--host", "127.0.0.1", "--port", str(self.port))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -111,10 +111,11 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def prefect_server():
-    """One temporary Prefect server (SQLite in a temp dir) for the whole session."""
+    """One temporary Prefect server (SQLite in a temp dir) for the whole session. Its start creates a
+    new database while the other workers start theirs: a minute or more when the machine is busy."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=300):
         yield
 
 

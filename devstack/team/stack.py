@@ -123,7 +123,7 @@ class _TeamPrefect(LocalPrefect):
         super().__init__(port, log_dir=log_dir)
         self.server_env, self.env = server_env, client_env
 
-    def start_server(self, timeout: float = 180) -> None:
+    def start_server(self, timeout: float = 300) -> None:
         client_env, self.env = self.env, self.server_env
         try:
             super().start_server(timeout)
