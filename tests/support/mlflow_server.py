@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -127,9 +128,22 @@ def register_then_sync(registry_url: str, mirror: Path, runs: list, split, targe
     _machine.mirror = mirror
     registry, client = open_registry(registry_url), target.client()
     said = []
-    for number, run in enumerate(runs, start=1):
-        start.wait()
-        decision = register(registry, run, split, flow_run_id=f"{mirror.name}-{number}")
-        sync_registry(registry, target, client)
-        said.append(f"{decision.candidate} {decision.verdict}")
+    try:
+        for number, run in enumerate(runs, start=1):
+            start.wait()
+            decision = register(registry, run, split, flow_run_id=f"{mirror.name}-{number}")
+            sync_registry(registry, target, client)
+            said.append(f"{decision.candidate} {decision.verdict}")
+    except BaseException:
+        start.abort()  # the other machines stop waiting for this one (`results_of` reports this error)
+        raise
     return said
+
+
+def results_of(futures: list[Future], timeout: float) -> list:
+    """The futures' results; if one failed, its error, before the BrokenBarrierError of those that were
+    left waiting for it at a barrier."""
+    errors = [error for future in futures if (error := future.exception(timeout=timeout)) is not None]
+    for error in sorted(errors, key=lambda error: isinstance(error, threading.BrokenBarrierError)):
+        raise error
+    return [future.result() for future in futures]

@@ -232,20 +232,34 @@ def _light_pyfunc(light: Path, destination: Path) -> None:
 
 def _align_alias(registry: Registry, client: Any, name: str, mirrored: dict[str, Any]) -> tuple[str | None, bool]:
     """Set (or remove) the alias until it names what the registry reads as production before and after
-    the write: (production, whether the alias was changed)."""
+    the write: (production, whether the alias was changed by this sync).
+
+    Two syncs writing the alias at once (team mode) can have one write refused: MLflow's SQL store adds
+    a new alias with a read then an insert, and the second insert breaks the table's unique key
+    (400, BAD_REQUEST); a removal can find the alias gone (404). Such a refusal is read again in the
+    next round, which sees what the other sync wrote; a refusal in the last round is raised."""
+    from mlflow.exceptions import MlflowException
+
     moved = False
     for _ in range(MAX_ROUNDS):
+        refused = None
         production = registry.production()
         if production is not None and production not in mirrored:
-            break  # registered after this sync listed the versions: its registration's sync moves the alias
+            return production, moved  # registered after this sync listed the versions: its own sync moves the alias
         wanted = str(mirrored[production].version) if production else None
         current = client.get_registered_model(name).aliases.get(PRODUCTION_ALIAS)
         if (str(current) if current is not None else None) != wanted:
-            if wanted:
-                client.set_registered_model_alias(name, PRODUCTION_ALIAS, wanted)
-            else:
-                client.delete_registered_model_alias(name, PRODUCTION_ALIAS)
+            try:
+                if wanted:
+                    client.set_registered_model_alias(name, PRODUCTION_ALIAS, wanted)
+                else:
+                    client.delete_registered_model_alias(name, PRODUCTION_ALIAS)
+            except MlflowException as error:
+                refused = error
+                continue
             moved = True
         if registry.production() == production:
-            break
+            return production, moved
+    if refused is not None:
+        raise refused
     return production, moved
