@@ -51,6 +51,7 @@ from mnist_pipeline.core.storage import store
 from mnist_pipeline.core.storage.paths import bundled_mnist_dir
 from mnist_pipeline.core.support.faults import crash_point, inject_fault
 from mnist_pipeline.core.support.files import sha256_file, write_json_atomic
+from mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow
 
 USER_VERSION_PATTERN = re.compile(r"^[vV]?(\d{1,9})$")
 SAVED_MODEL_DIR = "saved_model"
@@ -753,7 +754,7 @@ def _decided(verdict: Verdict) -> dict[str, Any]:
 
 
 def _framework_versions() -> dict[str, str]:
+    tf = import_tensorflow()
     import keras
-    import tensorflow as tf
 
     return {"tensorflow": tf.__version__, "keras": keras.__version__}

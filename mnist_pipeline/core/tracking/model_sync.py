@@ -177,6 +177,9 @@ def _save_keras_flavor(model_path: Path, destination: Path, light: Path | None) 
     otherwise load the model in a subprocess to infer them; LiteRT's too when there is a `light` model)."""
     import importlib.metadata
 
+    from mnist_pipeline.core.modelling.models import load_model
+
+    model = load_model(model_path)  # first: TensorFlow and Keras imported as `import_tensorflow` does
     import keras
     import mlflow.keras
     import numpy as np
@@ -184,9 +187,6 @@ def _save_keras_flavor(model_path: Path, destination: Path, light: Path | None) 
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    from mnist_pipeline.core.modelling.models import load_model
-
-    model = load_model(model_path)
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(model.inputs[0].dtype), (-1, *model.input_shape[1:]), "image")]),
         outputs=Schema([TensorSpec(np.dtype("float32"), (-1, *model.output_shape[1:]), "probabilities")]),
