@@ -100,15 +100,15 @@ def test_scripts_run_sh_sets_up_and_runs_the_default_pipeline_into_MNIST_ARTIFAC
     prefect_api_url, split_manifest, tmp_path
 ):
     """The promise of README's quick start, `bash scripts/run.sh`: the default preset (the cnn) trained,
-    tested and promoted. Two of its nine epochs, to keep CI short: what the full default reaches is
-    bench/time_to_accuracy.py's to measure. The artifacts folder comes from the environment; its
+    tested and promoted. One of its nine epochs (already above 98%), to keep CI short: what the full
+    default reaches is bench/time_to_accuracy.py's to measure. The artifacts folder comes from the environment; its
     split is the session's (the same recipe as the default), so only the cnn trains."""
     artifacts, cwd = tmp_path / "from-env", tmp_path / "cwd"
     shutil.copytree(split_manifest.parent, artifacts / "splits" / split_manifest.parent.name)
     cwd.mkdir()
     summary_file = tmp_path / "summary.json"
     result = subprocess.run(
-        ["bash", str(PROJECT_ROOT / "scripts" / "run.sh"), "--epochs", "2", "--summary-json", str(summary_file)],
+        ["bash", str(PROJECT_ROOT / "scripts" / "run.sh"), "--epochs", "1", "--summary-json", str(summary_file)],
         cwd=cwd,
         capture_output=True,
         text=True,
