@@ -132,7 +132,7 @@ def test_registry_change_while_mlflow_is_away_is_a_warning_and_sync_repairs_it(t
 
 def test_two_syncs_setting_the_alias_at_once_both_end_with_it_on_production(target, two_versions):
     """MLflow's SQL store adds a new alias with a read then an insert: of two syncs writing it at the same
-    moment, one is often refused (400; 9 of 20 pairs here). Each sync reads the alias again and ends
+    moment, one is often refused (400; bench/ci_results.md). Each sync reads the alias again and ends
     with it on production."""
     registry = open_registry(two_versions / "registry", splits_dir=two_versions / "splits")
     client = target.check()

@@ -15,8 +15,8 @@ from mnist_pipeline.core.support.errors import PipelineError
 def prepare_prefect() -> None:
     """Before Prefect loads: the pipeline runs offline, so keep Prefect's temporary server from trying
     to send telemetry, and give it time to start (Prefect's default is 20 s). Its first start in a
-    Prefect home creates the database: 27 s of a quiet 2-core machine here, and more than 90 s once,
-    in CI, with the machine shared three ways; a run that fails after that wait has lost it anyway."""
+    Prefect home creates the database, which takes minutes on a busy 2-core machine (bench/ci_results.md);
+    a run that fails after that wait has lost it anyway."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
 

@@ -12,8 +12,8 @@ TensorFlow said there is no CUDA driver at all: on a machine with a driver, it i
 
 Keras imports scikit-learn (for its scikit-learn wrappers) and matplotlib's pyplot (for its image
 gallery plots) at start-up whenever they are installed, and MLflow installs them. Neither feature is
-used here, and the two imports were about a third of `import tensorflow` (about 1.5 of 4.6 CPU-seconds
-here), paid by every process that trains, evaluates or converts. Keras imports each inside
+used here, and the two imports were about a third of `import tensorflow` (bench/ci_results.md), paid
+by every process that trains, evaluates or converts. Keras imports each inside
 `try: ... except ImportError`, and no option of Keras turns them off, so while TensorFlow and Keras
 import, those modules are marked absent in `sys.modules` (Python then raises ImportError); the marks
 are removed afterwards, so a later `import matplotlib.pyplot` (the run's plots) imports it as usual.
