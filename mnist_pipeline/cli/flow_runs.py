@@ -15,7 +15,7 @@ from mnist_pipeline.core.support.errors import PipelineError
 def prepare_prefect() -> None:
     """Before Prefect loads: the pipeline runs offline, so keep Prefect's temporary server from trying
     to send telemetry, and give it time to start (Prefect's default is 20 s). Its first start in a
-    Prefect home creates the database, which takes minutes on a busy 2-core machine (bench/ci_results.md);
+    Prefect home creates the database: a minute or more on a busy 2-core machine (bench/ci_results.md);
     a run that fails after that wait has lost it anyway."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
