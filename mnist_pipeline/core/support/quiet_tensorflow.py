@@ -17,6 +17,8 @@ by every process that trains, evaluates or converts. Keras imports each inside
 `try: ... except ImportError`, and no option of Keras turns them off, so while TensorFlow and Keras
 import, those modules are marked absent in `sys.modules` (Python then raises ImportError); the marks
 are removed afterwards, so a later `import matplotlib.pyplot` (the run's plots) imports it as usual.
+Meanwhile another thread could not import them either; none does here (Prefect, MLflow and the
+flows import neither; the plots come after training, which waits for this import).
 """
 
 from __future__ import annotations
