@@ -32,10 +32,15 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # to 3 minutes (parallel downloads and unpacking), the same files, checked against the same hashes.
 "${pip[@]}" uv==0.13.9
 # --no-config: the lock is complete; pyproject's [tool.uv] constraint is for `uv pip compile` only.
-# --compile-bytecode: uv, unlike pip, writes no .pyc files by default, and where PYTHONDONTWRITEBYTECODE
-# is set (as on these machines) Python never writes them either: every process then compiled what it
-# imported, each time (`import tensorflow`: 20 s instead of 7 s here; the tests start many processes).
-.venv/bin/uv pip install --quiet --no-config --python .venv/bin/python --require-hashes --compile-bytecode \
+# Bytecode: uv, unlike pip, writes no .pyc files. Where PYTHONDONTWRITEBYTECODE is set (as on these
+# machines) Python never writes them either, and every process would compile what it imports, each time
+# (`import tensorflow` then takes about three times as long), so uv compiles the whole environment.
+# Otherwise (scripts/test.sh unsets it) Python writes each module's .pyc at its first import: only what
+# is imported, about a third of the files, once (bench/ci_results.md has the times). A .venv set up that
+# way and run later with PYTHONDONTWRITEBYTECODE set compiles, in each process, what the tests never imported.
+compile=()
+if [ -n "${PYTHONDONTWRITEBYTECODE:-}" ]; then compile=(--compile-bytecode); fi
+.venv/bin/uv pip install --quiet --no-config --python .venv/bin/python --require-hashes "${compile[@]}" \
   --requirement requirements.lock
 # The build backend (setuptools) is one of the locked packages: no isolated build env to fetch.
 # flows/ and tasks/ are installed as mnist_pipeline.flows/.tasks (package-dir), which setuptools makes

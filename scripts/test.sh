@@ -7,15 +7,16 @@ cd "$(dirname "$0")/.."
 # Bytecode caches on, where the machine's environment turns them off (PYTHONDONTWRITEBYTECODE): pytest
 # then keeps the test modules it rewrote, and the commands the tests start read the package compiled.
 unset PYTHONDONTWRITEBYTECODE
-# The Debian packages install while uv installs the Python ones: apt and uv wait on different downloads.
+# The Debian packages install while uv installs the Python ones and the code is checked: apt waits on
+# its downloads, the rest on the CPU.
 bash scripts/system-deps.sh &
 system_deps=$!
 bash scripts/setup.sh test
-wait "$system_deps"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 .venv/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+wait "$system_deps"
 # A worker per core, one more when the slow tier runs (tests/conftest.py: three on CI's 2 cores), a
 # test file at a time each, the longest files first; the 20 slowest tests listed at the end (where the
 # run's time went). Options given here come after these and win, e.g. `-n 0`.
