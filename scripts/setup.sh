@@ -34,10 +34,10 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # --no-config: the lock is complete; pyproject's [tool.uv] constraint is for `uv pip compile` only.
 # Bytecode: uv, unlike pip, writes no .pyc files. Where PYTHONDONTWRITEBYTECODE is set (as on these
 # machines) Python never writes them either, and every process would compile what it imports, each time
-# (`import tensorflow` then takes about three times as long), so uv compiles the whole environment.
+# (`import tensorflow` then takes several times as long), so uv compiles the whole environment.
 # Otherwise (scripts/test.sh unsets it) Python writes each module's .pyc at its first import: only what
-# is imported, about a third of the files, once (bench/ci_results.md has the times). A .venv set up that
-# way and run later with PYTHONDONTWRITEBYTECODE set compiles, in each process, what the tests never imported.
+# is imported, once (bench/ci_results.md has the times). A .venv set up that way and run later with
+# PYTHONDONTWRITEBYTECODE set compiles, in each process, what the tests never imported.
 compile=()
 if [ -n "${PYTHONDONTWRITEBYTECODE:-}" ]; then compile=(--compile-bytecode); fi
 .venv/bin/uv pip install --quiet --no-config --python .venv/bin/python --require-hashes "${compile[@]}" \
