@@ -35,17 +35,17 @@ def test_a_cuda_failure_shows_where_a_driver_is_installed():
 
 @pytest.mark.slow  # a fresh process importing TensorFlow
 def test_a_fresh_process_importing_tensorflow_prints_nothing_but_its_own_lines_and_loads_no_unused_extra():
-    """Nor does the import load what Keras would load for features unused here (scikit-learn, pyplot),
+    """Nor does the import load what Keras would load for features unused here (scikit-learn, pyplot, pandas),
     which the process can still import afterwards."""
     program = (
         "import sys\nfrom mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow, KERAS_EXTRAS_UNUSED\n"
         "tf = import_tensorflow()\nprint('stderr after import', file=sys.stderr)\n"
         "print(int(tf.reduce_sum(tf.constant([1, 2]))))\n"
         "print([name for name in KERAS_EXTRAS_UNUSED if name in sys.modules])\n"
-        "import matplotlib.pyplot, sklearn\nprint(matplotlib.pyplot.__name__, sklearn.__name__)"
+        "import matplotlib.pyplot, pandas, sklearn\nprint(matplotlib.pyplot.__name__, pandas.__name__, sklearn.__name__)"
     )
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
-    assert result.stdout == "3\n[]\nmatplotlib.pyplot sklearn\n"
+    assert result.stdout == "3\n[]\nmatplotlib.pyplot pandas sklearn\n"
     assert result.stderr == "stderr after import\n"
 
 

@@ -10,15 +10,16 @@ Nothing else is held back: the import may run in a background thread while the r
 writes to stderr (and starts processes that inherit it). The CUDA failure is dropped only after
 TensorFlow said there is no CUDA driver at all: on a machine with a driver, it is a real error.
 
-Keras imports scikit-learn (for its scikit-learn wrappers) and matplotlib's pyplot (for its image
-gallery plots) at start-up whenever they are installed, and MLflow installs them. Neither feature is
-used here, and the two imports were about a third of `import tensorflow` (bench/ci_results.md), paid
-by every process that trains, evaluates or converts. Keras imports each inside
+Keras imports scikit-learn (for its scikit-learn wrappers), matplotlib's pyplot (for its image
+gallery plots) and pandas (to take DataFrames as training data) at start-up whenever they are
+installed, and MLflow installs them. None of these features is used here, and the three imports were
+over a third of `import tensorflow` (bench/ci_results.md), paid by every process that trains,
+evaluates or converts. Keras imports each inside
 `try: ... except ImportError`, and no option of Keras turns them off, so while TensorFlow and Keras
 import, those modules are marked absent in `sys.modules` (Python then raises ImportError); the marks
 are removed afterwards, so a later `import matplotlib.pyplot` (the run's plots) imports it as usual.
 Meanwhile another thread could not import them either; none does here (Prefect, MLflow and the
-flows import neither; the plots come after training, which waits for this import).
+flows import none of them meanwhile; the plots come after training, which waits for this import).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ STARTUP_NOTICES = re.compile(
     r"|To enable the following instructions: .* rebuild TensorFlow"
 )
 NO_DRIVER = "Could not find cuda drivers on your machine"
-KERAS_EXTRAS_UNUSED = ("sklearn", "matplotlib.pyplot")
+KERAS_EXTRAS_UNUSED = ("sklearn", "matplotlib.pyplot", "pandas")
 CUDA_INIT_FAILED = "failed call to cuInit"
 
 _lock = threading.Lock()
