@@ -19,7 +19,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]  # a checkout: prefect.yaml is there
 
@@ -108,12 +114,35 @@ class LocalPrefect:
             time.sleep(0.5)
         raise TimeoutError(f"the Prefect server did not answer on {self.api_url} within {timeout:.0f} s")
 
+    @contextmanager
+    def client(self) -> Iterator[SyncPrefectClient]:
+        """A synchronous Prefect client of this server, with the CLI's API settings (its auth string too)."""
+        from prefect.client.orchestration import SyncPrefectClient
+
+        with SyncPrefectClient(self.api_url, auth_string=self.env.get("PREFECT_API_AUTH_STRING")) as client:
+            yield client
+
+    def ensure_work_pool(self, concurrency_limit: int | None = None) -> None:
+        """The `process` work pool as `prefect work-pool create --type process` makes it, unless it
+        exists: through the client, where the CLI would be a Python process of its own (two, to check
+        first), each importing Prefect for a request."""
+        from prefect.client.schemas.actions import WorkPoolCreate
+        from prefect.exceptions import ObjectAlreadyExists
+        from prefect.workers.process import ProcessWorker
+
+        pool = WorkPoolCreate(
+            name=WORK_POOL,
+            type=ProcessWorker.type,
+            base_job_template=ProcessWorker.get_default_base_job_template(),
+            concurrency_limit=concurrency_limit,
+        )
+        with self.client() as client, suppress(ObjectAlreadyExists):
+            client.create_work_pool(pool)
+
     def deploy(self, prefect_file: Path | None = None) -> None:
         """Create the work pool (if missing) and every deployment in prefect.yaml (or `prefect_file`,
         whose entrypoints are relative to the project root too)."""
-        pools = self.prefect("work-pool", "ls")
-        if WORK_POOL not in pools:
-            self.prefect("work-pool", "create", WORK_POOL, "--type", "process")
+        self.ensure_work_pool()
         self.prefect("deploy", "--all", *(("--prefect-file", str(prefect_file)) if prefect_file else ()))
 
     def start_worker(self) -> None:

@@ -424,23 +424,29 @@ class TeamStack:
         )
 
     def _set_up_server(self, prefect: _TeamPrefect) -> None:
+        """The pool, its queues and the trainings' limit through the client (a request each, where the
+        CLI would start a Python process each); then the deployment, the automation and the results
+        block, each from a process of its own, at once."""
         log = self.logs / "setup.log"
-
-        def pool_and_deployment() -> None:
-            prefect.prefect("work-pool", "create", WORK_POOL, "--type", "process")
-            prefect.prefect("work-pool", "set-concurrency-limit", WORK_POOL, str(self.pool_limit))
+        prefect.ensure_work_pool(concurrency_limit=self.pool_limit)
+        with prefect.client() as client:
             for machine in self.machines:  # a worker polling a queue that does not exist takes no runs at all
-                prefect.prefect("work-queue", "create", machine.work_queue, "--pool", WORK_POOL)
+                client.create_work_queue(machine.work_queue, work_pool_name=WORK_POOL)
+            client.create_concurrency_limit(TRAINING_TAG, self.trainings)
+
+        def deployment() -> None:
             with open(log, "a") as output:  # pinned to the mirror and commit by the CLI's environment
                 output.write(prefect.prefect("deploy", "--name", TEAM_DEPLOYMENT))
 
-        def limit_and_block() -> None:
-            prefect.prefect("concurrency-limit", "create", TRAINING_TAG, str(self.trainings))
+        def automation() -> None:
             prefect.prefect("automation", "create", "--from-file", str(self._automations()))
+
+        def results_block() -> None:
             self.results_block = self._ensure_results_block(prefect, log)
 
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            for done in [pool.submit(pool_and_deployment), pool.submit(limit_and_block)]:
+        steps: list[Callable[[], None]] = [deployment, automation, results_block]
+        with concurrent.futures.ThreadPoolExecutor(len(steps)) as pool:
+            for done in [pool.submit(step) for step in steps]:
                 done.result()
 
     def _automations(self) -> Path:
