@@ -14,10 +14,10 @@ Keras imports scikit-learn (for its scikit-learn wrappers), matplotlib's pyplot 
 gallery plots) and pandas (to take DataFrames as training data) at start-up whenever they are
 installed, and MLflow installs them. None of these features is used here, and the three imports were
 over a third of `import tensorflow` (bench/ci_results.md), paid by every process that trains,
-evaluates or converts. Keras imports each inside
-`try: ... except ImportError`, and no option of Keras turns them off, so while TensorFlow and Keras
-import, those modules are marked absent in `sys.modules` (Python then raises ImportError); the marks
-are removed afterwards, so a later `import matplotlib.pyplot` (the run's plots) imports it as usual.
+evaluates or converts. Keras imports each inside `try: ... except ImportError`, and no option of
+Keras turns them off, so while TensorFlow and Keras import, those modules are marked absent in
+`sys.modules` (Python then raises ImportError); the marks are removed afterwards, so a later
+`import matplotlib.pyplot` (the run's plots) imports it as usual.
 Meanwhile another thread could not import them either; none does here (Prefect, MLflow and the
 flows import none of them meanwhile; the plots come after training, which waits for this import).
 """
