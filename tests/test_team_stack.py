@@ -22,7 +22,7 @@ import pytest
 
 from devstack.team import TeamStackError
 from devstack.team.processes import descendants, stop_tree
-from devstack.team.stack import BUCKET, TEAM_ON_DEMAND, TRAINING_TAG, TeamStack
+from devstack.team.stack import BUCKET, DEAD_AFTER_SECONDS, TEAM_ON_DEMAND, TRAINING_TAG, TeamStack
 from support.commands import ENTRY_POINT, PROJECT_ROOT
 from support.polling import wait_until
 from support.servers import postgres_reachable_folder, team_stack
@@ -82,6 +82,13 @@ def test_prefect_server_keeps_its_state_in_postgresql_with_the_team_setup(stack)
     assert [(limit["name"], limit["limit"]) for limit in limits if limit["name"].startswith("tag:")] == [
         (f"tag:{TRAINING_TAG}", 1)
     ]
+    [automation] = stack.api("POST", "/automations/filter", json={}).json()  # automations.yaml's, as it is
+    assert (automation["name"], automation["enabled"], automation["trigger"]["within"]) == (
+        "mnist-crash-unresponsive-runs",
+        True,
+        DEAD_AFTER_SECONDS,
+    )
+    assert automation["actions"][0]["message"].startswith(f"No heartbeat for {DEAD_AFTER_SECONDS} s:")
     assert stack.online_workers() == {"team-worker-1", "team-worker-2"}
     assert stack.results_block and stack.results_block.startswith("remote-file-system/")
 

@@ -424,46 +424,42 @@ class TeamStack:
         )
 
     def _set_up_server(self, prefect: _TeamPrefect) -> None:
-        """The pool, its queues and the trainings' limit through the client (a request each, where the
-        CLI would start a Python process each); then the deployment, the automation and the results
+        """The pool, its queues, the trainings' limit and the automation through the client (a request
+        each, where the CLI would start a Python process each); then the deployment and the results
         block, each from a process of its own, at once."""
+        from prefect.events.schemas.automations import AutomationCore
+
         log = self.logs / "setup.log"
         prefect.ensure_work_pool(concurrency_limit=self.pool_limit)
         with prefect.client() as client:
             for machine in self.machines:  # a worker polling a queue that does not exist takes no runs at all
                 client.create_work_queue(machine.work_queue, work_pool_name=WORK_POOL)
             client.create_concurrency_limit(TRAINING_TAG, self.trainings)
+            for automation in self._automations():
+                client.create_automation(AutomationCore.model_validate(automation))
 
         def deployment() -> None:
             with open(log, "a") as output:  # pinned to the mirror and commit by the CLI's environment
                 output.write(prefect.prefect("deploy", "--name", TEAM_DEPLOYMENT))
 
-        def automation() -> None:
-            prefect.prefect("automation", "create", "--from-file", str(self._automations()))
-
         def results_block() -> None:
             self.results_block = self._ensure_results_block(prefect, log)
 
-        steps: list[Callable[[], None]] = [deployment, automation, results_block]
-        with concurrent.futures.ThreadPoolExecutor(len(steps)) as pool:
-            for done in [pool.submit(step) for step in steps]:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            for done in [pool.submit(deployment), pool.submit(results_block)]:
                 done.result()
 
-    def _automations(self) -> Path:
-        """automations.yaml, or with another `dead_after_seconds` a copy of it in the stack's logs folder
-        with that `within` and message."""
-        if self.dead_after_seconds == DEAD_AFTER_SECONDS:
-            return AUTOMATIONS
+    def _automations(self) -> list[dict[str, Any]]:
+        """automations.yaml's automations (as `prefect automation create --from-file` reads them), with
+        `dead_after_seconds` as their `within` and in their messages."""
         import yaml
 
-        config = yaml.safe_load(AUTOMATIONS.read_text())
-        for automation in config["automations"]:
+        automations: list[dict[str, Any]] = yaml.safe_load(AUTOMATIONS.read_text())["automations"]
+        for automation in automations:
             automation["trigger"]["within"] = self.dead_after_seconds
             for action in automation["actions"]:
                 action["message"] = action["message"].replace(f"{DEAD_AFTER_SECONDS} s", f"{self.dead_after_seconds} s")
-        copy = self.logs / AUTOMATIONS.name
-        copy.write_text(yaml.safe_dump(config, sort_keys=False))
-        return copy
+        return automations
 
     def _ensure_results_block(self, prefect: _TeamPrefect, log: Path) -> str:
         """The store's results block (mnist_pipeline.orchestration.results_storage), saved on the server by a
