@@ -374,6 +374,18 @@ def test_team_up_refuses_a_folder_it_did_not_make(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
 
 
+def test_a_prefect_server_that_refuses_the_set_up_is_one_error_naming_it(tmp_path):
+    """The pool, queues, limit and automation go through Prefect's client: its failure reads as a failed
+    CLI command did, a TeamStackError naming the server, not an HTTP traceback."""
+    from devstack.team.stack import _TeamPrefect
+
+    stack = TeamStack(tmp_path / "stack", echo=lambda line: None)
+    stack.logs.mkdir(parents=True)
+    nobody = _TeamPrefect(stack.port, stack.logs, server_env={}, client_env={"PREFECT_API_AUTH_STRING": "x"})
+    with pytest.raises(TeamStackError, match=rf"setting up the Prefect server at {stack.api_url} failed: .*refused"):
+        stack._set_up_server(nobody)  # nothing listens on the stack's port: it was never started
+
+
 def test_the_team_deployment_is_pinned_to_a_full_commit(monkeypatch, tmp_path):
     from mnist_pipeline.orchestration.source import pin_source
 

@@ -427,16 +427,20 @@ class TeamStack:
         """The pool, its queues, the trainings' limit and the automation through the client (a request
         each, where the CLI would start a Python process each); then the deployment and the results
         block, each from a process of its own, at once."""
+        import httpx
         from prefect.events.schemas.automations import AutomationCore
 
         log = self.logs / "setup.log"
-        prefect.ensure_work_pool(concurrency_limit=self.pool_limit)
-        with prefect.client() as client:
-            for machine in self.machines:  # a worker polling a queue that does not exist takes no runs at all
-                client.create_work_queue(machine.work_queue, work_pool_name=WORK_POOL)
-            client.create_concurrency_limit(TRAINING_TAG, self.trainings)
-            for automation in self._automations():
-                client.create_automation(AutomationCore.model_validate(automation))
+        try:
+            prefect.ensure_work_pool(concurrency_limit=self.pool_limit)
+            with prefect.client() as client:
+                for machine in self.machines:  # a worker polling a queue that does not exist takes no runs at all
+                    client.create_work_queue(machine.work_queue, work_pool_name=WORK_POOL)
+                client.create_concurrency_limit(TRAINING_TAG, self.trainings)
+                for automation in self._automations():
+                    client.create_automation(AutomationCore.model_validate(automation))
+        except httpx.HTTPError as error:  # as a failed CLI command would, one line and no traceback
+            raise TeamStackError(f"setting up the Prefect server at {self.api_url} failed: {error}") from None
 
         def deployment() -> None:
             with open(log, "a") as output:  # pinned to the mirror and commit by the CLI's environment
