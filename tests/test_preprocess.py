@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mnist_pipeline.core.data.splits import SplitFiles, check_split
-from mnist_pipeline.core.modelling.training import input_pipeline
+from mnist_pipeline.core.modelling.batches import batches_of
 from mnist_pipeline.core.support.errors import SplitValidationError
 from mnist_pipeline.core.support.files import sha256_file, write_json_atomic
 
@@ -81,11 +81,13 @@ def test_unreadable_manifest_is_rejected(split_copy):
 
 def test_pipeline_batches_raw_uint8_and_shuffles_with_seed(synthetic_split):
     images, labels = synthetic_split.load("train")
-    batches = list(input_pipeline(images, labels, 100, shuffle_seed=1).take(2))
+    pipeline = batches_of(images, labels, 100, shuffle_seed=1)
+    assert pipeline.options().autotune.enabled is False  # see batches.py: its iterator's teardown waited
+    batches = list(pipeline.take(2))
     first_images, first_labels = batches[0]
     assert first_images.dtype.name == "uint8" and tuple(first_images.shape) == (100, 28, 28)
     assert not np.array_equal(first_labels.numpy(), labels[:100])  # shuffled
-    again = next(iter(input_pipeline(images, labels, 100, shuffle_seed=1)))
+    again = next(iter(batches_of(images, labels, 100, shuffle_seed=1)))
     assert np.array_equal(again[1].numpy(), first_labels.numpy())  # repeatable
-    ordered = next(iter(input_pipeline(images, labels, 100)))
+    ordered = next(iter(batches_of(images, labels, 100)))
     assert np.array_equal(ordered[1].numpy(), labels[:100])  # evaluation order kept

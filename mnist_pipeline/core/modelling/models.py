@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from mnist_pipeline.core.data.mnist import IMAGE_SHAPE, NUM_CLASSES
+from mnist_pipeline.core.modelling.batches import batches_of
 from mnist_pipeline.core.support.errors import PermanentError
 from mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow
 
@@ -270,7 +271,7 @@ def load_model(model_path: str | Path) -> Any:
 
 def predict_probabilities(model: Any, images: np.ndarray) -> np.ndarray:
     """Class probabilities [n, 10] of raw uint8 images [n, 28, 28]."""
-    return np.asarray(model.predict(images, batch_size=1000, verbose=0))
+    return np.asarray(model.predict(batches_of(images, None, 1000), verbose=0))
 
 
 def top_classes(probabilities: np.ndarray, k: int) -> list[list[tuple[int, float]]]:

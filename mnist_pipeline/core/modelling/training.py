@@ -18,14 +18,13 @@ from typing import Any
 import numpy as np
 
 from mnist_pipeline.core.data.splits import Log, SplitFiles
+from mnist_pipeline.core.modelling.batches import batches_of
 from mnist_pipeline.core.modelling.models import TrainingConfig, build_model, for_inference
 from mnist_pipeline.core.modelling.progress import Progress, progress_callback
 from mnist_pipeline.core.storage import store
 from mnist_pipeline.core.support.faults import crash_point, fail_training_in, inject_fault
 from mnist_pipeline.core.support.files import atomic_path, sha256_file, write_json_atomic
 from mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow
-
-SHUFFLE_BUFFER = 10_000
 
 
 @dataclass(frozen=True)
@@ -57,13 +56,13 @@ def training_key(config: TrainingConfig, data_sha256: str, runs_root: str) -> st
     folder's model is not this one's. The training stage is cached on this key."""
     from importlib.metadata import version
 
-    from mnist_pipeline.core.modelling import models
+    from mnist_pipeline.core.modelling import batches, models
 
     inputs = {
         "config": asdict(config),
         "data_sha256": data_sha256,
         "runs_root": str(runs_root),
-        "code": [sha256_file(Path(module)) for module in (__file__, models.__file__)],
+        "code": [sha256_file(Path(module)) for module in (__file__, models.__file__, batches.__file__)],
         "frameworks": {name: version(name) for name in ("tensorflow", "keras")},
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
@@ -78,16 +77,6 @@ def weights_sha256(model: Any) -> str:
     return digest.hexdigest()
 
 
-def input_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle_seed: int | None = None) -> Any:
-    """Batched, prefetched tf.data pipeline of raw uint8 images; shuffled when a seed is given."""
-    import tensorflow as tf
-
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
 def prepare_training(config: TrainingConfig, data: SplitFiles) -> tuple[Any, Any, Any]:
     """(compiled model, train pipeline, validation pipeline), seeded by the config: the set-up of
     every training run, shared with the benchmark."""
@@ -100,8 +89,8 @@ def prepare_training(config: TrainingConfig, data: SplitFiles) -> tuple[Any, Any
     # the machine is busy, and the weights differ in their last bits
     tf.config.experimental.enable_op_determinism()
     train_images, train_labels = data.load("train")
-    train_ds = input_pipeline(train_images, train_labels, config.batch_size, shuffle_seed=config.seed)
-    validation_ds = input_pipeline(*data.load("validation"), config.batch_size)
+    train_ds = batches_of(train_images, train_labels, config.batch_size, shuffle_seed=config.seed)
+    validation_ds = batches_of(*data.load("validation"), config.batch_size)
     model = build_model(config, steps_per_epoch=math.ceil(len(train_labels) / config.batch_size))
     return model, train_ds, validation_ds
 
