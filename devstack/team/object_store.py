@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from devstack.ports import free_port
 from devstack.team import TeamStackError
-from devstack.team.processes import ProcessId, free_port, plain_env, spawn, stop_tree, wait_until_ready
+from devstack.team.processes import ProcessId, plain_env, spawn, stop_tree, wait_until_ready
 
 HOST = "127.0.0.1"
 REGION = "us-east-1"

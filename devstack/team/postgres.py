@@ -24,8 +24,9 @@ import signal
 import subprocess
 from pathlib import Path
 
+from devstack.ports import free_port
 from devstack.team import TeamStackError
-from devstack.team.processes import ProcessId, descendants, free_port, spawn, stop_tree, wait_until_ready
+from devstack.team.processes import ProcessId, descendants, spawn, stop_tree, wait_until_ready
 
 POSTGRES_USER = "postgres"
 MIN_VERSION = (14, 9)  # Prefect 3's migrations (pg_trgm indexes)

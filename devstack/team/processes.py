@@ -189,13 +189,3 @@ def stop_tree(
             _signal_group(follower, signal.SIGKILL)
         _wait_gone(followers, 10)
     return [found for found in [leader, *tree] if found is not None and found.alive()]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now, for a server of the stack to take."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port

@@ -47,10 +47,11 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from devstack.local_server import PROJECT_ROOT, WORK_POOL, LocalPrefect
+from devstack.ports import free_port
 from devstack.team import TeamStackError
 from devstack.team.object_store import MotoS3Server
 from devstack.team.postgres import PostgresServer
-from devstack.team.processes import ProcessId, free_port, plain_env, spawn, stop_tree, wait_until_ready
+from devstack.team.processes import ProcessId, plain_env, spawn, stop_tree, wait_until_ready
 from mnist_pipeline.core.storage.store import CACHE_ENV_VAR
 from mnist_pipeline.orchestration.source import REPO_COMMIT_ENV, REPO_URL_ENV
 

@@ -11,18 +11,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from devstack.ports import free_port
 from support.commands import ENTRY_POINT, PROJECT_ROOT
 from support.polling import wait_until
 from support.training import QUIET_LOG
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that is free now (the OS picks it)."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def answers_ok(url: str) -> bool:
