@@ -23,11 +23,15 @@ from mnist_pipeline.orchestration.retries import retry_unless_permanent
 PER_CLASS_TABLE_KEY = "mnist-per-class-accuracy"
 
 
-def _inputs_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """Prefect's cache key of an evaluation: `evaluation_key` of its model, data and folder."""
-    return evaluation_key(
-        parameters["trained"].model_path, parameters["data"].data_sha256, store.parent(parameters["run_dir"])
-    )
+def _inputs_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
+    """Prefect's cache key of an evaluation: `evaluation_key` of its model, data and folder; none (not
+    cached) for a model whose file is gone, which the stage then reports (MissingModelError)."""
+    try:
+        return evaluation_key(
+            parameters["trained"].model_path, parameters["data"].data_sha256, store.parent(parameters["run_dir"])
+        )
+    except FileNotFoundError:
+        return None
 
 
 @task(

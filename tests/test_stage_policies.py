@@ -8,10 +8,12 @@ once, a permanent error tried once) is in test_server.py.
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 
 from mnist_pipeline.core.modelling.parameters import InvalidParameterError
+from mnist_pipeline.core.modelling.training import MissingModelError
 from mnist_pipeline.core.registry import RegistryError
 from mnist_pipeline.core.support.errors import (
     BundleMissingError,
@@ -71,6 +73,7 @@ def test_the_download_backs_off_exponentially_and_at_random():
         (SplitValidationError("bad split"), False),
         (InvalidParameterError("bad parameter"), False),
         (RegistryError("damaged registry"), False),
+        (MissingModelError("deleted run folder"), False),
         (InjectedFault("first attempt"), True),
         (PipelineError("transient"), True),
         (OSError("disk busy"), True),
@@ -81,3 +84,13 @@ def test_only_errors_that_a_retry_may_fix_are_retried(error, retried):
     from prefect.states import Failed
 
     assert retry_unless_permanent(download_split, None, Failed(data=error)) is retried
+
+
+def test_evaluate_is_not_cached_on_a_model_whose_file_is_gone(tiny_strong, synthetic_split, tmp_path):
+    """Prefect's cache of a training outlives a deleted run folder: the evaluate stage's cache key then
+    has nothing to hash, and the stage runs to report it (MissingModelError), with no traceback of its own."""
+    trained, _ = tiny_strong
+    parameters = {"trained": trained, "data": synthetic_split, "run_dir": str(tmp_path / "runs" / "run")}
+    assert evaluate.cache_key_fn(None, parameters)
+    gone = replace(trained, model_path=str(tmp_path / "deleted-run" / "model.keras"))
+    assert evaluate.cache_key_fn(None, {**parameters, "trained": gone}) is None

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mnist_pipeline.core.modelling.models import load_model, training_config
-from mnist_pipeline.core.modelling.training import fit
+from mnist_pipeline.core.modelling.training import MissingModelError, fit
 from mnist_pipeline.core.support.faults import FAIL_ONCE_ENV, InjectedFault
 from support.training import QUIET_LOG
 
@@ -79,6 +80,19 @@ def test_saved_weights_are_the_best_epochs(synthetic_split, tmp_path):
     val_loss = float(keras.losses.sparse_categorical_crossentropy(labels, probabilities).numpy().mean())
     assert val_loss == pytest.approx(min(history["val_loss"]), rel=1e-3)
     assert trained.best_epoch == best + 1
+
+
+def test_a_model_whose_run_folder_was_deleted_is_a_clear_error_saying_how_to_train_it_again(tiny_strong, tmp_path):
+    """Prefect's cache of a training keeps its record after the run folder is deleted (to free space,
+    say): the stages that read the model then say so and how to train it anew, not Keras' "File not found"."""
+    trained, _ = tiny_strong
+    assert trained.fetched().model_path == trained.model_path
+    gone = replace(trained, model_path=str(tmp_path / "deleted-run" / "model.keras"))
+    with pytest.raises(MissingModelError, match=r"deleted-run/model.keras is gone .* --force-retrain"):
+        gone.fetched()
+    history_gone = replace(trained, history_path=str(tmp_path / "deleted-run" / "history.json"))
+    with pytest.raises(MissingModelError, match="--force-retrain"):
+        history_gone.fetched()
 
 
 def test_same_seed_same_model_and_one_log_line_per_epoch(tiny_strong, synthetic_split, tmp_path, caplog):

@@ -102,55 +102,34 @@ class JsonImages(BaseModel):
     images: list[Any]
 
 
-PREDICT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "array",
-                            "items": {"type": "string", "format": "binary"},
-                            "description": f"one or more pictures (at most {MAX_IMAGES_PER_REQUEST})",
-                        }
-                    },
-                }
-            },
-            "image/png": {"schema": {"type": "string", "format": "binary"}},
-            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-            "application/json": {"schema": JsonImages.model_json_schema()},
-        },
+def _request_body(form_fields: dict[str, Any], other_content: dict[str, Any] | None = None) -> dict[str, Any]:
+    """OpenAPI's `requestBody` of an endpoint that reads its request itself (FastAPI cannot infer it):
+    a multipart form of `form_fields`, all required, and the other content types it takes."""
+    form = {"schema": {"type": "object", "required": list(form_fields), "properties": form_fields}}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": form, **(other_content or {})}}}
+
+
+BINARY = {"type": "string", "format": "binary"}
+PREDICT_BODY = _request_body(
+    {
+        "file": {
+            "type": "array",
+            "items": BINARY,
+            "description": f"one or more pictures (at most {MAX_IMAGES_PER_REQUEST})",
+        }
+    },
+    {
+        "image/png": {"schema": BINARY},
+        "image/jpeg": {"schema": BINARY},
+        "application/json": {"schema": JsonImages.model_json_schema()},
+    },
+)
+CORRECTION_BODY = _request_body(
+    {
+        "file": {**BINARY, "description": "the drawing the model got wrong"},
+        "label": {"type": "integer", "minimum": 0, "maximum": 9, "description": "the digit it really is"},
     }
-}
-CORRECTION_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file", "label"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "the drawing the model got wrong",
-                        },
-                        "label": {
-                            "type": "integer",
-                            "minimum": 0,
-                            "maximum": 9,
-                            "description": "the digit it really is",
-                        },
-                    },
-                }
-            }
-        },
-    }
-}
+)
 
 
 def create_app(settings: ServeSettings) -> FastAPI:

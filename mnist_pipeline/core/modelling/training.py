@@ -22,9 +22,14 @@ from mnist_pipeline.core.modelling.batches import batches_of
 from mnist_pipeline.core.modelling.models import TrainingConfig, build_model, for_inference
 from mnist_pipeline.core.modelling.progress import Progress, progress_callback
 from mnist_pipeline.core.storage import store
+from mnist_pipeline.core.support.errors import PermanentError
 from mnist_pipeline.core.support.faults import crash_point, fail_training_in, inject_fault
 from mnist_pipeline.core.support.files import atomic_path, sha256_file, write_json_atomic
 from mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow
+
+
+class MissingModelError(PermanentError):
+    """A trained model whose files are no longer where its record says."""
 
 
 @dataclass(frozen=True)
@@ -38,10 +43,20 @@ class TrainedModel:
     weights_sha256: str = ""  # the trained weights' values: equal weights are the same model, whatever the file's bytes
 
     def fetched(self) -> TrainedModel:
-        """This model with its files on this machine (downloaded from the artifact store if need be)."""
-        return replace(
-            self, model_path=str(store.fetch(self.model_path)), history_path=str(store.fetch(self.history_path))
-        )
+        """This model with its files on this machine (downloaded from the artifact store if need be).
+        Files that are gone raise MissingModelError: a run folder deleted after Prefect cached its
+        training leaves the cache pointing at it."""
+        try:
+            model_path, history_path = store.fetch(self.model_path), store.fetch(self.history_path)
+            found = model_path.is_file() and history_path.is_file()
+        except FileNotFoundError:  # not in the artifact store
+            found = False
+        if not found:
+            raise MissingModelError(
+                f"the trained model {self.model_path} is gone (its run folder was deleted after the training "
+                "was cached): run again with --force-retrain (the parameter force_retrain) to train it anew"
+            )
+        return replace(self, model_path=str(model_path), history_path=str(history_path))
 
     def published(self) -> TrainedModel:
         """This model with its files referenced by their URLs in the artifact store, if they mirror one
