@@ -134,12 +134,13 @@ def sweep_case(work: Path, env: dict, workers: int, grid: list[str] = GRID) -> d
 
 
 def main() -> int:
-    from mnist_pipeline.core.data.splits import ensure_split, make_recipe
+    from mnist_pipeline.core.data.splits import SplitSources, ensure_split, make_recipe
     from mnist_pipeline.core.storage.paths import bundled_mnist_dir
 
     work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     recipe = make_recipe("bundle", bundled_mnist_dir(), 0.1, 42)
-    manifest = ensure_split(recipe, bundled_mnist_dir(), work / "artifacts" / "splits", work / "artifacts" / "tfds")
+    sources = SplitSources(bundled_mnist_dir(), work / "artifacts" / "tfds")
+    manifest = ensure_split(recipe, sources, work / "artifacts" / "splits")
     env = {
         **os.environ,
         "PREFECT_HOME": str(work / "prefect-home"),

@@ -36,7 +36,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from bench.machine import cpu_description  # noqa: E402
 from mnist_pipeline.core.data.mnist import IMAGE_SHAPE  # noqa: E402
-from mnist_pipeline.core.data.splits import check_split, ensure_split, make_recipe  # noqa: E402
+from mnist_pipeline.core.data.splits import SplitSources, check_split, ensure_split, make_recipe  # noqa: E402
 from mnist_pipeline.core.modelling.models import (  # noqa: E402
     PRESETS,
     Preset,
@@ -120,7 +120,9 @@ def train_once(
 def default_split(folder: Path) -> Path:
     """The default run's split (bundled MNIST, seed 42, 10% validation), built under `folder`."""
     bundle = bundled_mnist_dir()
-    return ensure_split(make_recipe("bundle", bundle, 0.1, 42), bundle, folder / "splits", folder / "tfds")
+    return ensure_split(
+        make_recipe("bundle", bundle, 0.1, 42), SplitSources(bundle, folder / "tfds"), folder / "splits"
+    )
 
 
 def run_in_own_process(preset: str, seed: int, manifest: Path, epochs: int | None) -> dict:

@@ -16,7 +16,7 @@ from prefect.logging import get_run_logger
 from prefect.runtime import task_run
 from prefect.tasks import exponential_backoff
 
-from mnist_pipeline.core.data.splits import SplitRecipe, ensure_shared_split
+from mnist_pipeline.core.data.splits import SplitRecipe, SplitSources, ensure_shared_split
 from mnist_pipeline.core.support.faults import inject_fault
 from mnist_pipeline.orchestration.retries import retry_unless_permanent
 
@@ -39,11 +39,5 @@ def download_split(
     """The manifest (path or URL) of `recipe`'s split under `splits_root` (a folder or a store URL),
     built unless an intact copy is there."""
     inject_fault("download", task_run.run_count)
-    return ensure_shared_split(
-        recipe,
-        Path(bundle_dir),
-        splits_root,
-        Path(tfds_data_dir),
-        get_run_logger(),
-        Path(extra_dir) if extra_dir else None,
-    )
+    sources = SplitSources(Path(bundle_dir), Path(tfds_data_dir), Path(extra_dir) if extra_dir else None)
+    return ensure_shared_split(recipe, sources, splits_root, get_run_logger())

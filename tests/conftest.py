@@ -149,12 +149,12 @@ def _made_once_stay_as_made(run_folder):
 @pytest.fixture(scope="session")
 def split_manifest(run_folder) -> Path:
     """The real MNIST split (tfds from the bundled files), built once, outside Prefect."""
-    from mnist_pipeline.core.data.splits import ensure_split, make_recipe
+    from mnist_pipeline.core.data.splits import SplitSources, ensure_split, make_recipe
 
     def make(folder: Path) -> Path:
         artifacts = ArtifactPaths.resolve(folder)
         recipe = make_recipe("bundle", bundled_mnist_dir(), 0.1, 42)
-        return ensure_split(recipe, bundled_mnist_dir(), artifacts.splits, artifacts.tfds_data)
+        return ensure_split(recipe, SplitSources(bundled_mnist_dir(), artifacts.tfds_data), artifacts.splits)
 
     return made_once_per_run(run_folder, "mnist-split", make)
 

@@ -110,6 +110,20 @@ def test_help_of_each_command_lists_each_option_with_its_help(capsys, command):
         assert start in text, (command, action.dest, start)
 
 
+def test_every_command_and_action_is_listed_with_a_help_and_described_in_its_own():
+    def listed(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for choice in action._choices_actions:
+                    yield " ".join((*path, choice.dest)), choice.help
+                    yield from listed(action.choices[choice.dest], (*path, choice.dest))
+
+    helps = dict(listed(build_parser()))
+    assert set(helps) >= COMMANDS and all(helps.values()), helps
+    assert all(help[0].islower() and not help.endswith(".") for help in helps.values()), helps
+    assert all(len(PARSERS[command].description or "") > len(helps[command]) for command in COMMANDS)
+
+
 @pytest.mark.parametrize("command, model", [("run", PipelineParameters), ("sweep", SweepParameters)])
 def test_run_and_sweep_take_every_parameter_with_its_default(capsys, command, model):
     text = " ".join(in_process(capsys, command, "--help")[1].split())

@@ -95,20 +95,8 @@ def test_run_exits_0_while_its_model_is_production_and_3_when_rejected(artifacts
 
 
 def test_sweep_exits_3_when_rejected_and_when_unchanged_from_a_rejected_version(artifacts, prefect_api_url):
-    sweep = (
-        "sweep",
-        "--preset",
-        "seed-mlp",
-        "--epochs",
-        "1",
-        "--learning-rate",
-        "0.001",
-        "0.0005",
-        "--max-parallel",
-        "1",
-        "--threshold",
-        "0.999",
-    )
+    sweep = ["sweep", "--preset", "seed-mlp", "--epochs", "1", "--max-parallel", "1", "--threshold", "0.999"]
+    sweep += ["--learning-rate", "0.001", "0.0005"]
     code, summary, out = flow_command(artifacts, prefect_api_url, *sweep)
     assert (code, summary["run"]["verdict"], summary["run"]["production"]) == (EXIT_NOT_PROMOTED, "rejected", None)
     assert "MNIST sweep finished: 2 candidates" in out

@@ -66,20 +66,8 @@ def test_four_concurrent_runs_keep_the_registry_consistent(prefect_api_url, tmp_
     runs = [
         subprocess.Popen(
             [
-                sys.executable,
-                str(FLOW_SCRIPT),
-                "--preset",
-                "mlp",
-                "--epochs",
-                "1",
-                "--learning-rate",
-                rate,
-                "--threshold",
-                "0.9",
-                "--per-class-floor",
-                "0.8",
-                "--artifacts-dir",
-                str(artifacts),
+                *(sys.executable, str(FLOW_SCRIPT), "--artifacts-dir", str(artifacts), "--learning-rate", rate),
+                *["--preset", "mlp", "--epochs", "1", "--threshold", "0.9", "--per-class-floor", "0.8"],
             ],
             env=env,
             stdout=subprocess.PIPE,

@@ -28,17 +28,8 @@ CRASHES = [
 
 def run_flow(artifacts: Path, api_url: str, crash_at: str | None = None, *options: str):
     return run_flow_script(
-        "--preset",
-        "mlp",
-        "--epochs",
-        "1",
-        "--threshold",
-        "0.9",
-        "--per-class-floor",
-        "0.8",
-        "--artifacts-dir",
-        str(artifacts),
-        *options,
+        *["--preset", "mlp", "--epochs", "1", "--threshold", "0.9", "--per-class-floor", "0.8"],
+        *("--artifacts-dir", str(artifacts), *options),
         env={"PREFECT_API_URL": api_url, **({"MNIST_TEST_CRASH_AT": crash_at} if crash_at else {})},
         timeout=900,
     )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mnist_pipeline.core.data.extra_data import ExtraDataError, scan
-from mnist_pipeline.core.data.splits import check_split, ensure_split, make_recipe
+from mnist_pipeline.core.data.splits import SplitSources, check_split, ensure_split, make_recipe
 from mnist_pipeline.core.storage.paths import bundled_mnist_dir
 from support.pictures import hand_made_zero, photographed, write_png
 
@@ -79,17 +80,9 @@ def test_adding_or_removing_a_picture_changes_the_split_and_only_train_grows(ext
     assert first.key != second.key and recipe().key == first.key  # content, not time, decides
     assert make_recipe("bundle", bundled_mnist_dir(), 0.1, 42).key not in (first.key, second.key)
 
-    plain = check_split(
-        ensure_split(
-            make_recipe("bundle", bundled_mnist_dir(), 0.1, 42),
-            bundled_mnist_dir(),
-            tmp_path / "splits",
-            tmp_path / "tfds",
-        )
-    )
-    grown = check_split(
-        ensure_split(first, bundled_mnist_dir(), tmp_path / "splits", tmp_path / "tfds", extra_dir=extra)
-    )
+    sources = SplitSources(bundled_mnist_dir(), tmp_path / "tfds")
+    plain = check_split(ensure_split(make_recipe("bundle", bundled_mnist_dir(), 0.1, 42), sources, tmp_path / "splits"))
+    grown = check_split(ensure_split(first, replace(sources, extra_dir=extra), tmp_path / "splits"))
     (train_images, train_labels), (plain_images, plain_labels) = grown.load("train"), plain.load("train")
     assert len(train_labels) == len(plain_labels) + 3
     assert np.array_equal(train_images[:-3], plain_images) and train_labels[-3:].tolist() == [0, 0, 1]

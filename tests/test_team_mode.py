@@ -218,19 +218,9 @@ def test_no_secret_in_logs_artifacts_parameters_blocks_or_registry_show(stack, f
 
 
 def test_a_sweep_from_a_client_machine_uses_the_store(stack):
-    result = run_cli(
-        "sweep",
-        "--preset",
-        "seed-mlp",
-        "--epochs",
-        "1",
-        "--learning-rate",
-        "0.001",
-        "0.002",
-        "--max-parallel",
-        "2",
-        env=client_env(stack),
-    )
+    sweep = ["sweep", "--preset", "seed-mlp", "--epochs", "1", "--max-parallel", "2"]
+    sweep += ["--learning-rate", "0.001", "0.002"]
+    result = run_cli(*sweep, env=client_env(stack))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"sweep files   : {stack.store_url}/runs/" in result.stdout
     assert "registry is consistent" in registry_check(stack)

@@ -53,10 +53,6 @@ class MotoS3Server:
     def endpoint_url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
     def store_url(self, prefix: str = "artifacts") -> str:
         """`s3://BUCKET/PREFIX`: an artifact store in the bucket."""
         return f"s3://{self.bucket}/{prefix.strip('/')}"

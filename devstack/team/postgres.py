@@ -108,10 +108,6 @@ class PostgresServer:
     def masked_url(self) -> str:
         return f"postgresql+asyncpg://{self.role}:***@{HOST}:{self.port}/{self.database}"
 
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
     # Running programs as the postgres user ----------------------------------------------------------
 
     def _program(self, name: str) -> str:

@@ -123,40 +123,50 @@ def rows(model: type[BaseModel], changed_from: type[BaseModel] | None = None) ->
     return found
 
 
-def table(rows_: list[dict[str, str]], model_name: str) -> nodes.table:
-    """A docutils table of `rows_`: the name over its option(s), then type, default, allowed, description."""
-    group = nodes.tgroup(cols=len(HEADERS))
-    for width in (20, 10, 10, 14, 36):
+Cell = nodes.Node | list[nodes.Node]  # a list: one paragraph a node
+
+
+def grid(headers: list[str], widths: list[int], body_rows: list[list[Cell]], classes: list[str]) -> nodes.table:
+    """A docutils table: a header row of `headers`, then `body_rows`, columns `widths` wide."""
+    group = nodes.tgroup(cols=len(headers))
+    for width in widths:
         group += nodes.colspec(colwidth=width)
 
-    def row(cells: list[nodes.Node | list[nodes.Node]]) -> nodes.row:
+    def row(cells: list[Cell]) -> nodes.row:
         built = nodes.row()
         for cell in cells:
             entry = nodes.entry()
-            for line in cell if isinstance(cell, list) else [cell]:  # a list: one paragraph a line
+            for line in cell if isinstance(cell, list) else [cell]:
                 entry += nodes.paragraph("", "", line)
             built += entry
         return built
 
     head = nodes.thead()
-    head += row([nodes.Text(header) for header in HEADERS])
-    group += head
+    head += row([nodes.Text(header) for header in headers])
     body = nodes.tbody()
-    for item in rows_:
-        name = [nodes.literal(text, text) for text in (item["parameter"], *item["option"].split(" / "))]
-        body += row(
-            [
-                name,
-                nodes.Text(item["type"]),
-                nodes.literal(item["default"], item["default"]),
-                nodes.Text(item["allowed"]),
-                nodes.Text(item["description"]),
-            ]
-        )
+    for cells in body_rows:
+        body += row(cells)
+    group += head
     group += body
-    built = nodes.table(classes=["parameters-table"])
-    built += nodes.title("", f"The fields of {model_name}")
+    built = nodes.table(classes=classes)
     built += group
+    return built
+
+
+def table(rows_: list[dict[str, str]], model_name: str) -> nodes.table:
+    """A docutils table of `rows_`: the name over its option(s), then type, default, allowed, description."""
+    body_rows: list[list[Cell]] = [
+        [
+            [nodes.literal(text, text) for text in (item["parameter"], *item["option"].split(" / "))],
+            nodes.Text(item["type"]),
+            nodes.literal(item["default"], item["default"]),
+            nodes.Text(item["allowed"]),
+            nodes.Text(item["description"]),
+        ]
+        for item in rows_
+    ]
+    built = grid(list(HEADERS), [20, 10, 10, 14, 36], body_rows, ["parameters-table"])
+    built.insert(0, nodes.title("", f"The fields of {model_name}"))
     return built
 
 
@@ -179,33 +189,15 @@ def presets_table(presets: dict[str, Any]) -> nodes.table:
     seed aside: it is a run's, not a preset's), whether the learning rate decays, and its warm-up."""
     names = [f.name for f in dataclasses.fields(next(iter(presets.values())).defaults) if f.name not in ("seed",)]
     headers = [*(name.replace("_", " ") for name in names), "cosine decay", "warm-up epochs"]
-    group = nodes.tgroup(cols=len(headers))
-    for _ in headers:
-        group += nodes.colspec(colwidth=10)
-
-    def row(cells: list[nodes.Node]) -> nodes.row:
-        built = nodes.row()
-        for cell in cells:
-            entry = nodes.entry()
-            entry += nodes.paragraph("", "", cell)
-            built += entry
-        return built
-
-    head = nodes.thead()
-    head += row([nodes.Text(header) for header in headers])
-    group += head
-    body = nodes.tbody()
+    body_rows: list[list[Cell]] = []
     for preset in presets.values():
         values = [getattr(preset.defaults, name) for name in names]
-        cells: list[nodes.Node] = [nodes.literal(str(values[0]), str(values[0]))]
+        cells: list[Cell] = [nodes.literal(str(values[0]), str(values[0]))]
         cells += [nodes.Text("none" if value is None else str(value)) for value in values[1:]]
         cells.append(nodes.Text("yes" if preset.cosine_decay else "no"))
         cells.append(nodes.Text(f"{preset.warmup_epochs:g}"))
-        body += row(cells)
-    group += body
-    built = nodes.table(classes=["presets-table"])
-    built += group
-    return built
+        body_rows.append(cells)
+    return grid(headers, [10] * len(headers), body_rows, ["presets-table"])
 
 
 class PresetsTable(SphinxDirective):

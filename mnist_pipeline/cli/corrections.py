@@ -12,32 +12,29 @@ import json
 from mnist_pipeline.cli import options
 from mnist_pipeline.core.data.review import CorrectionQueue, open_queue, queue_location
 
+ABOUT = """Review the corrections the service received: list, accept, reject, relabel.
 
-def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "corrections",
-        help="review the corrections the service received: list, accept, reject, relabel",
-        description="Corrections wait for a person's review before training uses them. Accepted and relabelled "
-        "pictures move into <corrections>/reviewed/ (give that folder as --extra-data), rejected ones into "
-        "rejected/; every decision is logged with who and why.",
-    )
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+Corrections wait for a person's review before training uses them. Accepted and relabelled pictures move
+into <corrections>/reviewed/ (give that folder as --extra-data), rejected ones into rejected/; every
+decision is logged with who and why.
+"""
 
-    listing = actions.add_parser("list", help="the pending corrections (or, with --log, the decisions made)")
+
+def add_parser(subparsers: options.Subparsers) -> None:
+    actions = options.actions(subparsers, "corrections", ABOUT)
+    listing = options.command(actions, "list", _list, shared=(_location,))
     options.switch(listing, "log", "list the decisions made instead, oldest first")
     options.switch(listing, "json", "print JSON instead of text")
-    _location(listing)
-    listing.set_defaults(func=_list)
-
     for action, text in (("accept", "into training data under the label given"), ("reject", "kept for audit only")):
-        deciding = actions.add_parser(action, help=f"{action} pending corrections: {text}")
+        deciding = options.command(
+            actions, action, _decide, f"{action} pending corrections: {text}", shared=(_decision,)
+        )
         deciding.add_argument("ids", nargs="+", metavar="ID", help="the correction's id, or its first characters")
-        _decision(deciding)
-    relabel = actions.add_parser("relabel", help="accept a pending correction under another label")
+    relabel = options.command(
+        actions, "relabel", _decide, "accept a pending correction under another label", (_decision,)
+    )
     relabel.add_argument("ids", nargs=1, metavar="ID", help="the correction's id, or its first characters")
     relabel.add_argument("label", type=options.whole_number(0, 9), help="the digit the picture really shows")
-    _decision(relabel)
-    return parser
 
 
 def _location(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +50,6 @@ def _decision(parser: argparse.ArgumentParser) -> None:
         "--who", default=options.user(), help="who decides; written to the review log (default: %(default)s)"
     )
     _location(parser)
-    parser.set_defaults(func=_decide)
 
 
 def _queue(args: argparse.Namespace) -> CorrectionQueue:
@@ -61,6 +57,7 @@ def _queue(args: argparse.Namespace) -> CorrectionQueue:
 
 
 def _list(args: argparse.Namespace) -> int:
+    """The pending corrections (or, with --log, the decisions made)."""
     queue = _queue(args)
     if args.log:
         entries = queue.log()
@@ -90,6 +87,11 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace) -> int:
+    """Decide on pending corrections.
+
+    Accepted and relabelled pictures move into <corrections>/reviewed/, which training reads; rejected
+    ones into rejected/, kept for audit. Each decision goes to the review log with who and why.
+    """
     queue = _queue(args)
     chosen = [queue.find(prefix) for prefix in args.ids]  # all found before any is decided
     for correction in chosen:

@@ -8,9 +8,10 @@
     mnist-pipeline corrections list|accept|reject|relabel   review the corrections the service received
     mnist-pipeline team up [--folder DIR]          the team setup on this machine, for a try (Ctrl-C stops it)
 
-One module per command (cli/run.py, sweep.py, predict.py, registry.py, serve.py, team.py), each adding
-its sub-parser with `add_parser(subparsers)` and setting `func`; the options and validators they share
-are cli/options.py. Every boolean option is a switch, `--x` / `--no-x`. Prefect and TensorFlow are
+One module per command (cli/run.py, sweep.py, predict.py, registry.py, serve.py, corrections.py,
+team.py), each adding its sub-parser with `add_parser(subparsers)`: `options.command` ties a command (or
+an action of one) to the function that runs it, whose docstring is its help. The options and validators
+they share are cli/options.py. Every boolean option is a switch, `--x` / `--no-x`. Prefect and TensorFlow are
 imported only by the command that needs them, when it runs, so `--help` and bad arguments answer at once.
 
 Exit codes, the same for every command:

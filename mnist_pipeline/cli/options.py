@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 import getpass
+import inspect
 import types
 import typing
 from collections.abc import Callable
@@ -29,7 +30,7 @@ EXIT_NOT_PROMOTED = 3  # see `not_promoted_code`, and `registry promote` refused
 
 
 class Subparsers(Protocol):
-    """What `ArgumentParser.add_subparsers` returns, as the commands' `add_parser(subparsers)` use it."""
+    """What `ArgumentParser.add_subparsers` returns, as `command`, `actions` and `flow_command` use it."""
 
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
 
@@ -98,6 +99,46 @@ def parameter_value(name: str) -> Callable[[str], Any]:
     return parse
 
 
+# Commands and their actions ---------------------------------------------------------------------------
+
+AddOptions = Callable[[argparse.ArgumentParser], None]
+
+
+def command(
+    subparsers: Subparsers,
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    help: str | None = None,
+    shared: tuple[AddOptions, ...] = (),
+) -> argparse.ArgumentParser:
+    """The parser of a command or of one of its actions (`serve`, `registry list`), which runs `func`,
+    with the options it shares with other commands (e.g. `artifacts_dir`) added; its own are the
+    caller's to add. `func`'s docstring describes it (`described`); `help` replaces its first paragraph
+    in the list of commands."""
+    summary, description = described(inspect.getdoc(func) or "")
+    parser = subparsers.add_parser(name, help=help or summary, description=description)
+    for add in shared:
+        add(parser)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def actions(subparsers: Subparsers, name: str, about: str) -> Subparsers:
+    """A command made of actions (`registry`, `team`), described by `about` (`described`): the
+    sub-parsers its actions are added to."""
+    summary, description = described(about)
+    parser = subparsers.add_parser(name, help=summary, description=description)
+    return parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+
+def described(text: str) -> tuple[str, str]:
+    """(help, description) of a command from a docstring-like text: its first paragraph is the help (in
+    the list of commands: lower case, no full stop), the whole is the description (in the command's
+    --help). So the text a user reads lives with the code it describes."""
+    summary = inspect.cleandoc(text).split("\n\n")[0].rstrip(".")
+    return summary[:1].lower() + " ".join(summary[1:].split()), " ".join(text.split())
+
+
 # Options more than one command has ------------------------------------------------------------------
 
 
@@ -151,18 +192,16 @@ def flow_outcome_options(parser: argparse.ArgumentParser, what: str) -> None:
 def flow_command(
     subparsers: Subparsers,
     name: str,
-    help: str,
-    description: str,
     model: type[BaseModel],
-    command: Callable[[argparse.ArgumentParser, argparse.Namespace], int],
-) -> argparse.ArgumentParser:
+    run: Callable[[argparse.ArgumentParser, argparse.Namespace], int],
+) -> None:
     """A command that runs a flow (`run`, `sweep`): an option for each of `model`'s parameters and the
-    flow's outcome options; `command(parser, args)` runs it."""
-    parser = subparsers.add_parser(name, help=help, description=description)
+    flow's outcome options; `run(parser, args)` runs it, and its docstring describes it (`described`)."""
+    summary, description = described(inspect.getdoc(run) or "")
+    parser = subparsers.add_parser(name, help=summary, description=description)
     parameter_options(parser, model)
     flow_outcome_options(parser, name)
-    parser.set_defaults(func=functools.partial(command, parser))
-    return parser
+    parser.set_defaults(func=functools.partial(run, parser))
 
 
 def not_promoted_code(promoted: bool, verdict: str, version: str, production: str | None) -> int:

@@ -19,17 +19,9 @@ from mnist_pipeline.core.modelling.litert import LightModel
 from mnist_pipeline.core.modelling.models import load_model, predict_probabilities, top_classes
 from mnist_pipeline.core.registry import Registry, RegistryError
 
-DESCRIPTION = (
-    "Classify handwritten digits. FILEs are pictures (PNG, JPEG, any size or colour mode: laid out as "
-    "MNIST's digits are, white on black in 28x28), .npy arrays or MNIST IDX files of 28x28 images "
-    "(pixel values 0-255)."
-)
 
-
-def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "predict", help="classify digit images with the production (or a chosen) model", description=DESCRIPTION
-    )
+def add_parser(subparsers: options.Subparsers) -> None:
+    parser = options.command(subparsers, "predict", predict)
     parser.add_argument("files", nargs="+", metavar="FILE", help="picture, .npy array or IDX file")
     parser.add_argument(
         "--version",
@@ -42,11 +34,14 @@ def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
     options.switch(parser, "json", "print JSON instead of text")
     options.switch(parser, "invert", "the images show dark digits on a light background")
     options.artifacts_dir(parser)
-    parser.set_defaults(func=predict)
-    return parser
 
 
 def predict(args: argparse.Namespace) -> int:
+    """Classify digit images with the production (or a chosen) model.
+
+    FILEs are pictures (PNG, JPEG, any size or colour mode: laid out as MNIST's digits are, white on
+    black in 28x28), .npy arrays or MNIST IDX files of 28x28 images (pixel values 0-255).
+    """
     registry = options.registry_at(args.artifacts_dir)
     print(predict_files(args.files, registry, args.version, args.top_k, args.invert, args.json))
     return options.EXIT_OK

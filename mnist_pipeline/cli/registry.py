@@ -22,121 +22,60 @@ from mnist_pipeline.core.registry import Registry
 from mnist_pipeline.core.registry.decisions import DecisionRecord
 
 GATE_SETTINGS = tuple(field.name for field in fields(GateSettings))
-PROMOTE_DESCRIPTION = (
-    "Make version N production if it passes the promotion gate: its test accuracy reaches the threshold, every "
-    "class reaches the per-class floor, and on the same test images no class falls more than the per-class "
-    "margin below production's and it is not worse than production (with --require-significant: significantly "
-    "better, by an exact McNemar test). Each setting defaults to the one N was registered with. The decision, "
-    f"either way, goes to the decision log with who and why. Exits {options.EXIT_NOT_PROMOTED} when the gate "
-    "refuses."
-)
 
 
-def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "registry",
-        help="list, inspect, promote or roll back registered models",
-        description="The model registry: its versions and which one is production.",
-    )
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+ABOUT = """List, inspect, promote or roll back registered models.
 
-    listing = actions.add_parser(
-        "list",
-        help="every version: created, accuracy, interval, status, production",
-        description="Every registered version: created, accuracy, interval, status, production.",
-    )
-    options.artifacts_dir(listing)
-    listing.set_defaults(func=_list)
+The model registry: its versions and which one is production.
+"""
 
-    show = actions.add_parser(
-        "show",
-        help="one version: metrics, parameters, data hash, model card",
-        description="One version: metrics, parameters, data hash, files, decisions, model card.",
-    )
-    show.add_argument("version", type=options.version, metavar="N", help="version: N, vN or v000N")
-    options.artifacts_dir(show)
-    show.set_defaults(func=_show)
 
-    promoting = actions.add_parser(
-        "promote", help="make a version production, through the gate unless --force", description=PROMOTE_DESCRIPTION
-    )
-    promoting.add_argument("version", type=options.version, metavar="N", help="version: N, vN or v000N")
+def add_parser(subparsers: options.Subparsers) -> None:
+    actions = options.actions(subparsers, "registry", ABOUT)
+    reading, deciding = (options.artifacts_dir,), (options.decision_options, options.mlflow_options)
+    options.command(actions, "list", _list, shared=reading)
+    _version_argument(options.command(actions, "show", _show, shared=reading))
+    promoting = options.command(actions, "promote", _promote)
+    _version_argument(promoting)
     options.switch(promoting, "force", "promote even if the gate refuses (logged as forced)")
     add_gate_options(promoting)
-    options.decision_options(promoting)
-    options.mlflow_options(promoting)
-    promoting.set_defaults(func=_promote)
-
-    rolling_back = actions.add_parser(
-        "rollback",
-        help="move production back to the previously promoted version",
-        description="Move production back to the version that was production before the current one (logged "
-        "with who and why).",
-    )
-    options.decision_options(rolling_back)
-    options.mlflow_options(rolling_back)
-    rolling_back.set_defaults(func=_rollback)
-
-    check = actions.add_parser(
-        "check",
-        help="list every inconsistency in the registry (exit 1 if any)",
-        description="Check the versions' model files, the decision log and the "
-        "production pointer; each problem names its file and the way out. Exits 1 if "
-        "there is any.",
-    )
-    options.artifacts_dir(check)
-    check.set_defaults(func=_check)
-
-    repair = actions.add_parser(
-        "repair",
-        help="make the registry consistent again from its version folders and decision log",
-        description="Remove leftovers of interrupted registrations, drop unreadable decision-log lines (the old "
-        "log is kept beside it), apply decisions that a dying process did not, and rebuild the production pointer "
-        "from the decision log. Version folders are never changed or deleted. Exits 1 if a problem remains.",
-    )
-    options.artifacts_dir(repair)
-    options.mlflow_options(repair)
-    repair.set_defaults(func=_repair)
-
-    converting = actions.add_parser(
-        "convert",
-        help="give versions registered before light models their light model (LiteRT)",
-        description="Convert versions registered before light models existed to LiteRT, verified on the test "
-        "split each was tested on (or MNIST's test images when that split is gone): the same top class as Keras "
-        "on every image, probabilities within 1e-5. `predict` and `serve` then run them without TensorFlow. A "
-        "version that fails verification is recorded as such and stays served by Keras. The version's own files "
-        "are not changed. Needs TensorFlow.",
-    )
-    converting.add_argument(
+    for add in deciding:
+        add(promoting)
+    options.command(actions, "rollback", _rollback, shared=deciding)
+    options.command(actions, "check", _check, shared=reading)
+    options.command(actions, "repair", _repair, shared=(options.artifacts_dir, options.mlflow_options))
+    options.command(actions, "convert", _convert, shared=reading).add_argument(
         "versions", nargs="*", type=options.version, metavar="N", help="versions (default: every version)"
     )
-    options.artifacts_dir(converting)
-    converting.set_defaults(func=_convert)
+    options.command(actions, "sync-mlflow", _sync_mlflow, shared=(options.artifacts_dir, options.mlflow_options))
 
-    sync = actions.add_parser(
-        "sync-mlflow",
-        help="bring MLflow's registered model in step with the registry (versions, tags, production alias)",
-        description="Mirror every registered version to the MLflow registered model (a Keras model version "
-        "tagged with the project's version, model SHA-256 and decision) and point its `production` alias at "
-        "production. Idempotent: for a server that was down during a run, or added later.",
-    )
-    options.artifacts_dir(sync)
-    options.mlflow_options(sync)
-    sync.set_defaults(func=_sync_mlflow)
-    return parser
+
+def _version_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("version", type=options.version, metavar="N", help="version: N, vN or v000N")
 
 
 def _list(args: argparse.Namespace) -> int:
+    """Every registered version: created, accuracy, interval, status, production."""
     print(list_versions(options.registry_at(args.artifacts_dir)))
     return options.EXIT_OK
 
 
 def _show(args: argparse.Namespace) -> int:
+    """One version: metrics, parameters, data hash, files, decisions, model card."""
     print(show_version(options.registry_at(args.artifacts_dir), args.version))
     return options.EXIT_OK
 
 
 def _promote(args: argparse.Namespace) -> int:
+    """Make a version production, through the gate unless --force.
+
+    Version N becomes production if it passes the promotion gate: its test accuracy reaches the
+    threshold, every class reaches the per-class floor, and on the same test images no class falls more
+    than the per-class margin below production's and it is not worse than production (with
+    --require-significant: significantly better, by an exact McNemar test). Each setting defaults to the
+    one N was registered with. The decision, either way, goes to the decision log with who and why.
+    Exits 3 when the gate refuses.
+    """
     settings = {name: getattr(args, name) for name in GATE_SETTINGS}
     registry = options.registry_at(args.artifacts_dir)
     text, promoted = promote(registry, args.version, settings, args.force, args.who, args.reason)
@@ -146,6 +85,10 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    """Move production back to the previously promoted version.
+
+    The version that was production before the current one; logged with who and why.
+    """
     registry = options.registry_at(args.artifacts_dir)
     print(rollback(registry, args.who, args.reason))
     mirror_to_mlflow(registry, args)
@@ -153,6 +96,12 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _sync_mlflow(args: argparse.Namespace) -> int:
+    """Bring MLflow's registered model in step with the registry (versions, tags, production alias).
+
+    Every registered version is mirrored to the MLflow registered model (a Keras model version tagged
+    with the project's version, model SHA-256 and decision) and its `production` alias points at
+    production. Idempotent: for a server that was down during a run, or added later.
+    """
     from mnist_pipeline.core.support.errors import PipelineError
     from mnist_pipeline.core.tracking.model_sync import sync_registry
     from mnist_pipeline.core.tracking.target import resolve_target
@@ -188,12 +137,23 @@ def mirror_to_mlflow(registry: Registry, args: argparse.Namespace) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
+    """List every inconsistency in the registry (exit 1 if any).
+
+    It checks the versions' model files, the decision log and the production pointer; each problem names
+    its file and the way out.
+    """
     problems = options.registry_at(args.artifacts_dir).check()
     print("\n".join(f"problem: {problem}" for problem in problems) if problems else "registry is consistent")
     return options.EXIT_FAILED if problems else options.EXIT_OK
 
 
 def _repair(args: argparse.Namespace) -> int:
+    """Make the registry consistent again from its version folders and decision log.
+
+    It removes leftovers of interrupted registrations, drops unreadable decision-log lines (the old log is
+    kept beside it), applies decisions that a dying process did not, and rebuilds the production pointer
+    from the decision log. Version folders are never changed or deleted. Exits 1 if a problem remains.
+    """
     registry = options.registry_at(args.artifacts_dir)
     done = registry.repair()
     print("\n".join(done) if done else "nothing to repair")
@@ -205,6 +165,13 @@ def _repair(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    """Give versions registered before light models their light model (LiteRT).
+
+    Each is converted and verified on the test split it was tested on (or MNIST's test images when that
+    split is gone): the same top class as Keras on every image, probabilities within 1e-5. `predict` and
+    `serve` then run them without TensorFlow. A version that fails verification is recorded as such and
+    stays served by Keras. The version's own files are not changed. Needs TensorFlow.
+    """
     registry = options.registry_at(args.artifacts_dir)
     for version in args.versions or registry.versions():
         had = registry.light_record(version) is not None

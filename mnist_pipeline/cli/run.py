@@ -16,21 +16,9 @@ from mnist_pipeline.core.modelling.parameters import PipelineParameters
 from mnist_pipeline.core.runs.summary import RunSummary
 from mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow
 
-DESCRIPTION = (
-    "Train an MNIST classifier as a Prefect flow: download/split, preprocess, train, evaluate, "
-    "register; promote the model to production if it passes the gate."
-)
 
-
-def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
-    return options.flow_command(
-        subparsers,
-        "run",
-        "train, evaluate and register a model (the Prefect flow)",
-        DESCRIPTION,
-        PipelineParameters,
-        run,
-    )
+def add_parser(subparsers: options.Subparsers) -> None:
+    options.flow_command(subparsers, "run", PipelineParameters, run)
 
 
 def format_summary(summary: RunSummary) -> str:
@@ -51,7 +39,12 @@ def format_summary(summary: RunSummary) -> str:
 
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """Run the flow; print its summary; the exit code of `flow_runs.finish`."""
+    """Train, evaluate and register a model (the Prefect flow).
+
+    An MNIST classifier trained as a Prefect flow: download/split, preprocess, train, evaluate, register;
+    the model is promoted to production if it passes the gate.
+    """
+    # prints the run's summary; the exit code is `flow_runs.finish`'s
     params = options.validated(parser, args, PipelineParameters)
     prepare_prefect()
     from mnist_pipeline.flows import mnist_flow

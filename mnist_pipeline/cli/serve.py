@@ -11,63 +11,43 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Callable
 
 from mnist_pipeline.cli import options
 from mnist_pipeline.core.support.errors import PipelineError
 from mnist_pipeline.core.support.settings import CORRECTIONS_TOKEN
 
-DESCRIPTION = (
-    "Serve the registry's production model over HTTP: POST /v1/predict (pictures or 28x28 arrays), "
-    "GET /v1/model, /healthz, /readyz, the Open Inference Protocol (V2) under /v2, Prometheus metrics at "
-    "/metrics, the API's documentation at /docs and a page to draw digits on at /. "
-    "The service follows production: when a run, `registry promote` or `registry rollback` moves it, the "
-    "new model is verified and swapped in without stopping."
-)
-
-LIMITS: list[tuple[str, Callable[[str], float], float, str]] = [  # option, its type, default, help
-    (
-        "--corrections-max-mb",
-        options.whole_number(1, 1_000_000),
-        100,
-        "size cap of the corrections waiting for review, in MB",
-    ),
-    (
-        "--corrections-per-minute",
-        options.whole_number(1, 100_000),
-        30,
-        "corrections one client address may send a minute",
-    ),
-    ("--max-upload-mb", options.whole_number(1, 1000), 10, "largest request body, in MB"),
-    (
-        "--max-batch",
-        options.whole_number(1, 4096),
+# option: (lowest, highest, default, help); a whole number where the default is one
+LIMITS: dict[str, tuple[float, float, float, str]] = {
+    "--corrections-max-mb": (1, 1_000_000, 100, "size cap of the corrections waiting for review, in MB"),
+    "--corrections-per-minute": (1, 100_000, 30, "corrections one client address may send a minute"),
+    "--max-upload-mb": (1, 1000, 10, "largest request body, in MB"),
+    "--max-batch": (
+        1,
+        4096,
         64,
         "images per model call when requests are batched together; 1 turns micro-batching off",
     ),
-    (
-        "--batch-window-ms",
-        options.number(0, 10_000),
+    "--batch-window-ms": (
+        0,
+        10_000,
         0.0,
-        "how long a batch waits for more requests before it runs; 0: it takes those that queued while the "
-        "model ran the last one",
+        "how long a batch waits for more requests before it runs; 0: it takes those that queued while the model "
+        "ran the last one",
     ),
-    ("--queue-size", options.whole_number(1, 100_000), 256, "requests admitted at once; more are answered 503 at once"),
-    ("--poll-seconds", options.number(0.05, 3600), 2.0, "how often the production pointer is read"),
-    (
-        "--workers",
-        options.whole_number(1, 64),
+    "--queue-size": (1, 100_000, 256, "requests admitted at once; more are answered 503 at once"),
+    "--poll-seconds": (0.05, 3600, 2.0, "how often the production pointer is read"),
+    "--workers": (
+        1,
+        64,
         1,
         "service processes sharing the port, each with its own model and queue; about one core each "
         "(docs/serving.md: when it pays, and how long two may answer with different versions)",
     ),
-]
+}
 
 
-def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "serve", help="serve the production model over HTTP, with a page to draw digits on", description=DESCRIPTION
-    )
+def add_parser(subparsers: options.Subparsers) -> None:
+    parser = options.command(subparsers, "serve", serve)
     parser.add_argument(
         "--host",
         default="127.0.0.1",
@@ -91,7 +71,8 @@ def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
         "allow-anonymous-corrections",
         "listen beyond loopback without a corrections token: anyone who reaches the service may queue corrections",
     )
-    for flag, kind, default, text in LIMITS:
+    for flag, (low, high, default, text) in LIMITS.items():
+        kind = options.whole_number(int(low), int(high)) if isinstance(default, int) else options.number(low, high)
         parser.add_argument(flag, type=kind, default=default, help=f"{text} (default: %(default)s)")
     parser.add_argument(
         "--model-name",
@@ -101,8 +82,6 @@ def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
     options.switch(
         parser, "access-log", "log every request (at a thousand requests a second it costs more than it tells)"
     )
-    parser.set_defaults(func=serve)
-    return parser
 
 
 def _quiet_logs() -> None:
@@ -124,6 +103,13 @@ def _quiet_logs() -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    """Serve the production model over HTTP, with a page to draw digits on.
+
+    POST /v1/predict (pictures or 28x28 arrays), GET /v1/model, /healthz, /readyz, the Open Inference
+    Protocol (V2) under /v2, Prometheus metrics at /metrics, the API's documentation at /docs and a page
+    to draw digits on at /. The service follows production: when a run, `registry promote` or `registry
+    rollback` moves it, the new model is verified and swapped in without stopping.
+    """
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # before prometheus_client is imported: every worker's metrics in one view (serve/metrics.py)
         with tempfile.TemporaryDirectory(prefix="mnist-serve-metrics-") as folder:

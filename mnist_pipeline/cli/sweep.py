@@ -21,23 +21,9 @@ from mnist_pipeline.core.runs.sweep import (
     check_dask_cluster,
 )
 
-DESCRIPTION = (
-    "Train several configurations of one preset in parallel on Dask (a local cluster of processes, "
-    "or an existing one with --dask-address): every combination of the values given, or a random "
-    "sample of them. The candidate with the best validation accuracy is evaluated on the test split "
-    "and offered to the promotion gate; the others stay run folders."
-)
 
-
-def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
-    return options.flow_command(
-        subparsers,
-        "sweep",
-        "train several configurations on Dask at once; gate the best one",
-        DESCRIPTION,
-        SweepParameters,
-        sweep,
-    )
+def add_parser(subparsers: options.Subparsers) -> None:
+    options.flow_command(subparsers, "sweep", SweepParameters, sweep)
 
 
 def format_sweep(summary: SweepSummary) -> str:
@@ -53,7 +39,14 @@ def format_sweep(summary: SweepSummary) -> str:
 
 
 def sweep(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """Run the sweep flow; print the candidates and the selected one's summary; exit codes as `run`'s."""
+    """Train several configurations on Dask at once; gate the best one.
+
+    Several configurations of one preset train in parallel on Dask (a local cluster of processes, or an
+    existing one with --dask-address): every combination of the values given, or a random sample of
+    them. The candidate with the best validation accuracy is evaluated on the test split and offered to
+    the promotion gate; the others stay run folders.
+    """
+    # prints the candidates and the selected one's summary; exit codes as `run`'s
     params = options.validated(parser, args, SweepParameters, check=candidate_configs)
     if params.dask_address:
         check_dask_cluster(params.dask_address)

@@ -13,24 +13,12 @@ from pathlib import Path
 from mnist_pipeline.cli import options
 from mnist_pipeline.core.support.errors import PipelineError
 
-UP_DESCRIPTION = (
-    "Start PostgreSQL, an S3-compatible server (moto: objects in memory, for tries), a Prefect server on "
-    "PostgreSQL that requires an auth string, the work pool, the limits, the results block and the "
-    "team-on-demand deployment (run from a git clone at a pinned commit), and two workers, each in a clone of "
-    "its own of this repository: every part a process on 127.0.0.1. Prints how to point a client at it (the "
-    "secrets go to FOLDER/team.env, mode 0600), then waits; Ctrl-C or SIGTERM stops all of it. Each start "
-    "replaces what the previous one left in FOLDER."
-)
+ABOUT = """Team mode on this machine, for a try: PostgreSQL, an S3 store, a Prefect server and two workers."""
 
 
-def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "team",
-        help="team mode on this machine, for a try: PostgreSQL, an S3 store, a Prefect server and two workers",
-        description="Team mode on one machine.",
-    )
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    up = actions.add_parser("up", help="start the whole team stack; Ctrl-C stops all of it", description=UP_DESCRIPTION)
+def add_parser(subparsers: options.Subparsers) -> None:
+    actions = options.actions(subparsers, "team", ABOUT)
+    up = options.command(actions, "up", team_up)
     up.add_argument(
         "--folder",
         default="artifacts/team",
@@ -48,8 +36,6 @@ def add_parser(subparsers: options.Subparsers) -> argparse.ArgumentParser:
         default=2,
         help="flow runs at once per worker (default: %(default)s)",
     )
-    up.set_defaults(func=team_up)
-    return parser
 
 
 def import_from_checkout(package: str) -> None:
@@ -70,6 +56,15 @@ def import_from_checkout(package: str) -> None:
 
 
 def team_up(args: argparse.Namespace) -> int:
+    """Start the whole team stack; Ctrl-C stops all of it.
+
+    PostgreSQL, an S3-compatible server (moto: objects in memory, for tries), a Prefect server on
+    PostgreSQL that requires an auth string, the work pool, the limits, the results block and the
+    team-on-demand deployment (run from a git clone at a pinned commit), and two workers, each in a clone
+    of its own of this repository: every part a process on 127.0.0.1. It prints how to point a client at
+    it (the secrets go to FOLDER/team.env, mode 0600), then waits; Ctrl-C or SIGTERM stops all of it.
+    Each start replaces what the previous one left in FOLDER.
+    """
     import_from_checkout("devstack")
     from devstack.team.stack import up
 

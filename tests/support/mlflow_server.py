@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -16,8 +15,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from mnist_pipeline.core.support import settings
-from support.polling import wait_until
-from support.servers import answers_ok, free_port, stop_process
+from support.servers import free_port, http_process
 from support.training import register
 
 MLFLOW = Path(sys.executable).parent / "mlflow"
@@ -44,20 +42,8 @@ def mlflow_server(folder: Path) -> Iterator[str]:
         "1",
     ]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with open(log, "wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        exited, _ = wait_until(
-            lambda: (process.poll(), answers_ok(f"{url}/health")),
-            lambda state: state[0] is not None or state[1],
-            timeout=180,
-        )
-        assert exited is None, f"mlflow server exited with {exited}:\n{log.read_text()[-3000:]}"
+    with http_process(command, port, "/health", log, timeout=180, env=env) as url:
         yield url
-    finally:
-        stop_process(process)
-    assert process.poll() is not None, "mlflow server outlived its stop"
 
 
 class Relay:

@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from devstack.ports import free_port
 from support.commands import ENTRY_POINT, PROJECT_ROOT
@@ -44,21 +45,31 @@ def serving(artifacts: Path, *options: str, log: Path) -> Iterator[str]:
         "0.2",
         *options,
     ]
+    with http_process(command, port, "/readyz", log, cwd=PROJECT_ROOT) as url:
+        yield url
+
+
+@contextmanager
+def http_process(
+    command: list[str], port: int, ready_path: str, log: Path, timeout: float = 240, **popen: Any
+) -> Iterator[str]:
+    """`command`, an HTTP server on `port` of 127.0.0.1, in a process of its own: its base URL, once
+    `ready_path` answers 200 (an assertion error with the end of its output, `log`, if it exits
+    first). Stopped by its id when the block ends, and checked: it is gone."""
     with open(log, "wb") as output:
-        process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True
-        )
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True, **popen)
     url = f"http://127.0.0.1:{port}"
     try:
         exited, _ = wait_until(
-            lambda: (process.poll(), answers_ok(f"{url}/readyz")),
+            lambda: (process.poll(), answers_ok(url + ready_path)),
             lambda state: state[0] is not None or state[1],
-            timeout=240,
+            timeout=timeout,
         )
-        assert exited is None, f"the service exited with {exited}:\n{log.read_text()[-3000:]}"
+        assert exited is None, f"{command[0]} {command[1]} exited with {exited}:\n{log.read_text()[-3000:]}"
         yield url
     finally:
         stop_process(process)
+    assert process.poll() is not None, f"{command[0]} {command[1]} outlived its stop"
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:

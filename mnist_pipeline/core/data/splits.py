@@ -35,6 +35,16 @@ _LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class SplitSources:
+    """Where a split's inputs are read: MNIST's bundled files or tensorflow-datasets' data folder (as
+    the recipe's source says), and the extra training pictures, if the recipe has any."""
+
+    bundle_dir: Path
+    tfds_data_dir: Path
+    extra_dir: Path | None = None
+
+
+@dataclass(frozen=True)
 class SplitRecipe:
     """Everything the split depends on; its hash names the split and keys the cache."""
 
@@ -106,14 +116,7 @@ def is_intact(split_dir: Path) -> bool:
         return False
 
 
-def ensure_split(
-    recipe: SplitRecipe,
-    bundle_dir: Path,
-    splits_root: Path,
-    tfds_data_dir: Path,
-    log: Log = _LOG,
-    extra_dir: Path | None = None,
-) -> Path:
+def ensure_split(recipe: SplitRecipe, sources: SplitSources, splits_root: Path, log: Log = _LOG) -> Path:
     """The manifest of `recipe`'s split under `splits_root`, built unless an intact copy is there.
 
     Concurrent callers wait on one lock: one builds the split, the others reuse it.
@@ -126,10 +129,10 @@ def ensure_split(
         if is_intact(final_dir):
             log.info("split %s is already on disk: reusing it", final_dir)
         else:
-            source = f"the MNIST files in {bundle_dir}" if recipe.source == "bundle" else "tensorflow-datasets"
+            source = f"the MNIST files in {sources.bundle_dir}" if recipe.source == "bundle" else "tensorflow-datasets"
             log.info("building split %s from %s", final_dir.name, source)
             started = time.perf_counter()
-            build_split(recipe, bundle_dir, tfds_data_dir, final_dir, extra_dir, log)
+            build_split(recipe, sources, final_dir, log)
             log.info("built split %s in %.1f s", final_dir, time.perf_counter() - started)
     return final_dir / MANIFEST
 
@@ -143,14 +146,7 @@ def split_available(recipe: SplitRecipe, splits_root: str) -> bool:
     return is_intact(store.fetch_tree(split_ref))
 
 
-def ensure_shared_split(
-    recipe: SplitRecipe,
-    bundle_dir: Path,
-    splits_root: str,
-    tfds_data_dir: Path,
-    log: Log = _LOG,
-    extra_dir: Path | None = None,
-) -> str:
+def ensure_shared_split(recipe: SplitRecipe, sources: SplitSources, splits_root: str, log: Log = _LOG) -> str:
     """`ensure_split` in the artifact store `splits_root` (a folder or a URL): the reference of the
     split's manifest. In a store, a split another machine built is downloaded, not built again; a
     split built here is uploaded, its manifest last and create-only, so when two machines build it
@@ -158,13 +154,13 @@ def ensure_shared_split(
     split_ref = store.join(splits_root, recipe.split_dir(Path()).name)
     manifest_ref = store.join(split_ref, MANIFEST)
     if not store.is_url(splits_root):
-        return str(ensure_split(recipe, bundle_dir, Path(splits_root), tfds_data_dir, log, extra_dir))
+        return str(ensure_split(recipe, sources, Path(splits_root), log))
     objects = store.ObjectStore.for_url(split_ref)
     in_store = objects.exists(manifest_ref)
     if in_store and split_available(recipe, splits_root):
         log.info("split %s is in the store: reusing it", split_ref)
         return manifest_ref
-    manifest = ensure_split(recipe, bundle_dir, store.local_path(splits_root), tfds_data_dir, log, extra_dir)
+    manifest = ensure_split(recipe, sources, store.local_path(splits_root), log)
     for entry in json.loads(manifest.read_text())["splits"].values():
         objects.upload(manifest.parent / entry["file"], store.join(split_ref, entry["file"]))
     try:
@@ -193,25 +189,18 @@ def describe_split(manifest_path: Path) -> str:
     )
 
 
-def build_split(
-    recipe: SplitRecipe,
-    bundle_dir: Path,
-    tfds_data_dir: Path,
-    final_dir: Path,
-    extra_dir: Path | None = None,
-    log: Log = _LOG,
-) -> None:
+def build_split(recipe: SplitRecipe, sources: SplitSources, final_dir: Path, log: Log = _LOG) -> None:
     """Verify the source, read MNIST once, split train/validation by seeded index, add the extra
     pictures to train, and write the files into `final_dir` (the caller holds the splits lock)."""
     if recipe.source == "bundle":
-        mnist.verify_bundle(bundle_dir, dict(recipe.source_sha256))
-        arrays = mnist.read_bundle(bundle_dir)
+        mnist.verify_bundle(sources.bundle_dir, dict(recipe.source_sha256))
+        arrays = mnist.read_bundle(sources.bundle_dir)
     else:
-        arrays = mnist.read_tfds(tfds_data_dir)
+        arrays = mnist.read_tfds(sources.tfds_data_dir)
     train_images, train_labels = arrays["train"]
     train_idx, validation_idx = split_train_validation(len(train_labels), recipe.validation_fraction, recipe.seed)
     splits = {
-        "train": _with_extra((train_images[train_idx], train_labels[train_idx]), recipe, extra_dir, log),
+        "train": _with_extra((train_images[train_idx], train_labels[train_idx]), recipe, sources.extra_dir, log),
         "validation": (train_images[validation_idx], train_labels[validation_idx]),
         "test": arrays["test"],
     }

@@ -26,6 +26,16 @@ def default_artifacts_dir() -> str:
     return settings.artifacts_location()
 
 
+class _Below:
+    """A folder below the artifacts root, as an attribute of `ArtifactPaths` (`paths.runs`)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, paths: ArtifactPaths, owner: type[ArtifactPaths]) -> Path:
+        return paths.root / self.name
+
+
 @dataclass(frozen=True)
 class ArtifactPaths:
     """The layout of one artifacts directory; every run of the pipeline writes below `root`."""
@@ -42,29 +52,12 @@ class ArtifactPaths:
         """The reference of a path below `root`: its URL in the store, or the path itself."""
         return store.ref_of(path) if self.shared else str(path)
 
-    @property
-    def splits(self) -> Path:
-        return self.root / "splits"
-
-    @property
-    def tfds_data(self) -> Path:
-        return self.root / "tfds"
-
-    @property
-    def runs(self) -> Path:
-        return self.root / "runs"
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.root / "tensorboard"
-
-    @property
-    def registry(self) -> Path:
-        return self.root / "registry"
-
-    @property
-    def prefect_results(self) -> Path:
-        return self.root / "prefect-results"
+    splits = _Below("splits")
+    tfds_data = _Below("tfds")
+    runs = _Below("runs")
+    tensorboard = _Below("tensorboard")
+    registry = _Below("registry")
+    prefect_results = _Below("prefect-results")
 
     @classmethod
     def resolve(cls, artifacts_dir: str | Path | None) -> ArtifactPaths:
