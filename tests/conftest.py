@@ -14,10 +14,11 @@ import tempfile
 import uuid
 from pathlib import Path
 
+for _name in [name for name in os.environ if name.startswith("PREFECT_")]:  # e.g. a server's URL or database
+    del os.environ[_name]
 _PREFECT_HOME = tempfile.mkdtemp(prefix="mnist-tests-prefect-home-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ.pop("PREFECT_API_URL", None)
 from mnist_pipeline.core.support import settings  # noqa: E402  (imports no Prefect)
 
 for _name in settings.ALL:  # a developer's shell must not leak into the tests
@@ -29,6 +30,7 @@ from mnist_pipeline.core.registry import Registry, open_registry  # noqa: E402
 from mnist_pipeline.core.storage import store  # noqa: E402
 from mnist_pipeline.core.storage.paths import ArtifactPaths, bundled_mnist_dir  # noqa: E402
 from support.data import synthetic_split_files  # noqa: E402
+from support.servers import migrated_prefect_database, prefect_server_in  # noqa: E402
 from support.shared import changed_since_made, made_once_per_run  # noqa: E402
 from support.training import QUIET_LOG, convert_once_per_model, register, train_and_evaluate  # noqa: E402
 
@@ -109,22 +111,38 @@ def pytest_collection_modifyitems(config, items):
 # Real servers and real MNIST (slow tier) -----------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def prefect_server():
-    """One temporary Prefect server (SQLite in a temp dir) for the whole session. Its start creates a
-    new database while the other workers start theirs: a minute or more when the machine is busy."""
-    from prefect.testing.utilities import prefect_test_harness
+def pytest_addoption(parser):
+    parser.addoption(
+        "--prefect-database",
+        metavar="FILE",
+        help="a Prefect SQLite database with every migration applied, for the tests' Prefect servers to start on "
+        "copies of (scripts/test.sh makes one while the code is checked); default: made by the first test to need it",
+    )
 
-    with prefect_test_harness(server_startup_timeout=300):
-        yield
+
+@pytest.fixture(scope="session")
+def prefect_database(request, run_folder) -> Path:
+    """A Prefect database with every migration applied (--prefect-database, or made once for all workers):
+    each test's Prefect server starts on a copy of it."""
+    given = request.config.getoption("--prefect-database")
+    return Path(given) if given else made_once_per_run(run_folder, "prefect-database", migrated_prefect_database)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(prefect_database, tmp_path_factory):
+    """One Prefect server (SQLite, a copy of `prefect_database`) for this worker's session: the API of
+    this process's Prefect settings while it runs. Stopped by its id at the session's end."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    home = tmp_path_factory.mktemp("session-prefect-home")
+    with prefect_server_in(home, prefect_database) as local, temporary_settings({PREFECT_API_URL: local.api_url}):
+        yield local
 
 
 @pytest.fixture(scope="session")
 def prefect_api_url(prefect_server) -> str:
     """The session server's API URL, for flows run in child processes."""
-    from prefect.settings import PREFECT_API_URL
-
-    return PREFECT_API_URL.value()
+    return prefect_server.api_url
 
 
 @pytest.fixture(scope="session")

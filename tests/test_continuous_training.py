@@ -50,7 +50,7 @@ def prefect_file_for(corrections: Path, artifacts: Path, destination: Path) -> P
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, prefect_server):
+def setup(tmp_path_factory, prefect_server, prefect_database):
     """A review queue with one accepted picture, and a registry whose production model was trained on
     it (in this process, on the session's server); then a server of its own with the deployments and a
     worker."""
@@ -64,7 +64,7 @@ def setup(tmp_path_factory, prefect_server):
     summary = mnist_pipeline(**SMALL_RETRAINING, extra_data=queue.reviewed_location, artifacts_dir=str(artifacts))
     assert summary.promoted, summary
     prefect_file = prefect_file_for(corrections, artifacts, root / "prefect.yaml")
-    with local_prefect(root / "prefect-home", prefect_file) as local, client_of(local) as client:
+    with local_prefect(root / "prefect-home", prefect_database, prefect_file) as local, client_of(local) as client:
         yield local, client, queue, artifacts
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from mnist_pipeline.core.data.extra_data import ExtraDataError
 from mnist_pipeline.core.data.splits import SplitFiles, is_intact
+from mnist_pipeline.core.data.tfds_import import import_tfds
 from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.runs.summary import RunSummary
 from mnist_pipeline.core.storage.paths import bundled_mnist_dir
@@ -284,8 +285,7 @@ def seed_tfds_download_cache(tfds_data_dir: Path) -> dict[Path, int]:
     """Put the bundled MNIST files where tfds' DownloadManager keeps a finished download of them
     (downloads/mnist/<name made of the URL and checksum>, beside its .INFO file), as an earlier online
     run of `--data-source tfds` leaves them. Returns {file: inode}."""
-    import tensorflow_datasets as tfds
-
+    tfds = import_tfds()
     downloads = tfds_data_dir / "downloads" / "mnist"
     downloads.mkdir(parents=True)
     placed = {}

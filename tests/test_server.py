@@ -36,8 +36,8 @@ RETRY_WAITS = {
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with local_prefect(tmp_path_factory.mktemp("server-prefect-home")) as local:
+def server(tmp_path_factory, prefect_database):
+    with local_prefect(tmp_path_factory.mktemp("server-prefect-home"), prefect_database) as local:
         yield local
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.core.data.idx import read_idx
+from mnist_pipeline.core.data.tfds_import import import_tfds
 from mnist_pipeline.core.support.errors import BundleMissingError, BundleTruncatedError, ChecksumMismatchError
 from mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow
 
@@ -49,7 +50,7 @@ def bundle_file(bundle_dir: Path, name: str) -> Path:
 def registered_files() -> dict[str, tuple[int, str]]:
     """{file name: (size, SHA-256)} of each MNIST file as tensorflow-datasets registers it."""
     import_tensorflow()
-    import tensorflow_datasets as tfds
+    tfds = import_tfds()
 
     infos = tfds.builder_cls(DATASET.split(":")[0]).url_infos
     return {info.filename: (int(info.size), info.checksum) for info in infos.values()}
@@ -105,7 +106,7 @@ def read_tfds(tfds_data_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{"train"|"test": (images uint8 [n, 28, 28], labels uint8 [n])}, downloaded and prepared by tfds
     (which checks the download against its registered checksums) and read once, in canonical order."""
     import_tensorflow()
-    import tensorflow_datasets as tfds
+    tfds = import_tfds()
 
     tfds.disable_progress_bar()
     builder = tfds.builder(DATASET, data_dir=str(tfds_data_dir))
