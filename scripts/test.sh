@@ -30,4 +30,4 @@ wait "$prefect_database" || { cat "$prefect_home/upgrade.log" >&2; exit 1; }
 # test file at a time each, the longest files first; the 20 slowest tests listed at the end (where the
 # run's time went). Options given here come after these and win, e.g. `-n 0`.
 .venv/bin/python -m pytest -n auto --dist loadfile --no-loadscope-reorder --durations=20 \
-  --prefect-database "$prefect_home/prefect.db" "$@"
+  --prefect-database="$prefect_home/prefect.db" "$@"

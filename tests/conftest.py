@@ -30,7 +30,7 @@ from mnist_pipeline.core.registry import Registry, open_registry  # noqa: E402
 from mnist_pipeline.core.storage import store  # noqa: E402
 from mnist_pipeline.core.storage.paths import ArtifactPaths, bundled_mnist_dir  # noqa: E402
 from support.data import synthetic_split_files  # noqa: E402
-from support.servers import migrated_prefect_database, prefect_server_in  # noqa: E402
+from support.servers import migrated_prefect_database, prefect_server_in, settings_of_this_process  # noqa: E402
 from support.shared import changed_since_made, made_once_per_run  # noqa: E402
 from support.training import QUIET_LOG, convert_once_per_model, register, train_and_evaluate  # noqa: E402
 
@@ -130,12 +130,11 @@ def prefect_database(request, run_folder) -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_server(prefect_database, tmp_path_factory):
-    """One Prefect server (SQLite, a copy of `prefect_database`) for this worker's session: the API of
-    this process's Prefect settings while it runs. Stopped by its id at the session's end."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
+    """One Prefect server (SQLite, a copy of `prefect_database`) for this worker's session, the API of
+    this process's Prefect settings while it runs (`settings_of_this_process`). Stopped by its id at the
+    session's end."""
     home = tmp_path_factory.mktemp("session-prefect-home")
-    with prefect_server_in(home, prefect_database) as local, temporary_settings({PREFECT_API_URL: local.api_url}):
+    with prefect_server_in(home, prefect_database) as local, settings_of_this_process(api_url=local.api_url):
         yield local
 
 

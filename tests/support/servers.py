@@ -119,6 +119,35 @@ def prefect_server_in(home: Path, database: Path, **options: Any) -> Iterator:
 
 
 @contextmanager
+def settings_of_this_process(**settings: str) -> Iterator[None]:
+    """Prefect `settings` (by name, e.g. api_url) for this process while the block runs: in the current
+    context, and in the process-wide one that threads started without a copy of it read (a task's
+    thread, for one, which would otherwise start a temporary server of its own), as Prefect's own
+    `prefect_test_harness` does; but not for the processes started meanwhile, as its environment would.
+    The logs and events the process still holds at the end are sent before the block ends."""
+    from prefect.context import refresh_global_settings_context
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import temporary_settings
+
+    variables = {f"PREFECT_{name.upper()}": value for name, value in settings.items()}
+    os.environ.update(variables)
+    try:
+        refresh_global_settings_context()  # reads the environment
+    finally:
+        for name in variables:
+            del os.environ[name]
+    try:
+        with temporary_settings(variables):
+            yield
+            # what the process's log and event workers still hold goes to the server while it answers
+            APILogWorker.drain_all(timeout=30)
+            EventsWorker.drain_all(timeout=30)
+    finally:
+        refresh_global_settings_context()
+
+
+@contextmanager
 def local_prefect(home: Path, database: Path, prefect_file: Path | None = None) -> Iterator:
     """`prefect_server_in`, with the deployments of prefect.yaml (or `prefect_file`) and a worker polling
     every 2 s."""
