@@ -22,9 +22,10 @@ decision is logged with who and why.
 
 def add_parser(subparsers: options.Subparsers) -> None:
     actions = options.actions(subparsers, "corrections", ABOUT)
-    listing = options.command(actions, "list", _list, shared=(_location,))
+    listing = options.command(actions, "list", _list)
     options.switch(listing, "log", "list the decisions made instead, oldest first")
     options.switch(listing, "json", "print JSON instead of text")
+    _location(listing)
     for action, text in (("accept", "into training data under the label given"), ("reject", "kept for audit only")):
         deciding = options.command(
             actions, action, _decide, f"{action} pending corrections: {text}", shared=(_decision,)
