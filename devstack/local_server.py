@@ -4,8 +4,8 @@
 
 Starts `prefect server start` on 127.0.0.1 (SQLite under PREFECT_HOME), creates the `process` work
 pool, deploys everything in prefect.yaml, starts a worker and triggers the on-demand deployment once.
-Everything keeps running so the UI shows the scheduled and the finished runs; Ctrl-C stops the worker
-and the server cleanly. The tests drive a real server through the same class.
+Everything keeps running so the UI shows the scheduled and the finished runs; Ctrl-C stops the worker,
+the flow runs it started and the server cleanly. The tests drive a real server through the same class.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from devstack.team.processes import ProcessId, stop_tree
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
@@ -157,12 +159,16 @@ class LocalPrefect:
             raise RuntimeError(f"no flow run id in the output of `prefect deployment run`:\n{output}")
         return match.group(1)
 
-    def stop(self, timeout: float = 30) -> None:
-        """Stop the worker, then the server: SIGTERM to each process group, SIGKILL if it lingers."""
+    def stop(self, timeout: float = 30) -> list[ProcessId]:
+        """Stop the worker with the flow runs it started (each in a session of its own, out of reach of a
+        signal to the worker's group), then the server: SIGTERM, SIGKILL to what lingers after `timeout`.
+        What is still running afterwards: nothing, unless a process ignored SIGKILL."""
+        left = []
         for name in ("worker", "server"):
             process = self.processes.pop(name, None)
             if process is not None:
-                stop_process_group(process, timeout)
+                left += stop_tree(process, signals=((signal.SIGTERM, timeout),), followers_timeout=timeout)
+        return left
 
     def __enter__(self) -> LocalPrefect:
         return self

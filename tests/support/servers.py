@@ -94,8 +94,8 @@ def migrated_prefect_database(home: Path) -> Path:
 @contextmanager
 def prefect_server_in(home: Path, database: Path, **options: Any) -> Iterator:
     """`LocalPrefect`'s server on a free port, with PREFECT_HOME `home` holding a copy of the migrated
-    `database` (`migrated_prefect_database`); `options` go to `LocalPrefect`. Stopped by process group
-    when the block ends (with whatever else the block started through it, e.g. a worker), and checked:
+    `database` (`migrated_prefect_database`); `options` go to `LocalPrefect`. Stopped by its id when the
+    block ends, with whatever the block started through it (a worker, its flow runs), and checked:
     nothing it started is left running."""
     from devstack.local_server import LocalPrefect
 
@@ -106,16 +106,10 @@ def prefect_server_in(home: Path, database: Path, **options: Any) -> Iterator:
         local.start_server()
         yield local
     finally:
-        groups = [process.pid for process in local.processes.values()]
         # A worker stops at SIGTERM only once its flow runs end: a run a test left paused (or a crashed
         # one it still follows) kept each teardown waiting the whole 30 s before the SIGKILL.
-        local.stop(timeout=5)
-    for group in groups:
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            continue
-        raise AssertionError(f"process group {group} of the Prefect server or worker is still running")
+        survivors = local.stop(timeout=5)
+    assert not survivors, f"still running after the Prefect server and worker stopped: {'; '.join(map(str, survivors))}"
 
 
 @contextmanager
