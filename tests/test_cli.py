@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from mnist_pipeline.cli.main import build_parser, main
-from mnist_pipeline.cli.options import EXIT_FAILED, EXIT_NOT_PROMOTED, EXIT_OK, EXIT_USAGE
+from mnist_pipeline.cli.options import EXIT_FAILED, EXIT_NOT_PROMOTED, EXIT_OK, EXIT_USAGE, described
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
 from mnist_pipeline.core.registry import open_registry
 from mnist_pipeline.core.runs.summary import RunSummary
@@ -108,6 +108,15 @@ def test_help_of_each_command_lists_each_option_with_its_help(capsys, command):
         assert all(option in text for option in action.option_strings), (command, action.option_strings)
         start = " ".join(action.help.split("%")[0].split()[:4])  # before any %(default)s
         assert start in text, (command, action.dest, start)
+
+
+def test_a_docstring_gives_a_command_its_help_line_and_its_description():
+    doc = """A version, shown.
+
+    Its metrics and
+    its files.
+    """
+    assert described(doc) == ("a version, shown", "A version, shown. Its metrics and its files.")
 
 
 def test_every_command_and_action_is_listed_with_a_help_and_described_in_its_own():

@@ -136,7 +136,7 @@ def described(text: str) -> tuple[str, str]:
     the list of commands: lower case, no full stop), the whole is the description (in the command's
     --help). So the text a user reads lives with the code it describes."""
     summary = inspect.cleandoc(text).split("\n\n")[0].rstrip(".")
-    return summary[:1].lower() + " ".join(summary[1:].split()), " ".join(text.split())
+    return " ".join((summary[:1].lower() + summary[1:]).split()), " ".join(text.split())
 
 
 # Options more than one command has ------------------------------------------------------------------
