@@ -23,7 +23,7 @@ prefect_database=$!
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-.venv/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+.venv/bin/sphinx-build -E -W --keep-going -q -b html docs docs/_build/html
 wait "$system_deps"
 wait "$prefect_database" || { cat "$prefect_home/upgrade.log" >&2; exit 1; }
 # A worker per core, one more when the slow tier runs (tests/conftest.py: three on CI's 2 cores), a
