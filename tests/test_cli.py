@@ -351,7 +351,8 @@ def stand_in_flows(monkeypatch, tiny_strong, tiny_weak, synthetic_split, tmp_pat
 
     monkeypatch.setattr(mnist_flow, "mnist_pipeline", run_flow)
     monkeypatch.setattr(sweep_flow, "mnist_sweep", sweep_flow_stand_in)
-    monkeypatch.setattr(run_command, "import_tensorflow", lambda: None)  # loaded already, by the tiny models
+    # TensorFlow is loaded already, by the tiny models
+    monkeypatch.setattr(run_command, "import_tensorflow_in_background", lambda: None)
     return lambda outcome: chosen.update(outcome=outcome)
 
 

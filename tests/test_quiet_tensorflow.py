@@ -34,11 +34,16 @@ def test_a_cuda_failure_shows_where_a_driver_is_installed():
 
 
 @pytest.mark.slow  # a fresh process importing TensorFlow
-def test_a_fresh_process_importing_tensorflow_prints_nothing_but_its_own_lines_and_loads_no_unused_extra():
-    """Nor does the import load what Keras would load for features unused here (scikit-learn, pyplot, pandas),
-    which the process can still import afterwards."""
+def test_a_fresh_process_importing_tensorflow_in_the_background_prints_nothing_but_its_own_lines_and_loads_no_unused_extra():
+    """The import in a background thread, as the run command does, while the main thread goes in and out
+    of `warnings.catch_warnings()` blocks, as Prefect does meanwhile (each ending block puts the
+    process's warning filters back: without the fix, urllib3's SOCKS warning in five runs of five).
+    Nor does the import load what Keras would load for features unused here (scikit-learn, pyplot,
+    pandas), which the process can still import afterwards."""
     program = (
-        "import sys\nfrom mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow, KERAS_EXTRAS_UNUSED\n"
+        "import sys, time, warnings\nfrom mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow, "
+        "import_tensorflow_in_background, KERAS_EXTRAS_UNUSED\nimporting = import_tensorflow_in_background()\n"
+        "while importing.is_alive():\n    with warnings.catch_warnings():\n        time.sleep(0.001)\n"
         "tf = import_tensorflow()\nprint('stderr after import', file=sys.stderr)\n"
         "print(int(tf.reduce_sum(tf.constant([1, 2]))))\n"
         "print([name for name in KERAS_EXTRAS_UNUSED if name in sys.modules])\n"

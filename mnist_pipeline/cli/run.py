@@ -8,13 +8,12 @@ Options are built from `PipelineParameters` and checked before Prefect or Tensor
 from __future__ import annotations
 
 import argparse
-import threading
 
 from mnist_pipeline.cli import options
 from mnist_pipeline.cli.flow_runs import finish, hide_pipeline_error_tracebacks, prepare_prefect
 from mnist_pipeline.core.modelling.parameters import PipelineParameters
 from mnist_pipeline.core.runs.summary import RunSummary
-from mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow
+from mnist_pipeline.core.support.quiet_tensorflow import import_tensorflow_in_background
 
 
 def add_parser(subparsers: options.Subparsers) -> None:
@@ -53,7 +52,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     # TensorFlow takes seconds to import: do it while Prefect starts its server (a process of its own,
     # waited for), not while Prefect imports (in this process, competing for the interpreter).
-    threading.Thread(target=import_tensorflow, name="import-tensorflow", daemon=True).start()
+    import_tensorflow_in_background()
     summary = mnist_flow.mnist_pipeline(**params.model_dump())
     print(format_summary(summary))
     return finish(summary, args.summary_json, args.fail_if_not_promoted, summary.to_json())

@@ -24,12 +24,13 @@ flows import none of them meanwhile; the plots come after training, which waits 
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 STARTUP_NOTICES = re.compile(
@@ -144,3 +145,21 @@ def import_tensorflow() -> Any:
     import tensorflow as tf
 
     return tf
+
+
+def import_tensorflow_in_background() -> threading.Thread:
+    """Start `import_tensorflow` in a thread of its own (for a program with other work meanwhile); the thread.
+
+    Modules that TensorFlow's import loads set warning filters as they load (requests: "ignore urllib3's
+    DependencyWarning"), and a `warnings.catch_warnings()` block in another thread (Prefect has several)
+    puts the process's filters back as it found them when it ends: a block that spans such a module's
+    load drops that filter. So the first line of a fresh clone's first run was urllib3's "SOCKS support
+    in urllib3 requires the installation of optional dependencies". requests, the one seen, is imported
+    first, in the calling thread (47 ms, of TensorFlow's seconds).
+    """
+    with suppress(ModuleNotFoundError):  # a TensorFlow that no longer needs it: no race
+        importlib.import_module("requests")
+
+    thread = threading.Thread(target=import_tensorflow, name="import-tensorflow", daemon=True)
+    thread.start()
+    return thread
