@@ -36,7 +36,7 @@ def test_a_cuda_failure_shows_where_a_driver_is_installed():
 @pytest.mark.slow  # a fresh process importing TensorFlow
 def test_a_fresh_process_importing_tensorflow_in_the_background_prints_nothing_but_its_own_lines_and_loads_no_unused_extra():
     """The import in a background thread, as the run command does, while the main thread goes in and out
-    of `warnings.catch_warnings()` blocks, as Prefect does meanwhile (each ending block puts the
+    of `warnings.catch_warnings()` blocks, as Prefect's code may meanwhile (each ending block puts the
     process's warning filters back: without the fix, urllib3's SOCKS warning in five runs of five).
     Nor does the import load what Keras would load for features unused here (scikit-learn, pyplot,
     pandas), which the process can still import afterwards."""
