@@ -131,7 +131,7 @@ PRESETS: dict[str, Preset] = {
         TrainingConfig(
             "cnn", epochs=9, batch_size=256, learning_rate=4e-3, patience=3, seed=42, width=128, dropout=0.3
         ),
-        "small convolutional network, the default: about 99.4-99.5% in 1.5-3.5 minutes on 2 CPU cores",
+        "small convolutional network, the default: about 99.4-99.5% in 1-3.5 minutes on 2 CPU cores, by CPU",
     ),
     "cnn-best": Preset(
         _cnn_best,
