@@ -155,7 +155,7 @@ def import_tensorflow_in_background() -> threading.Thread:
     puts the process's filters back as it found them when it ends: a block that spans such a module's
     load drops that filter. So the first line of a fresh clone's first run was urllib3's "SOCKS support
     in urllib3 requires the installation of optional dependencies". requests, the one seen, is imported
-    first, in the calling thread (47 ms, of TensorFlow's seconds).
+    first, in the calling thread (a small part of TensorFlow's import).
     """
     with suppress(ModuleNotFoundError):  # a TensorFlow that no longer needs it: no race
         importlib.import_module("requests")
